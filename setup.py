@@ -1,0 +1,60 @@
+"""Packaging for tensorboard-plugin-cam: the writer (`writer_ext`), the
+TensorBoard plugin (`tensorboard_plugin_cam`) and its frontend (`frontend/`,
+installed as `tensorboard_plugin_cam/frontend`)."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="tensorboard-plugin-cam",
+    version="0.1.0",
+    description=(
+        "Class activation maps (Grad-CAM and family) and activations from PyTorch, "
+        "in their own TensorBoard tab"
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=[
+        "tensorboard_plugin_cam",
+        "tensorboard_plugin_cam.frontend",
+        "writer_ext",
+        "writer_ext.methods",
+    ],
+    package_dir={"tensorboard_plugin_cam.frontend": "frontend"},
+    package_data={"tensorboard_plugin_cam.frontend": ["*.js", "*.css"]},
+    install_requires=[
+        # The range the test suite has run against. TensorBoard 2.20 and older
+        # import pkg_resources at start-up, which setuptools 82 removed; widen
+        # this only together with a `setuptools<82` pin for those versions.
+        "tensorboard>=2.21,<2.22",
+        "tensorboard-data-server>=0.7,<0.8",
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "werkzeug>=2.0",
+        "protobuf>=3.19.6",
+        "numpy>=1.22",
+        "Pillow>=9.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "playwright>=1.40",
+            "hypothesis>=6",
+            "ruff>=0.5",
+            "build>=1.0",
+        ],
+    },
+    entry_points={
+        "tensorboard_plugins": ["cam = tensorboard_plugin_cam.plugin:CamLoader"],
+        "console_scripts": ["tensorboard-cam-demo = writer_ext.demo:main"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,177 @@
+"""The TensorBoard backend of the "Activations & CAM" tab.
+
+`CamLoader` is what the ``tensorboard_plugins`` entry point names. This module
+imports only TensorBoard, werkzeug and numpy (through `format`): TensorBoard
+imports it at start-up and dies if the import fails or drags in torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from werkzeug import wrappers
+
+from tensorboard import errors, plugin_util
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+
+from tensorboard_plugin_cam import format as fmt
+from tensorboard_plugin_cam.reader import CamReader
+
+TAB_NAME = "Activations & CAM"
+
+# Fixed MIME types by extension: the OS registry must not decide (on Windows it
+# may say text/plain for .js, which browsers refuse for module scripts).
+_STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+
+def _frontend_dir() -> Path:
+    """The installed frontend (package data), or `frontend/` of a source checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "frontend"
+    return installed if installed.is_dir() else here.parent / "frontend"
+
+
+def _load_static_files() -> dict[str, tuple[bytes, str]]:
+    """The allow-list of static files: exact name -> (content, MIME type)."""
+    files = {}
+    for path in sorted(_frontend_dir().iterdir()):
+        content_type = _STATIC_TYPES.get(path.suffix)
+        if content_type and path.is_file():
+            files[path.name] = (path.read_bytes(), content_type)
+    return files
+
+
+class CamPlugin(base_plugin.TBPlugin):
+    plugin_name = fmt.PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext):
+        hint = (context.sampling_hints or {}).get(self.plugin_name)
+        self._downsample_hint = hint
+        self._reader = CamReader(context.data_provider, downsample=hint or 0)
+        self._static = _load_static_files()
+
+    def get_plugin_apps(self):
+        return {
+            "/static/*": self._serve_static,
+            "/series": self._serve_series,
+            "/steps": self._serve_steps,
+            "/sample": self._serve_sample,
+            "/blob": self._serve_blob,
+        }
+
+    def is_active(self) -> bool:
+        return False  # TensorBoard's list_plugins check already activates the tab
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name=TAB_NAME)
+
+    # -- helpers -----------------------------------------------------------------
+
+    @staticmethod
+    def _where(request) -> tuple[object, str]:
+        return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
+
+    @staticmethod
+    def _arg(request, name: str) -> str:
+        value = request.args.get(name)
+        if value is None or value == "":
+            raise errors.InvalidArgumentError(f"missing query parameter {name!r}")
+        return value
+
+    @classmethod
+    def _int_arg(cls, request, name: str) -> int:
+        value = cls._arg(request, name)
+        try:
+            return int(value)
+        except ValueError:
+            raise errors.InvalidArgumentError(f"query parameter {name!r} must be an integer") from None
+
+    # -- routes ------------------------------------------------------------------
+
+    @wrappers.Request.application
+    def _serve_static(self, request):
+        name = request.path.rsplit("/static/", 1)[-1]
+        entry = self._static.get(name)
+        if entry is None:
+            raise errors.NotFoundError("no such static file")
+        content, content_type = entry
+        return http_util.Respond(request, content, content_type)
+
+    @wrappers.Request.application
+    def _serve_series(self, request):
+        ctx, eid = self._where(request)
+        series = []
+        for s in self._reader.series(ctx, eid):
+            item = dataclasses.asdict(s)
+            item["description"] = plugin_util.markdown_to_safe_html(s.description)
+            series.append(item)
+        return http_util.Respond(request, {"series": series}, "application/json")
+
+    @wrappers.Request.application
+    def _serve_steps(self, request):
+        ctx, eid = self._where(request)
+        run, tag = self._arg(request, "run"), self._arg(request, "tag")
+        steps = self._reader.steps(ctx, eid, run, tag)
+        body = {
+            "steps": [{"step": s.step, "wall_time": s.wall_time} for s in steps],
+            "logged": self._logged_count(ctx, steps),
+            "samples_per_plugin": self._downsample_hint,
+        }
+        return http_util.Respond(request, body, "application/json")
+
+    def _logged_count(self, ctx, steps) -> int | None:
+        """How many samples the writer logged, from the newest header's sequence.
+
+        TensorBoard always keeps the newest step, so comparing this with the
+        number of loaded steps tells the tab whether steps were dropped.
+        """
+        if not steps:
+            return 0
+        try:
+            return int(self._reader.header(ctx, steps[-1])["sequence"]) + 1
+        except (fmt.FormatError, KeyError, TypeError, ValueError, errors.NotFoundError):
+            return None
+
+    @wrappers.Request.application
+    def _serve_sample(self, request):
+        ctx, eid = self._where(request)
+        run, tag = self._arg(request, "run"), self._arg(request, "tag")
+        step = self._reader.step(ctx, eid, run, tag, self._int_arg(request, "step"))
+        body = {"step": step.step, "wall_time": step.wall_time}
+        try:
+            header = self._reader.header(ctx, step)
+        except fmt.FormatError as e:
+            body["error"] = f"This sample is damaged: {e}"
+        else:
+            header["maps"] = [dataclasses.asdict(m) for m in header["maps"]]
+            body["header"] = header
+            body["maps_key"] = step.keys[fmt.MAPS_INDEX]
+            body["image_keys"] = list(step.keys[fmt.FIRST_IMAGE_INDEX:])
+        return http_util.Respond(request, body, "application/json")
+
+    @wrappers.Request.application
+    def _serve_blob(self, request):
+        ctx, _ = self._where(request)
+        data = self._reader.blob(ctx, self._arg(request, "key"))
+        content_type = fmt.image_mime_type(data) or "application/octet-stream"
+        # Blobs never change once written, so the browser may keep them.
+        return http_util.Respond(request, data, content_type, expires=3600)
+
+
+class CamLoader(base_plugin.TBLoader):
+    """Loads `CamPlugin` and makes TensorBoard keep every CAM step by default.
+
+    TensorBoard keeps 10 blob samples per tag unless told otherwise. Unless the
+    user's own ``--samples_per_plugin`` names ``cam``, this adds ``cam=0``
+    (keep all) before TensorBoard builds its data loader.
+    """
+
+    def fix_flags(self, flags) -> None:
+        hints = getattr(flags, "samples_per_plugin", None)
+        if isinstance(hints, dict) and fmt.PLUGIN_NAME not in hints:
+            flags.samples_per_plugin = {**hints, fmt.PLUGIN_NAME: 0}
+
+    def load(self, context: base_plugin.TBContext) -> CamPlugin:
+        return CamPlugin(context)

@@ -1,0 +1,116 @@
+"""Reads CAM series through a TensorBoard data provider.
+
+Works the same over the Rust data server and the Python multiplexer
+(``--load_fast=false``): it only calls the `DataProvider` interface, passes
+blob keys back untouched, and turns every provider-specific failure for bad
+input into `tensorboard.errors` (400/404), never a raw exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tensorboard import errors
+from tensorboard.data import provider
+
+from tensorboard_plugin_cam import format as fmt
+
+# --samples_per_plugin uses 0 for "keep everything"; a provider's `downsample`
+# uses 0 for "nothing", so 0 is read as this.
+ALL_SAMPLES = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Series:
+    """What is fixed for one (run, tag)."""
+
+    run: str
+    tag: str
+    kind: str
+    description: str
+    max_step: int
+    max_wall_time: float
+    images: int
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    wall_time: float
+    keys: tuple[str, ...]  # opaque blob keys: header, maps, image_0, ...
+
+
+class CamReader:
+    def __init__(self, data_provider: provider.DataProvider, downsample: int = ALL_SAMPLES):
+        self._provider = data_provider
+        self._downsample = downsample or ALL_SAMPLES
+
+    def series(self, ctx, experiment_id: str) -> list[Series]:
+        """Every CAM series, sorted by run then tag; foreign or newer data is skipped."""
+        mapping = self._provider.list_blob_sequences(ctx, experiment_id=experiment_id, plugin_name=fmt.PLUGIN_NAME)
+        found = []
+        for run, tags in mapping.items():
+            for tag, ts in tags.items():
+                try:
+                    content = fmt.parse_plugin_content(ts.plugin_content)
+                except fmt.FormatError:
+                    continue
+                found.append(
+                    Series(
+                        run=run,
+                        tag=tag,
+                        kind=str(content.get("kind", fmt.KIND_CAM)),
+                        description=ts.description,
+                        max_step=int(ts.max_step),
+                        max_wall_time=float(ts.max_wall_time),
+                        images=max(int(ts.max_length) - fmt.FIRST_IMAGE_INDEX, 0),
+                    )
+                )
+        return sorted(found, key=lambda s: (s.run, s.tag))
+
+    def steps(self, ctx, experiment_id: str, run: str, tag: str) -> list[Step]:
+        """The loaded steps of one series, oldest first; 404 if there is no such series."""
+        result = self._provider.read_blob_sequences(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=fmt.PLUGIN_NAME,
+            downsample=self._downsample,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        data = result.get(run, {}).get(tag)
+        if data is None:
+            raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+        return [
+            Step(step=int(d.step), wall_time=float(d.wall_time), keys=tuple(ref.blob_key for ref in d.values))
+            for d in data
+        ]
+
+    def step(self, ctx, experiment_id: str, run: str, tag: str, step: int) -> Step:
+        for s in self.steps(ctx, experiment_id, run, tag):
+            if s.step == step:
+                return s
+        raise errors.NotFoundError(f"step {step} of run {run!r}, tag {tag!r} is not loaded")
+
+    def blob(self, ctx, key: str) -> bytes:
+        """A blob by its opaque key; 404 for any key the provider cannot resolve."""
+        try:
+            return self._provider.read_blob(ctx, blob_key=key)
+        except errors.PublicError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError, UnicodeError) as e:
+            # The Python provider decodes keys itself and leaks these for garbage.
+            raise errors.NotFoundError("no blob for this key") from e
+
+    def header(self, ctx, step: Step) -> dict:
+        """The checked header of a step (raises `fmt.FormatError` if it is damaged)."""
+        if len(step.keys) < fmt.FIRST_IMAGE_INDEX:
+            raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and maps")
+        maps = self.blob(ctx, step.keys[fmt.MAPS_INDEX])
+        header = fmt.parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), maps_size=len(maps))
+        if len(step.keys) - fmt.FIRST_IMAGE_INDEX != len(header["images"]):
+            raise fmt.FormatError(
+                f"header lists {len(header['images'])} images, the step holds {len(step.keys) - fmt.FIRST_IMAGE_INDEX}"
+            )
+        for entry in header["maps"]:
+            fmt.decode_map(maps, entry)  # raises on NaN/Inf, so the tab can say which sample is damaged
+        return header

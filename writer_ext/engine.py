@@ -1,0 +1,182 @@
+"""Computes class activation maps: one forward pass, one batched gradient.
+
+The model runs once, in eval mode, with a hook on each target layer. All
+target classes' gradients come from a single vector-Jacobian product with
+respect to the captured activations only (`torch.autograd.grad`), so nothing
+is ever accumulated into parameters' `.grad` and the backward stops at the
+layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from writer_ext.hooks import ActivationCapture, LayerSpec, resolve_layers
+from writer_ext.methods import CamInputs, get_methods
+from writer_ext.safety import training_safe
+
+Targets = Union[None, int, Sequence[int], torch.Tensor, Callable[[object], torch.Tensor]]
+
+
+@dataclass
+class CamResult:
+    """What `compute_cams` (and `add_cam`) return.
+
+    maps: method -> layer -> (B, K, h, w) float32 raw maps on the CPU.
+    class_ids: (B, K) target classes (None when targets came from a callable).
+    scores: (B, K) the explained output values (logits, or the callable's value).
+    probs: (B, K) softmax probabilities of the targets (None without class ids).
+    """
+
+    maps: dict[str, dict[str, torch.Tensor]]
+    class_ids: Optional[torch.Tensor]
+    scores: torch.Tensor
+    probs: Optional[torch.Tensor]
+    layers: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+
+
+def check_inputs(inputs: object) -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}")
+    if inputs.dim() != 4:
+        raise ValueError(f"inputs must be a 4-D batch (N, C, H, W), got shape {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs: the batch is empty")
+    return inputs
+
+
+def _check_topk(topk: object) -> int:
+    if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
+        raise ValueError(f"topk must be a positive int, got {topk!r}")
+    return topk
+
+
+def _select_targets(output: object, targets: Targets, topk: int, batch: int):
+    """(class_ids (B, K) or None, scores (B, K) with graph, probs (B, K) or None)."""
+    if callable(targets) and not isinstance(targets, torch.Tensor):
+        scores = targets(output)
+        if not isinstance(scores, torch.Tensor) or scores.shape not in ((batch,), (batch, 1)):
+            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"targets: the callable must return a tensor of shape ({batch},), got {got}")
+        return None, scores.reshape(batch, 1), None
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+        raise TypeError(
+            f"the model output is {got}, not (N, classes) logits; pass targets= as a callable "
+            "that returns one score per image"
+        )
+    if output.shape[0] != batch:
+        raise ValueError(f"the model returned {output.shape[0]} rows for a batch of {batch}")
+    num_classes = output.shape[1]
+    if targets is None:
+        if topk > num_classes:
+            raise ValueError(f"topk={topk} is more than the model's {num_classes} classes")
+        class_ids = output.detach().topk(topk, dim=1).indices
+    else:
+        class_ids = _class_id_tensor(targets, batch, num_classes).to(output.device)
+    scores = output.gather(1, class_ids)
+    probs = torch.softmax(output.detach().float(), dim=1).gather(1, class_ids)
+    return class_ids, scores, probs
+
+
+def _class_id_tensor(targets: Targets, batch: int, num_classes: int) -> torch.Tensor:
+    if isinstance(targets, bool):
+        raise TypeError("targets must be None, an int, a list of ints or a callable, got bool")
+    if isinstance(targets, int):
+        ids = torch.full((batch, 1), targets, dtype=torch.long)
+    else:
+        try:
+            ids = torch.as_tensor(targets)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"targets must be None, an int, a list of ints (one per image) or a callable, "
+                f"got {type(targets).__name__}"
+            ) from None
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
+            raise TypeError(f"targets must be integer class ids, got {ids.dtype}")
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(1)
+        if ids.dim() != 2 or ids.shape[0] != batch:
+            raise ValueError(
+                f"targets: expected one class id (or one list of ids) per image for a batch of {batch}, "
+                f"got shape {tuple(ids.shape)}"
+            )
+        ids = ids.long()
+    bad = (ids < 0) | (ids >= num_classes)
+    if bad.any():
+        raise ValueError(f"targets: class id {int(ids[bad][0])} is out of range for {num_classes} classes")
+    return ids
+
+
+def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d scores[:, k].sum() / d activation for every k: one list entry (K, B, C, h, w) per layer."""
+    k = scores.shape[1]
+    if k == 1:
+        grads = torch.autograd.grad(scores.sum(), activations)
+        return [g.unsqueeze(0) for g in grads]
+    one_hot = torch.eye(k, dtype=scores.dtype, device=scores.device).unsqueeze(1).expand(k, *scores.shape)
+    try:
+        return list(torch.autograd.grad(scores, activations, grad_outputs=one_hot, is_grads_batched=True))
+    except RuntimeError:
+        # Some ops have no batching rule for the batched backward; fall back to one pass per class.
+        per_class = [
+            torch.autograd.grad(scores[:, i].sum(), activations, retain_graph=i < k - 1) for i in range(k)
+        ]
+        return [torch.stack(g) for g in zip(*per_class)]
+
+
+def compute_cams(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    target_layer: Union[LayerSpec, Sequence[LayerSpec]] = None,
+    targets: Targets = None,
+    methods: Union[str, Sequence[str]] = ("gradcam",),
+    topk: int = 1,
+) -> CamResult:
+    """Class activation maps of `inputs` for every method, layer and target.
+
+    Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
+    flags, BatchNorm statistics and hooks as they were, also on error.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = check_inputs(inputs).detach()
+    chosen = get_methods(methods)
+    topk = _check_topk(topk)
+    needs_grad = any(m.uses_gradients for m in chosen)
+    batch = inputs.shape[0]
+    with training_safe(model):
+        layers = resolve_layers(model, target_layer, inputs)
+        with ActivationCapture(layers, track_grad=needs_grad) as capture, torch.set_grad_enabled(needs_grad):
+            output = model(inputs)
+            activations = [capture.spatial(name) for name, _ in layers]
+            class_ids, scores, probs = _select_targets(output, targets, topk, batch)
+            grads = _gradients(scores, activations) if needs_grad else [None] * len(layers)
+        maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in chosen}
+        with torch.no_grad():
+            for (name, _), act, grad in zip(layers, activations, grads):
+                cam_inputs = CamInputs(
+                    model=model,
+                    layer=name,
+                    activations=act.detach().float(),
+                    gradients=None if grad is None else grad.float(),
+                    class_ids=class_ids,
+                )
+                for method in chosen:
+                    maps[method.name][name] = method.compute(cam_inputs).cpu()
+    return CamResult(
+        maps=maps,
+        class_ids=None if class_ids is None else class_ids.cpu(),
+        scores=scores.detach().float().cpu(),
+        probs=None if probs is None else probs.cpu(),
+        layers=[n for n, _ in layers],
+        methods=[m.name for m in chosen],
+    )

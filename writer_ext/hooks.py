@@ -1,0 +1,150 @@
+"""Forward hooks that capture a layer's activation so it can be differentiated
+against, and the rules that turn a user's `target_layer` into modules."""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+import weakref
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+LayerSpec = Union[str, nn.Module, None]
+
+# Auto-picked layer per model and input shape (one dry run per pair, not per call).
+_AUTO_LAYERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _strip_wrapper(name: str) -> str:
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def resolve_layer(model: nn.Module, spec: str | nn.Module) -> tuple[str, nn.Module]:
+    """The (name, module) for a layer given by name or as a module of `model`.
+
+    Names work with or without the ``module.`` prefix that DataParallel and
+    DistributedDataParallel add.
+    """
+    named = dict(model.named_modules())
+    if isinstance(spec, nn.Module):
+        for name, module in named.items():
+            if module is spec and name:
+                return name, module
+        raise ValueError("target_layer: the module given is not a submodule of the model")
+    if not isinstance(spec, str):
+        raise TypeError(f"target_layer must be a layer name, a module or None, got {type(spec).__name__}")
+    candidates = [spec, f"module.{spec}", _strip_wrapper(spec)]
+    for name in candidates:
+        if name and name in named:
+            return name, named[name]
+    close = difflib.get_close_matches(spec, [n for n in named if n], n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"target_layer: the model has no layer named {spec!r}{hint}")
+
+
+def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """The name of the last module to finish with a spatial (N, C, H, W) output, H*W > 1.
+
+    Found by one gradient-free forward pass of the first image, with a hook on
+    every module, and remembered for this model and input shape.
+    """
+    key = tuple(inputs.shape[1:])
+    cached = _AUTO_LAYERS.get(model, {}).get(key)
+    if cached is not None:
+        return cached
+    finished: list[str] = []
+
+    def record(name):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1:
+                finished.append(name)
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(inputs[:1].detach())
+    finally:
+        for h in handles:
+            h.remove()
+    if not finished:
+        raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
+    name = finished[-1]
+    _AUTO_LAYERS.setdefault(model, {})[key] = name
+    warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output", stacklevel=4)
+    return name
+
+
+def resolve_layers(model: nn.Module, spec: LayerSpec | Sequence[LayerSpec], inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """Every requested layer as (name, module), in the order given, without repeats."""
+    specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not specs:
+        raise ValueError("target_layer: the list of layers is empty")
+    layers: list[tuple[str, nn.Module]] = []
+    for s in specs:
+        layer = resolve_layer(model, find_spatial_layer(model, inputs) if s is None else s)
+        if layer[0] not in (n for n, _ in layers):
+            layers.append(layer)
+    return layers
+
+
+class ActivationCapture:
+    """Holds each hooked layer's output for the duration of a `with` block.
+
+    The hook keeps the layer's output and hands a clone downstream, so an
+    in-place op after the layer (ReLU(inplace=True), ``+=``) changes the clone,
+    never the tensor we differentiate against. When the output carries no
+    graph (frozen weights, a ``torch.no_grad()`` caller), it is made a leaf
+    that requires grad, so the graph starts at the layer: gradients never
+    reach the parameters and never travel below the layer.
+    """
+
+    def __init__(self, layers: Sequence[tuple[str, nn.Module]], *, track_grad: bool):
+        self._layers = list(layers)
+        self._track_grad = track_grad
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.activations: dict[str, torch.Tensor] = {}
+        self.bad_outputs: dict[str, str] = {}
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            if not isinstance(output, torch.Tensor):
+                self.bad_outputs[name] = type(output).__name__
+                return None
+            kept = output
+            if self._track_grad and not output.requires_grad:
+                kept = output.detach().requires_grad_(True)
+            self.activations[name] = kept
+            return kept.clone()
+
+        return hook
+
+    def __enter__(self) -> "ActivationCapture":
+        try:
+            for name, module in self._layers:
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def spatial(self, name: str) -> torch.Tensor:
+        """The captured (N, C, H, W) activation of a layer, or a ValueError saying why not."""
+        if name in self.bad_outputs:
+            raise ValueError(f"target_layer {name!r} returns a {self.bad_outputs[name]}, expected a tensor")
+        if name not in self.activations:
+            raise ValueError(f"target_layer {name!r} was not called during the forward pass")
+        act = self.activations[name]
+        if act.dim() != 4:
+            raise ValueError(
+                f"target_layer {name!r} has output shape {tuple(act.shape)}; expected a spatial (N, C, H, W) output"
+            )
+        return act

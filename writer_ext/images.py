@@ -1,0 +1,84 @@
+"""The pictures shown under the maps: checked, turned into uint8 HWC, encoded."""
+
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tensorboard_plugin_cam.format import IMAGE_FORMATS
+
+
+def to_numpy(value: object, name: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+
+
+def _minmax_uint8(x: np.ndarray) -> np.ndarray:
+    """Per-image min-max scaling of (B, C, H, W) floats to uint8 (B, H, W, C)."""
+    x = x.astype(np.float32)
+    lo = x.min(axis=(1, 2, 3), keepdims=True)
+    hi = x.max(axis=(1, 2, 3), keepdims=True)
+    scaled = (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+    return np.round(scaled * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def display_images(images: object, batch: int, *, name: str = "display_images") -> np.ndarray:
+    """Checks pictures to show and returns them as uint8 (B, H, W, C), C in {1, 3}.
+
+    Accepted: uint8 (B, H, W, C) or (B, H, W), or floats (B, C, H, W) in [0, 1].
+    """
+    x = to_numpy(images, name)
+    if x.ndim == 3 and x.dtype == np.uint8:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be uint8 (N, H, W, C) or float (N, C, H, W), got shape {x.shape}")
+    if x.shape[0] != batch:
+        raise ValueError(f"{name} holds {x.shape[0]} images for a batch of {batch}")
+    if x.dtype == np.uint8:
+        hwc = x
+    elif np.issubdtype(x.dtype, np.floating):
+        if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
+            raise ValueError(f"{name}: float images must be finite and in [0, 1] (or pass uint8 HWC)")
+        hwc = np.round(x.astype(np.float32) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    else:
+        raise TypeError(f"{name} must be uint8 or floating point, got {x.dtype}")
+    if hwc.shape[-1] not in (1, 3):
+        raise ValueError(f"{name} must have 1 or 3 channels, got shape {x.shape}")
+    return np.ascontiguousarray(hwc)
+
+
+def images_for(inputs: torch.Tensor, given: Optional[object]) -> np.ndarray:
+    """What to show for a batch: `given` if any, else the input min-max scaled per image."""
+    batch = inputs.shape[0]
+    if given is not None:
+        return display_images(given, batch)
+    if inputs.shape[1] not in (1, 3):
+        raise ValueError(
+            f"display_images: the inputs have {inputs.shape[1]} channels, which cannot be shown as a "
+            "picture; pass display_images (uint8 HWC or float CHW in [0, 1])"
+        )
+    return _minmax_uint8(inputs.detach().float().cpu().numpy())
+
+
+def check_image_format(image_format: object) -> str:
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    return image_format
+
+
+def encode(image: np.ndarray, image_format: str) -> bytes:
+    """One uint8 (H, W, C) picture as PNG or JPEG bytes."""
+    picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    buf = io.BytesIO()
+    if image_format == "jpeg":
+        picture.save(buf, format="JPEG", quality=90)
+    else:
+        picture.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,36 @@
+"""CAM methods by name. Each is a short `CamMethod` subclass holding its paper's formula."""
+
+from __future__ import annotations
+
+from typing import Iterable, Union
+
+from writer_ext.methods.activation import CAM
+from writer_ext.methods.base import CamInputs, CamMethod
+from writer_ext.methods.gradient import GradCAM, GradCAMPlusPlus
+
+METHODS: dict[str, type[CamMethod]] = {cls.name: cls for cls in (CAM, GradCAM, GradCAMPlusPlus)}
+
+
+def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
+    """Method instances for names given case-insensitively (one string or several)."""
+    if isinstance(names, str):
+        names = [names]
+    try:
+        names = list(names)
+    except TypeError:
+        raise TypeError(f"methods must be a string or a list of strings, got {type(names).__name__}") from None
+    if not names:
+        raise ValueError("methods: give at least one method")
+    chosen: list[CamMethod] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"methods must be strings, got {type(name).__name__}")
+        cls = METHODS.get(name.lower())
+        if cls is None:
+            raise ValueError(f"methods: unknown method {name!r}; expected one of {sorted(METHODS)}")
+        if all(m.name != cls.name for m in chosen):
+            chosen.append(cls())
+    return chosen
+
+
+__all__ = ["CAM", "METHODS", "CamInputs", "CamMethod", "GradCAM", "GradCAMPlusPlus", "get_methods"]

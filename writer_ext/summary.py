@@ -1,0 +1,238 @@
+"""Writes CAM samples into a torch `SummaryWriter`'s event file.
+
+Every argument is checked and every byte encoded before anything is written,
+so a bad call leaves the event file as it was.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
+
+from tensorboard_plugin_cam import format as fmt
+from writer_ext import images as img
+from writer_ext.engine import CamResult, Targets, check_inputs, compute_cams
+from writer_ext.hooks import LayerSpec
+
+ClassNames = Union[None, Sequence[str], Mapping[int, str]]
+
+# Samples written so far per writer and tag: the header's "sequence", which
+# lets the tab tell how many steps TensorBoard dropped.
+_SEQUENCES: "weakref.WeakKeyDictionary[TorchSummaryWriter, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _check_writer(writer: object) -> None:
+    if not isinstance(writer, TorchSummaryWriter):
+        raise TypeError(f"writer must be a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}")
+
+
+def _check_tag(tag: object) -> str:
+    if not isinstance(tag, str) or not tag.strip():
+        raise ValueError(f"tag must be a non-empty string, got {tag!r}")
+    return tag
+
+
+def _check_step(global_step: object) -> Optional[int]:
+    if global_step is None:
+        return None
+    if isinstance(global_step, bool) or not isinstance(global_step, (int, np.integer)):
+        raise TypeError(f"global_step must be an int or None, got {type(global_step).__name__}")
+    return int(global_step)
+
+
+def _check_class_names(class_names: ClassNames) -> Optional[Mapping[int, str]]:
+    if class_names is None:
+        return None
+    if isinstance(class_names, Mapping):
+        names = dict(class_names)
+    elif isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+        raise TypeError("class_names must be a sequence of strings (index = class id) or a dict {id: name}")
+    else:
+        names = dict(enumerate(class_names))
+    if not all(isinstance(k, int) and isinstance(v, str) for k, v in names.items()):
+        raise TypeError("class_names must map int class ids to strings")
+    return names
+
+
+def _target_records(shape: tuple[int, int], class_ids, scores, probs, names: Optional[Mapping[int, str]]) -> list:
+    """Per image, per target: class id, name, score and probability for the header."""
+    records = []
+    for i in range(shape[0]):
+        row = []
+        for k in range(shape[1]):
+            cid = None if class_ids is None else int(class_ids[i, k])
+            row.append(
+                {
+                    "class_id": cid,
+                    "class_name": None if names is None or cid is None else names.get(cid),
+                    "score": None if scores is None else float(scores[i, k]),
+                    "prob": None if probs is None else float(probs[i, k]),
+                }
+            )
+        records.append(row)
+    return records
+
+
+def _write(
+    writer: TorchSummaryWriter,
+    tag: str,
+    pictures: np.ndarray,
+    targets: list[list[dict]],
+    maps: Sequence[tuple[str, str, np.ndarray]],
+    *,
+    image_format: str,
+    global_step: Optional[int],
+    walltime: Optional[float],
+) -> None:
+    """Encodes one sample and adds it to the event file.
+
+    maps: (method, layer, array (B, K, h, w)) triples, K matching `targets`.
+    """
+    records, arrays = [], []
+    for method, layer, array in maps:
+        for i in range(array.shape[0]):
+            for k in range(array.shape[1]):
+                records.append(
+                    {"image": i, "target": k, "method": method, "layer": layer,
+                     "height": int(array.shape[2]), "width": int(array.shape[3])}
+                )
+                arrays.append(array[i, k])
+    blob, placement = fmt.encode_maps(arrays)
+    sequence = _SEQUENCES.setdefault(writer, {}).get(tag, 0)
+    header = fmt.build_header(
+        images=[
+            {"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
+            for p, t in zip(pictures, targets)
+        ],
+        maps=records,
+        placement=placement,
+        sequence=sequence,
+    )
+    encoded = [img.encode(p, image_format) for p in pictures]
+    summary = fmt.cam_summary(tag, fmt.encode_header(header), blob, encoded)
+    writer._get_file_writer().add_summary(summary, global_step, walltime)
+    _SEQUENCES[writer][tag] = sequence + 1
+
+
+def add_cam(
+    writer: TorchSummaryWriter,
+    tag: str,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    target_layer: Union[LayerSpec, Sequence[LayerSpec]] = None,
+    targets: Targets = None,
+    methods: Union[str, Sequence[str]] = ("gradcam",),
+    topk: int = 1,
+    class_names: ClassNames = None,
+    display_images: Optional[object] = None,
+    image_format: str = "png",
+    global_step: Optional[int] = None,
+    walltime: Optional[float] = None,
+) -> CamResult:
+    """Computes class activation maps of `inputs` and logs them to the CAM tab.
+
+    One forward pass and one batched gradient give every method, layer and
+    target class. The model is left exactly as it was (modes, `.grad`,
+    BatchNorm statistics, hooks), so this may run mid training step.
+    Returns the raw maps and scores (`CamResult`).
+    """
+    _check_writer(writer)
+    tag = _check_tag(tag)
+    global_step = _check_step(global_step)
+    image_format = img.check_image_format(image_format)
+    names = _check_class_names(class_names)
+    pictures = img.images_for(check_inputs(inputs), display_images)
+    result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk)
+    if names is not None and result.class_ids is not None:
+        missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
+        if missing:
+            raise ValueError(f"class_names has no name for class id {missing[0]}")
+    _write(
+        writer,
+        tag,
+        pictures,
+        _target_records(tuple(result.scores.shape), result.class_ids, result.scores, result.probs, names),
+        [(m, layer, result.maps[m][layer].numpy()) for m in result.methods for layer in result.layers],
+        image_format=image_format,
+        global_step=global_step,
+        walltime=walltime,
+    )
+    return result
+
+
+def _as_ids(value: object, name: str, shape: tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape[:1]} or {shape}, got {arr.shape}")
+    return arr
+
+
+def add_cam_maps(
+    writer: TorchSummaryWriter,
+    tag: str,
+    images: object,
+    maps: object,
+    *,
+    method: str = "custom",
+    layer: Optional[str] = None,
+    class_ids: Optional[object] = None,
+    scores: Optional[object] = None,
+    class_names: ClassNames = None,
+    image_format: str = "png",
+    global_step: Optional[int] = None,
+    walltime: Optional[float] = None,
+) -> None:
+    """Logs maps computed elsewhere (pytorch-grad-cam, torchcam, your own code).
+
+    images: uint8 (B, H, W, C) or float (B, C, H, W) in [0, 1].
+    maps: (B, h, w) or (B, K, h, w), raw or normalised, any resolution.
+    class_ids, scores: (B,) or (B, K), one per map.
+    """
+    _check_writer(writer)
+    tag = _check_tag(tag)
+    global_step = _check_step(global_step)
+    image_format = img.check_image_format(image_format)
+    names = _check_class_names(class_names)
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"method must be a non-empty string, got {method!r}")
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer must be a string or None, got {type(layer).__name__}")
+    array = img.to_numpy(maps, "maps")
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4 or 0 in array.shape:
+        raise ValueError(f"maps must have shape (N, h, w) or (N, K, h, w), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise TypeError(f"maps must hold real numbers, got {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("maps hold NaN or Inf; expected finite values")
+    shape = array.shape[:2]
+    pictures = img.display_images(images, shape[0], name="images")
+    ids = None if class_ids is None else _as_ids(class_ids, "class_ids", shape)
+    if ids is not None and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"class_ids must be integers, got {ids.dtype}")
+    score_arr = None if scores is None else _as_ids(scores, "scores", shape).astype(np.float64)
+    if score_arr is not None and not np.all(np.isfinite(score_arr)):
+        raise ValueError("scores hold NaN or Inf; expected finite values")
+    if names is not None and ids is not None:
+        missing = sorted({int(c) for c in ids.flatten()} - set(names))
+        if missing:
+            raise ValueError(f"class_names has no name for class id {missing[0]}")
+    _write(
+        writer,
+        tag,
+        pictures,
+        _target_records(shape, ids, score_arr, None, names),
+        [(method, layer or "", array.astype(np.float32))],
+        image_format=image_format,
+        global_step=global_step,
+        walltime=walltime,
+    )
