@@ -200,8 +200,8 @@ def build_header(
         "version": VERSION,
         "sequence": sequence,
         "maps_dtype": MAPS_DTYPE,
-        "methods": sorted({m["method"] for m in maps}),
-        "layers": sorted({m["layer"] for m in maps}),
+        "methods": list(dict.fromkeys(m["method"] for m in maps)),
+        "layers": list(dict.fromkeys(m["layer"] for m in maps)),
         "images": list(images),
         "maps": records,
     }

@@ -1,0 +1,231 @@
+/**
+ * The "Activations & CAM" tab. TensorBoard imports this module inside the
+ * tab's iframe and calls `render()` once.
+ *
+ * Every string that comes from logs (runs, tags, class names, errors) is set
+ * with textContent; nothing is loaded from outside the plugin's own routes.
+ */
+
+import * as api from "./api.js";
+import { COLORMAPS } from "./colormaps.js";
+import { bilinear, blend, decodeMap, range } from "./maps.js";
+
+/** Creates an element with properties and children (strings become text nodes). */
+function el(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function labelled(text, control, title) {
+  return el("label", { className: "control", title }, [el("span", { textContent: text }), control]);
+}
+
+function setOptions(select, values, keep) {
+  select.replaceChildren(...values.map(([value, text]) => el("option", { value, textContent: text })));
+  if (values.some(([value]) => value === keep)) select.value = keep;
+  select.disabled = values.length === 0;
+}
+
+const state = {
+  series: [],
+  steps: [],
+  samples: new Map(), // "run\0tag\0step" -> Promise<{header, maps, images}>
+  token: 0,
+};
+
+const ui = {
+  run: el("select", { id: "run" }),
+  tag: el("select", { id: "tag" }),
+  step: el("input", { id: "step", type: "range", min: "0", max: "0", value: "0" }),
+  stepLabel: el("span", { id: "step-label", className: "step-label" }),
+  method: el("select", { id: "method" }),
+  layer: el("select", { id: "layer" }),
+  target: el("select", { id: "target" }),
+  colormap: el("select", { id: "colormap" }),
+  opacity: el("input", { id: "opacity", type: "range", min: "0", max: "1", step: "0.05", value: "0.5" }),
+  refresh: el("button", { id: "refresh", type: "button", textContent: "Refresh", title: "Reload runs, tags and steps" }),
+  notice: el("div", { id: "notice", className: "notice", role: "status" }),
+  grid: el("div", { id: "grid", className: "grid" }),
+  empty: el("div", { id: "empty", className: "empty", hidden: true }),
+};
+
+function buildEmptyState() {
+  ui.empty.append(
+    el("h2", { textContent: "No class activation maps logged yet" }),
+    el("p", { textContent: "Log some from your training script, then refresh:" }),
+    el("pre", {
+      textContent:
+        'from writer_ext import SummaryWriter\nSummaryWriter("runs/exp").add_cam("cam", model, images, global_step=step)',
+    }),
+  );
+}
+
+function currentSeries() {
+  return state.series.find((s) => s.run === ui.run.value && s.tag === ui.tag.value);
+}
+
+async function loadSeries() {
+  const { series } = await api.listSeries();
+  state.series = series;
+  ui.empty.hidden = series.length > 0;
+  const runs = [...new Set(series.map((s) => s.run))];
+  setOptions(ui.run, runs.map((r) => [r, r]), ui.run.value);
+  updateTags();
+  await loadSteps();
+}
+
+function updateTags() {
+  const tags = state.series.filter((s) => s.run === ui.run.value).map((s) => [s.tag, s.tag]);
+  setOptions(ui.tag, tags, ui.tag.value);
+}
+
+async function loadSteps() {
+  const series = currentSeries();
+  if (!series) {
+    state.steps = [];
+    ui.grid.replaceChildren();
+    ui.notice.textContent = "";
+    return;
+  }
+  const { steps, logged } = await api.listSteps(series.run, series.tag);
+  const atEnd = Number(ui.step.value) >= state.steps.length - 1;
+  state.steps = steps;
+  ui.step.max = String(Math.max(steps.length - 1, 0));
+  if (atEnd) ui.step.value = ui.step.max; // follow the newest step
+  ui.step.disabled = steps.length < 2;
+  ui.notice.textContent =
+    logged != null && logged > steps.length
+      ? `Showing ${steps.length} of ${logged} logged steps: TensorBoard dropped the others ` +
+        "(its --samples_per_plugin setting for cam)."
+      : "";
+  await showStep();
+}
+
+function sample(run, tag, step) {
+  const key = `${run}\u0000${tag}\u0000${step}`;
+  if (!state.samples.has(key)) {
+    const loading = (async () => {
+      const data = await api.getSample(run, tag, step);
+      if (data.error) return { error: data.error };
+      const [maps, images] = await Promise.all([
+        api.getBuffer(data.maps_key),
+        Promise.all(data.image_keys.map(api.getImage)),
+      ]);
+      return { header: data.header, maps, images };
+    })();
+    loading.catch(() => state.samples.delete(key)); // retry on the next visit
+    state.samples.set(key, loading);
+  }
+  return state.samples.get(key);
+}
+
+async function showStep() {
+  const series = currentSeries();
+  const entry = state.steps[Number(ui.step.value)];
+  if (!series || !entry) return;
+  ui.stepLabel.textContent = `step ${entry.step} (${Number(ui.step.value) + 1} of ${state.steps.length})`;
+  const token = ++state.token;
+  let data;
+  try {
+    data = await sample(series.run, series.tag, entry.step);
+  } catch (error) {
+    if (token === state.token) ui.notice.textContent = `Could not load step ${entry.step}: ${error.message}`;
+    return;
+  }
+  if (token !== state.token) return; // a newer request won
+  if (data.error) {
+    ui.grid.replaceChildren(el("p", { className: "damaged", textContent: data.error }));
+    return;
+  }
+  state.current = data;
+  updateMapPickers(data.header);
+  draw();
+}
+
+function updateMapPickers(header) {
+  setOptions(ui.method, header.methods.map((m) => [m, m]), ui.method.value);
+  setOptions(ui.layer, header.layers.map((l) => [l, l || "(unnamed)"]), ui.layer.value);
+  const k = Math.max(0, ...header.images.map((i) => i.targets.length));
+  const targets = Array.from({ length: k }, (_, j) => [String(j), k > 1 ? `target ${j + 1} (top-${j + 1})` : "target"]);
+  setOptions(ui.target, targets, ui.target.value);
+}
+
+function caption(target) {
+  if (!target) return "";
+  const name = target.class_name ?? (target.class_id != null ? `class ${target.class_id}` : "custom target");
+  const parts = [name];
+  if (target.class_name != null && target.class_id != null) parts[0] = `${name} (${target.class_id})`;
+  if (target.prob != null) parts.push(`p=${target.prob.toFixed(3)}`);
+  if (target.score != null) parts.push(`score=${target.score.toFixed(3)}`);
+  return parts.join("  ");
+}
+
+/** Redraws every card of the current sample with the current controls. */
+function draw() {
+  const data = state.current;
+  if (!data) return;
+  const { header, maps, images } = data;
+  const targetIndex = Number(ui.target.value || 0);
+  const cards = header.images.map((info, i) => {
+    const image = images[i];
+    const canvas = el("canvas", { width: info.width, height: info.height, className: "overlay" });
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    context.drawImage(image, 0, 0, info.width, info.height);
+    const entry = header.maps.find(
+      (m) => m.image === i && m.target === targetIndex && m.method === ui.method.value && m.layer === ui.layer.value,
+    );
+    if (entry) {
+      const raw = decodeMap(maps, entry);
+      const values = bilinear(raw, entry.height, entry.width, info.height, info.width);
+      const [lo, hi] = range(raw);
+      const pixels = context.getImageData(0, 0, info.width, info.height);
+      blend(pixels.data, values, lo, hi, ui.colormap.value, Number(ui.opacity.value));
+      context.putImageData(pixels, 0, 0);
+    }
+    const text = caption(info.targets[targetIndex]);
+    return el("figure", { className: "card" }, [
+      canvas,
+      el("figcaption", { className: "caption", textContent: text, title: text }),
+    ]);
+  });
+  ui.grid.replaceChildren(...cards);
+}
+
+function guarded(action) {
+  return () =>
+    action().catch((error) => {
+      ui.notice.textContent = `Error: ${error.message}`;
+    });
+}
+
+export async function render() {
+  document.head.append(el("link", { rel: "stylesheet", href: "./static/style.css" }));
+  setOptions(ui.colormap, COLORMAPS.map((c) => [c, c]), "jet");
+  buildEmptyState();
+  const bar = el("div", { className: "toolbar" }, [
+    labelled("Run", ui.run, "Run (a folder of event files)"),
+    labelled("Tag", ui.tag, "Tag given to add_cam"),
+    labelled("Step", ui.step, "Training step of the logged sample"),
+    ui.stepLabel,
+    labelled("Method", ui.method, "CAM method"),
+    labelled("Layer", ui.layer, "Layer the map was computed at"),
+    labelled("Target", ui.target, "Which of the explained classes to show"),
+    labelled("Colour map", ui.colormap, "Colour map of the overlay"),
+    labelled("Opacity", ui.opacity, "Opacity of the map over the picture"),
+    ui.refresh,
+  ]);
+  document.body.append(el("main", { className: "cam-tab" }, [bar, ui.notice, ui.empty, ui.grid]));
+
+  ui.run.addEventListener("change", guarded(async () => { updateTags(); await loadSteps(); }));
+  ui.tag.addEventListener("change", guarded(loadSteps));
+  ui.step.addEventListener("input", guarded(showStep));
+  for (const control of [ui.method, ui.layer, ui.target, ui.colormap]) control.addEventListener("change", draw);
+  ui.opacity.addEventListener("input", draw);
+  ui.refresh.addEventListener("click", guarded(loadSeries));
+  await guarded(loadSeries)();
+}

@@ -1,0 +1,91 @@
+/**
+ * Map arithmetic for the tab: decode the stored float16 maps, upsample them
+ * exactly like torch.nn.functional.interpolate(mode="bilinear",
+ * align_corners=False), normalise, colour and blend over the picture.
+ */
+
+import { lut } from "./colormaps.js";
+
+/** IEEE half-precision bits to a JS number. */
+export function halfToFloat(bits) {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
+  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
+  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+}
+
+/** One map from the maps blob (see docs/FORMAT.md): raw values, Float32Array of height*width. */
+export function decodeMap(buffer, entry) {
+  const count = entry.height * entry.width;
+  const view = new DataView(buffer, entry.offset, count * 2);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(2 * i, true)) * entry.scale;
+  return out;
+}
+
+/** Source index and weight along one axis, as torch computes them for align_corners=False. */
+function axisWeights(inSize, outSize) {
+  const scale = inSize / outSize;
+  const i0 = new Int32Array(outSize);
+  const i1 = new Int32Array(outSize);
+  const w1 = new Float32Array(outSize);
+  for (let d = 0; d < outSize; d++) {
+    const src = Math.max(scale * (d + 0.5) - 0.5, 0);
+    const lo = Math.min(Math.floor(src), inSize - 1);
+    i0[d] = lo;
+    i1[d] = lo < inSize - 1 ? lo + 1 : lo;
+    w1[d] = src - lo;
+  }
+  return { i0, i1, w1 };
+}
+
+/** Bilinear upsampling of an (h, w) map to (outH, outW), matching torch's align_corners=False. */
+export function bilinear(values, h, w, outH, outW) {
+  const ys = axisWeights(h, outH);
+  const xs = axisWeights(w, outW);
+  const out = new Float32Array(outH * outW);
+  for (let y = 0; y < outH; y++) {
+    const r0 = ys.i0[y] * w;
+    const r1 = ys.i1[y] * w;
+    const wy = ys.w1[y];
+    for (let x = 0; x < outW; x++) {
+      const a = xs.i0[x];
+      const b = xs.i1[x];
+      const wx = xs.w1[x];
+      const top = values[r0 + a] * (1 - wx) + values[r0 + b] * wx;
+      const bottom = values[r1 + a] * (1 - wx) + values[r1 + b] * wx;
+      out[y * outW + x] = top * (1 - wy) + bottom * wy;
+    }
+  }
+  return out;
+}
+
+/** Min and max of a map. */
+export function range(values) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
+}
+
+/**
+ * Blends a coloured map over RGBA `pixels` (an ImageData's data, same size as
+ * the map) in place. Values are scaled to [0, 1] by [lo, hi]; opacity in [0, 1].
+ */
+export function blend(pixels, values, lo, hi, colormap, opacity) {
+  const table = lut(colormap);
+  const span = hi > lo ? hi - lo : 1;
+  for (let i = 0; i < values.length; i++) {
+    const t = Math.min(Math.max((values[i] - lo) / span, 0), 1);
+    const c = Math.round(t * 255) * 3;
+    const p = 4 * i;
+    pixels[p] = pixels[p] * (1 - opacity) + table[c] * opacity;
+    pixels[p + 1] = pixels[p + 1] * (1 - opacity) + table[c + 1] * opacity;
+    pixels[p + 2] = pixels[p + 2] * (1 - opacity) + table[c + 2] * opacity;
+  }
+}
