@@ -92,13 +92,14 @@ class CamReader:
         raise errors.NotFoundError(f"step {step} of run {run!r}, tag {tag!r} is not loaded")
 
     def blob(self, ctx, key: str) -> bytes:
-        """A blob by its opaque key; 404 for any key the provider cannot resolve."""
+        """A blob by its opaque key; 404 for any key the provider cannot resolve.
+
+        The Python provider leaks ValueError/KeyError/IndexError for garbage
+        keys and the Rust one answers 400 or 404; both become the same 404.
+        """
         try:
             return self._provider.read_blob(ctx, blob_key=key)
-        except errors.PublicError:
-            raise
-        except (ValueError, KeyError, IndexError, TypeError, UnicodeError) as e:
-            # The Python provider decodes keys itself and leaks these for garbage.
+        except (errors.InvalidArgumentError, errors.NotFoundError, ValueError, KeyError, IndexError, TypeError) as e:
             raise errors.NotFoundError("no blob for this key") from e
 
     def header(self, ctx, step: Step) -> dict:

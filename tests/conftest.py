@@ -1,0 +1,164 @@
+"""Shared fixtures: small models, logdirs written by the real writer, both
+TensorBoard data providers, and a real `tensorboard` process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from tensorboard import context
+from tensorboard.backend.event_processing import data_provider as py_provider
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.data import server_ingester
+from tensorboard.util import grpc_util
+
+from tensorboard_plugin_cam import format as fmt
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+class SmallNet(nn.Module):
+    """BatchNorm, dropout and in-place ReLU, ending in global pooling + linear."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+            nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+        )
+        self.dropout = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.dropout(self.features(x).mean(dim=(2, 3))))
+
+
+@pytest.fixture
+def small_net():
+    torch.manual_seed(0)
+    return SmallNet()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_cam_values(logdir: Path) -> dict[tuple[str, str, int], list[bytes]]:
+    """The blob lists exactly as they are in the event files: (run, tag, step) -> blobs."""
+    found = {}
+    for path in sorted(logdir.rglob("events.out.tfevents.*")):
+        run = path.parent.relative_to(logdir).as_posix()
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME:
+                    found[(run, value.tag, event.step)] = list(value.tensor.string_val)
+    return found
+
+
+def python_provider(logdir: Path):
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={fmt.PLUGIN_NAME: 0})
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    return py_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+
+
+class RustProvider:
+    """The Rust data server as a subprocess, loading `logdir` once."""
+
+    def __init__(self, logdir: Path):
+        self.ingester = server_ingester.SubprocessServerDataIngester(
+            server_binary=server_ingester.get_server_binary(),
+            logdir=str(logdir),
+            reload_interval=0,
+            channel_creds_type=grpc_util.ChannelCredsType.LOCAL,
+            samples_per_plugin={fmt.PLUGIN_NAME: 0},
+        )
+        self.ingester.start()
+        self.provider = self.ingester.data_provider
+        ctx = context.RequestContext()
+        deadline = time.time() + 30
+        while not self.provider.list_blob_sequences(ctx, experiment_id="", plugin_name=fmt.PLUGIN_NAME):
+            if time.time() > deadline:
+                raise TimeoutError("the Rust data server did not load the logdir")
+            time.sleep(0.1)
+        time.sleep(0.5)  # "reload once" may still be reading the last records
+
+    def close(self):
+        self.ingester._stdin_handle.close()  # the server runs with --die-after-stdin
+
+
+@pytest.fixture(params=["python", "rust"])
+def provider_factory(request):
+    """Builds a data provider of each kind over a logdir (the test writes it first)."""
+    opened = []
+
+    def make(logdir: Path):
+        if request.param == "python":
+            return python_provider(logdir)
+        rust = RustProvider(logdir)
+        opened.append(rust)
+        return rust.provider
+
+    make.kind = request.param
+    yield make
+    for rust in opened:
+        rust.close()
+
+
+class TensorBoardProcess:
+    """A real `tensorboard` command on a free localhost port."""
+
+    def __init__(self, logdir: Path, load_fast: str, extra=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(logdir.parent / f"tensorboard-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+             "--port", str(self.port), f"--load_fast={load_fast}", "--reload_interval=1", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.wait_for("/data/plugins_listing")
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return response.read()
+
+    def wait_for(self, path: str, predicate=lambda body: True, timeout: float = 90) -> bytes:
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tensorboard exited with {self.proc.returncode}")
+            try:
+                body = self.get(path)
+                if predicate(body):
+                    return body
+                last = body
+            except OSError as e:
+                last = e
+            time.sleep(0.5)
+        raise TimeoutError(f"{path} never became ready: {last!r}")
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
