@@ -1,0 +1,113 @@
+"""Bad input: a clear error naming the argument, nothing written, the model as before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from writer_ext import SummaryWriter, add_cam, add_cam_maps
+
+
+def _event_bytes(logdir):
+    return b"".join(p.read_bytes() for p in sorted(logdir.rglob("events.out.tfevents.*")))
+
+
+@pytest.fixture
+def writer(tmp_path):
+    w = SummaryWriter(tmp_path)
+    w.add_scalar("x", 1.0, 0)  # the event file exists before the bad call
+    w.flush()
+    w.logdir = tmp_path
+    yield w
+    w.close()
+
+
+X = torch.rand(2, 3, 12, 12)
+
+CAM_CASES = [
+    ("inputs_3d", dict(inputs=torch.rand(3, 12, 12)), ValueError, "inputs must be a 4-D batch"),
+    ("inputs_list", dict(inputs=[[1.0]]), TypeError, "inputs must be a torch.Tensor"),
+    ("inputs_int", dict(inputs=torch.ones(2, 3, 4, 4, dtype=torch.long)), TypeError, "inputs must be a floating"),
+    ("targets_len", dict(targets=[1, 2, 3]), ValueError, "targets: expected one class id"),
+    ("targets_range", dict(targets=[0, 5]), ValueError, "targets: class id 5 is out of range"),
+    ("targets_negative", dict(targets=-1), ValueError, "targets: class id -1"),
+    ("targets_float", dict(targets=[0.5, 1.0]), TypeError, "targets must be integer"),
+    ("targets_callable_shape", dict(targets=lambda out: out), ValueError, "targets: the callable"),
+    ("display_batch", dict(display_images=torch.rand(3, 3, 12, 12)), ValueError, "display_images holds 3"),
+    ("display_range", dict(display_images=torch.rand(2, 3, 12, 12) * 2), ValueError, "display_images: float"),
+    ("display_channels", dict(display_images=np.zeros((2, 12, 12, 4), np.uint8)), ValueError, "display_images must"),
+    ("method", dict(methods=["gradcam", "magic"]), ValueError, "methods: unknown method 'magic'"),
+    ("method_type", dict(methods=[3]), TypeError, "methods must be strings"),
+    ("layer_missing", dict(target_layer="layer9"), ValueError, "target_layer: the model has no layer named"),
+    ("layer_not_spatial", dict(target_layer="fc"), ValueError, "target_layer 'fc' has output shape"),
+    ("layer_not_called", dict(target_layer="features.99"), ValueError, "target_layer"),
+    ("layer_type", dict(target_layer=3.5), TypeError, "target_layer must be"),
+    ("topk", dict(topk=0), ValueError, "topk must be a positive int"),
+    ("topk_too_big", dict(topk=9), ValueError, "topk=9 is more than"),
+    ("class_names_short", dict(class_names=["a"], targets=[0, 1]), ValueError, "class_names has no name for class id"),
+    ("class_names_type", dict(class_names="abcde"), TypeError, "class_names must be"),
+    ("tag", dict(tag=""), ValueError, "tag must be a non-empty string"),
+    ("step", dict(global_step="3"), TypeError, "global_step must be an int"),
+    ("image_format", dict(image_format="gif"), ValueError, "image_format must be one of"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, error, message", CAM_CASES, ids=[c[0] for c in CAM_CASES])
+def test_add_cam_bad_input(writer, small_net, name, kwargs, error, message):
+    call = {"tag": "cam", "inputs": X, "target_layer": "features", **kwargs}
+    tag, inputs = call.pop("tag"), call.pop("inputs")
+    before = _event_bytes(writer.logdir)
+    state = {k: v.clone() for k, v in small_net.state_dict().items()}
+    with pytest.raises(error, match=message):
+        add_cam(writer, tag, small_net, inputs, **call)
+    writer.flush()
+    assert _event_bytes(writer.logdir) == before
+    assert all(torch.equal(v, state[k]) for k, v in small_net.state_dict().items())
+    assert small_net.training and all(p.grad is None for p in small_net.parameters())
+
+
+def test_non_tensor_output_needs_a_callable(writer):
+    class DictOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return {"logits": self.conv(x).mean(dim=(2, 3))}
+
+    model = DictOut()
+    with pytest.raises(TypeError, match="pass targets= as a callable"):
+        add_cam(writer, "cam", model, X, target_layer="conv")
+    result = add_cam(writer, "cam", model, X, target_layer="conv", targets=lambda out: out["logits"][:, 0])
+    assert result.maps["gradcam"]["conv"].shape == (2, 1, 10, 10)
+
+
+def test_wrong_writer_type(small_net):
+    with pytest.raises(TypeError, match="writer must be a torch.utils.tensorboard.SummaryWriter"):
+        add_cam("runs", "cam", small_net, X)
+
+
+MAPS_CASES = [
+    ("maps_nan", dict(maps=np.full((2, 4, 4), np.nan)), ValueError, "maps hold NaN or Inf"),
+    ("maps_inf", dict(maps=torch.full((2, 4, 4), float("inf"))), ValueError, "maps hold NaN or Inf"),
+    ("maps_shape", dict(maps=np.zeros((2, 4))), ValueError, "maps must have shape"),
+    ("maps_batch", dict(maps=np.zeros((3, 4, 4))), ValueError, "images holds 2 images for a batch of 3"),
+    ("maps_type", dict(maps=[[1]]), TypeError, "maps must be a torch.Tensor or numpy.ndarray"),
+    ("class_ids_shape", dict(class_ids=[1, 2, 3]), ValueError, "class_ids must have shape"),
+    ("class_ids_float", dict(class_ids=[1.5, 2.0]), TypeError, "class_ids must be integers"),
+    ("scores_nan", dict(scores=[0.5, float("nan")]), ValueError, "scores hold NaN"),
+    ("method", dict(method=""), ValueError, "method must be a non-empty string"),
+    ("images_range", dict(images=torch.rand(2, 3, 8, 8) + 1), ValueError, "images: float images"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, error, message", MAPS_CASES, ids=[c[0] for c in MAPS_CASES])
+def test_add_cam_maps_bad_input(writer, name, kwargs, error, message):
+    call = dict(images=torch.rand(2, 3, 8, 8), maps=np.random.rand(2, 4, 4))
+    call.update(kwargs)
+    before = _event_bytes(writer.logdir)
+    with pytest.raises(error, match=message):
+        add_cam_maps(writer, "ext", call.pop("images"), call.pop("maps"), **call)
+    writer.flush()
+    assert _event_bytes(writer.logdir) == before
