@@ -1,0 +1,190 @@
+"""End to end: a real `tensorboard` process (both loaders) driven by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from playwright.sync_api import sync_playwright
+
+from conftest import CHROMIUM, CHROMIUM_ARGS, TensorBoardProcess
+from writer_ext import SummaryWriter
+from writer_ext.demo import CLASSES, ShapeNet, draw_shapes, train
+
+XSS_TAG = "<img src=x onerror=alert(1)>"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """The demo's run, shortened (CAMs at steps 0, 60, 120), and a run whose names carry HTML."""
+    root = tmp_path_factory.mktemp("logs")
+    train(str(root / "shapes"), steps=120, cam_every=60).close()
+    torch.manual_seed(0)
+    probes, _, _ = draw_shapes(2, np.random.default_rng(1))
+    hostile = SummaryWriter(root / XSS_TAG)
+    hostile.add_cam(XSS_TAG, ShapeNet(), probes, target_layer="features", class_names=[XSS_TAG] * 3, global_step=1)
+    hostile.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module", params=["true", "false"], ids=["rust-loader", "python-loader"])
+def tensorboard(request, logdir):
+    tb = TensorBoardProcess(logdir, load_fast=request.param)
+    try:
+        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 2)
+        tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=shapes%2Fprobe", lambda b: len(json.loads(b)["steps"]) == 3)
+        yield tb
+    finally:
+        tb.close()
+
+
+@pytest.fixture
+def page(browser, tensorboard):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(tensorboard.url + "/#cam")
+    yield pg
+    context.close()
+
+
+def cam_frame(page):
+    page.wait_for_selector("iframe")
+    for _ in range(100):
+        frames = [f for f in page.frames if "plugin_entry.html?name=cam" in f.url]
+        if frames:
+            return frames[0]
+        page.wait_for_timeout(100)
+    raise AssertionError("the CAM iframe never loaded")
+
+
+def wait_for_cards(frame, count):
+    frame.wait_for_function(f"document.querySelectorAll('#grid canvas').length === {count}", timeout=30000)
+    frame.wait_for_timeout(200)
+
+
+def canvas_pixels(frame):
+    return frame.evaluate(
+        """() => [...document.querySelectorAll('#grid canvas')].map((c) =>
+              Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data))"""
+    )
+
+
+def select_run(frame, run, tag):
+    frame.select_option("#run", run)
+    frame.select_option("#tag", tag)
+
+
+def test_tab_is_listed_and_shows_maps_that_follow_the_step(page):
+    tab = page.get_by_text("Activations & CAM", exact=False)
+    tab.first.wait_for(timeout=30000)
+    frame = cam_frame(page)
+    frame.wait_for_selector("#run option", state="attached")
+    select_run(frame, "shapes", "shapes/probe")
+    wait_for_cards(frame, 8)
+    assert frame.text_content("#step-label") == "step 120 (3 of 3)"
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "screenshot.png"))
+
+    frame.fill("#opacity", "0")
+    frame.dispatch_event("#opacity", "input")
+    pictures = canvas_pixels(frame)
+    frame.fill("#opacity", "0.8")
+    frame.dispatch_event("#opacity", "input")
+    overlaid = canvas_pixels(frame)
+    for plain, over in zip(pictures, overlaid):
+        changed = sum(1 for a, b in zip(plain, over) if abs(a - b) > 8)
+        assert changed > len(plain) // 8, "the map is not drawn over the picture"
+
+    frame.fill("#step", "0")
+    frame.dispatch_event("#step", "input")
+    frame.wait_for_function("document.querySelector('#step-label').textContent.startsWith('step 0 ')")
+    wait_for_cards(frame, 8)
+    earlier = canvas_pixels(frame)
+    assert earlier != overlaid, "moving the step slider did not change the maps"
+
+    captions = frame.eval_on_selector_all("#grid figcaption", "els => els.map(e => e.textContent)")
+    assert all(c.split(" (")[0] in CLASSES for c in captions)
+
+    frame.select_option("#colormap", "viridis")
+    assert canvas_pixels(frame) != earlier
+    assert not page.errors, page.errors
+
+
+def test_html_in_names_is_text_and_raises_no_dialog(page):
+    frame = cam_frame(page)
+    frame.wait_for_selector("#run option", state="attached")
+    select_run(frame, XSS_TAG, XSS_TAG)
+    wait_for_cards(frame, 2)
+    assert frame.eval_on_selector("#tag", "s => s.options[s.selectedIndex].textContent") == XSS_TAG
+    assert frame.eval_on_selector("#grid figcaption", "e => e.textContent").startswith(XSS_TAG)
+    assert frame.evaluate("document.querySelectorAll('#grid img, main img').length") == 0
+    page.wait_for_timeout(300)
+    assert page.dialogs == []
+
+
+def test_bilinear_upsampling_matches_torch(page):
+    frame = cam_frame(page)
+    frame.wait_for_selector("#run option", state="attached")
+    torch.manual_seed(0)
+    small = torch.randn(5, 7)
+    for out_h, out_w in ((17, 30), (5, 7), (64, 3)):
+        js = frame.evaluate(
+            """async ([values, h, w, oh, ow]) => {
+                 const maps = await import('./static/maps.js');
+                 return Array.from(maps.bilinear(Float32Array.from(values), h, w, oh, ow));
+               }""",
+            [small.flatten().tolist(), 5, 7, out_h, out_w],
+        )
+        expected = torch.nn.functional.interpolate(small[None, None], size=(out_h, out_w), mode="bilinear",
+                                                   align_corners=False)[0, 0]
+        torch.testing.assert_close(torch.tensor(js).view(out_h, out_w), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_empty_state_tells_what_to_write(browser, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tb = TensorBoardProcess(empty, load_fast="false")
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.goto(tb.url + "/data/plugin_entry.html?name=cam")
+        pg.wait_for_selector("#empty:not([hidden])")
+        text = pg.text_content("#empty pre")
+        assert "add_cam(" in text and "from writer_ext import SummaryWriter" in text
+    finally:
+        context.close()
+        tb.close()
+
+
+def test_dropped_steps_are_announced(browser, logdir):
+    """With the user's own --samples_per_plugin cam=2, the tab says 2 of the 3 logged steps are shown."""
+    tb = TensorBoardProcess(logdir, load_fast="false", extra=["--samples_per_plugin", "cam=2"])
+    context = browser.new_context()
+    try:
+        tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=shapes%2Fprobe", lambda b: json.loads(b)["logged"] == 3)
+        pg = context.new_page()
+        pg.goto(tb.url + "/data/plugin_entry.html?name=cam")
+        pg.wait_for_selector("#run option", state="attached")
+        select_run(pg, "shapes", "shapes/probe")
+        wait_for_cards(pg, 8)
+        assert pg.text_content("#notice").startswith("Showing 2 of 3 logged steps")
+    finally:
+        context.close()
+        tb.close()
