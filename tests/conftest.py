@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from tensorboard import context
 from tensorboard.backend.event_processing import data_provider as py_provider
-from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.backend.event_processing import event_file_loader, plugin_event_multiplexer
 from tensorboard.data import server_ingester
 from tensorboard.util import grpc_util
+from torch import nn
 
 from tensorboard_plugin_cam import format as fmt
 
@@ -123,14 +122,14 @@ def provider_factory(request):
 class TensorBoardProcess:
     """A real `tensorboard` command on a free localhost port."""
 
-    def __init__(self, logdir: Path, load_fast: str, extra=()):
+    def __init__(self, logdir: Path, load_fast: str, extra=(), python: str = sys.executable):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(logdir.parent / f"tensorboard-{self.port}.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+            [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
              "--port", str(self.port), f"--load_fast={load_fast}", "--reload_interval=1", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=logdir.parent,  # not the checkout: import what is installed
         )
         self.wait_for("/data/plugins_listing")
 

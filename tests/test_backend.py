@@ -8,8 +8,8 @@ import pytest
 import torch
 from tensorboard import program
 from tensorboard.backend import application
-from tensorboard.plugins.core import core_plugin
 from tensorboard.plugins import base_plugin
+from tensorboard.plugins.core import core_plugin
 from werkzeug import test, wrappers
 
 from conftest import raw_cam_values

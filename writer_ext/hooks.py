@@ -14,7 +14,7 @@ from torch import nn
 LayerSpec = Union[str, nn.Module, None]
 
 # Auto-picked layer per model and input shape (one dry run per pair, not per call).
-_AUTO_LAYERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]]" = weakref.WeakKeyDictionary()
+_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def _strip_wrapper(name: str) -> str:
@@ -78,7 +78,9 @@ def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     return name
 
 
-def resolve_layers(model: nn.Module, spec: LayerSpec | Sequence[LayerSpec], inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
+def resolve_layers(
+    model: nn.Module, spec: LayerSpec | Sequence[LayerSpec], inputs: torch.Tensor
+) -> list[tuple[str, nn.Module]]:
     """Every requested layer as (name, module), in the order given, without repeats."""
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not specs:
@@ -122,7 +124,7 @@ class ActivationCapture:
 
         return hook
 
-    def __enter__(self) -> "ActivationCapture":
+    def __enter__(self) -> ActivationCapture:
         try:
             for name, module in self._layers:
                 self._handles.append(module.register_forward_hook(self._hook(name)))

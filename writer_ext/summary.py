@@ -23,7 +23,7 @@ ClassNames = Union[None, Sequence[str], Mapping[int, str]]
 
 # Samples written so far per writer and tag: the header's "sequence", which
 # lets the tab tell how many steps TensorBoard dropped.
-_SEQUENCES: "weakref.WeakKeyDictionary[TorchSummaryWriter, dict[str, int]]" = weakref.WeakKeyDictionary()
+_SEQUENCES: weakref.WeakKeyDictionary[TorchSummaryWriter, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def _check_writer(writer: object) -> None:

@@ -1,0 +1,59 @@
+"""Packaging: the built wheel, installed into a fresh virtual environment,
+registers the plugin so that a plain `tensorboard --logdir DIR` lists the tab
+and serves its frontend."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+from conftest import TensorBoardProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_entry_point_module_imports_no_torch():
+    code = (
+        "import sys, importlib.metadata as md;"
+        "[ep] = [e for e in md.entry_points(group='tensorboard_plugins') if e.name == 'cam'];"
+        "loader = ep.load();"
+        "print(ep.value, 'torch' in sys.modules, 'PIL' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["tensorboard_plugin_cam.plugin:CamLoader", "False", "False"]
+
+
+def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
+                    str(ROOT)], check=True, capture_output=True)
+    [wheel] = dist.glob("tensorboard_plugin_cam-*.whl")
+    env_dir = tmp_path / "venv"
+    # The fresh environment borrows the already-installed dependencies (TensorBoard, torch)
+    # but gets the plugin only from the wheel.
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                    "--ignore-installed", str(wheel)], check=True, capture_output=True)
+    where = subprocess.run(
+        [str(python), "-c", "import tensorboard_plugin_cam.plugin as p; print(p.__file__); "
+                            "print(sorted(p._load_static_files()))"],
+        check=True, capture_output=True, text=True, cwd=tmp_path,
+    ).stdout.splitlines()
+    assert where[0].startswith(str(env_dir)), where
+    assert where[1] == str(["api.js", "colormaps.js", "index.js", "maps.js", "style.css"])
+
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    tb = TensorBoardProcess(logdir, load_fast="auto", python=str(python))
+    try:
+        listing = json.loads(tb.get("/data/plugins_listing"))
+        assert listing["cam"]["tab_name"] == "Activations & CAM"
+        assert listing["cam"]["loading_mechanism"]["module_path"] == "/data/plugin/cam/static/index.js"
+        shipped = (ROOT / "frontend" / "index.js").read_bytes()
+        assert tb.get("/data/plugin/cam/static/index.js") == shipped
+    finally:
+        tb.close()
