@@ -44,9 +44,7 @@ setup(
         "test": [
             "pytest>=7",
             "playwright>=1.40",
-            "hypothesis>=6",
             "ruff>=0.5",
-            "build>=1.0",
         ],
     },
     entry_points={

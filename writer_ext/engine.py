@@ -132,6 +132,26 @@ def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[to
         return [torch.stack(g) for g in zip(*per_class)]
 
 
+FUSIONS = (None, "mean", "product")
+
+
+def fuse_layers(maps: list[torch.Tensor], how: str) -> torch.Tensor:
+    """Combines (B, K, h_l, w_l) maps of several layers at the finest resolution.
+
+    Each map is upsampled bilinearly and min-max normalised to [0, 1] first,
+    so layers of different scale weigh the same; then mean or product.
+    """
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    normalised = []
+    for m in maps:
+        up = nn.functional.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
+        lo = up.amin(dim=(-2, -1), keepdim=True)
+        hi = up.amax(dim=(-2, -1), keepdim=True)
+        normalised.append((up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi)))
+    stacked = torch.stack(normalised)
+    return stacked.mean(0) if how == "mean" else stacked.prod(0)
+
+
 def compute_cams(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -140,8 +160,12 @@ def compute_cams(
     targets: Targets = None,
     methods: Union[str, Sequence[str]] = ("gradcam",),
     topk: int = 1,
+    fuse: Optional[str] = None,
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
+
+    With several layers, each keeps its own maps; `fuse="mean"` or
+    `"product"` adds one more "layer", ``fused:<how>``, combining them.
 
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
     flags, BatchNorm statistics and hooks as they were, also on error.
@@ -151,6 +175,8 @@ def compute_cams(
     inputs = check_inputs(inputs).detach()
     chosen = get_methods(methods)
     topk = _check_topk(topk)
+    if fuse not in FUSIONS:
+        raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
     needs_grad = any(m.uses_gradients for m in chosen)
     batch = inputs.shape[0]
     with training_safe(model):
@@ -166,17 +192,23 @@ def compute_cams(
                 cam_inputs = CamInputs(
                     model=model,
                     layer=name,
+                    inputs=inputs,
                     activations=act.detach().float(),
                     gradients=None if grad is None else grad.float(),
                     class_ids=class_ids,
                 )
                 for method in chosen:
-                    maps[method.name][name] = method.compute(cam_inputs).cpu()
+                    maps[method.name][name] = method.compute(cam_inputs)
+            layer_names = [n for n, _ in layers]
+            if fuse is not None and len(layers) > 1:
+                for per_layer in maps.values():
+                    per_layer[f"fused:{fuse}"] = fuse_layers(list(per_layer.values()), fuse)
+                layer_names.append(f"fused:{fuse}")
     return CamResult(
-        maps=maps,
+        maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in maps.items()},
         class_ids=None if class_ids is None else class_ids.cpu(),
         scores=scores.detach().float().cpu(),
         probs=None if probs is None else probs.cpu(),
-        layers=[n for n, _ in layers],
+        layers=layer_names,
         methods=[m.name for m in chosen],
     )

@@ -129,6 +129,7 @@ def add_cam(
     targets: Targets = None,
     methods: Union[str, Sequence[str]] = ("gradcam",),
     topk: int = 1,
+    fuse: Optional[str] = None,
     class_names: ClassNames = None,
     display_images: Optional[object] = None,
     image_format: str = "png",
@@ -148,7 +149,8 @@ def add_cam(
     image_format = img.check_image_format(image_format)
     names = _check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
-    result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk)
+    result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
+                          fuse=fuse)
     if names is not None and result.class_ids is not None:
         missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
         if missing:

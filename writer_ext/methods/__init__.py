@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from typing import Iterable, Union
 
-from writer_ext.methods.activation import CAM
+from writer_ext.methods.activation import CAM, EigenCAM, RandomCAM, SobelCAM
 from writer_ext.methods.base import CamInputs, CamMethod
-from writer_ext.methods.gradient import GradCAM, GradCAMPlusPlus
+from writer_ext.methods.gradient import (
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 
-METHODS: dict[str, type[CamMethod]] = {cls.name: cls for cls in (CAM, GradCAM, GradCAMPlusPlus)}
+METHODS: dict[str, type[CamMethod]] = {
+    cls.name: cls
+    for cls in (
+        GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
+        CAM, EigenCAM, RandomCAM, SobelCAM,
+    )
+}
 
 
 def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
@@ -33,4 +47,7 @@ def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
     return chosen
 
 
-__all__ = ["CAM", "METHODS", "CamInputs", "CamMethod", "GradCAM", "GradCAMPlusPlus", "get_methods"]
+__all__ = [
+    "CAM", "METHODS", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "GradCAM", "GradCAMElementWise",
+    "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "RandomCAM", "SobelCAM", "XGradCAM", "get_methods",
+]

@@ -13,6 +13,7 @@ from torch import nn
 class CamInputs:
     """Everything a method may use for one layer.
 
+    inputs: (B, C_in, H, W) the model's input batch.
     activations: (B, C, h, w) float32, the layer's output.
     gradients: (K, B, C, h, w) float32, d target score k / d activations, or
         None when no requested method needs gradients.
@@ -21,6 +22,7 @@ class CamInputs:
 
     model: nn.Module
     layer: str
+    inputs: torch.Tensor
     activations: torch.Tensor
     gradients: Optional[torch.Tensor]
     class_ids: Optional[torch.Tensor]
@@ -42,6 +44,13 @@ class CamMethod:
     def weights(self, inputs: CamInputs) -> torch.Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def targets(inputs: CamInputs) -> int:
+        """K, the number of target classes per image."""
+        if inputs.gradients is not None:
+            return inputs.gradients.shape[0]
+        return 1 if inputs.class_ids is None else inputs.class_ids.shape[1]
+
     def compute(self, inputs: CamInputs) -> torch.Tensor:
         """The raw (B, K, h, w) maps, not normalised."""
         w = self.weights(inputs)
@@ -51,3 +60,21 @@ class CamMethod:
         else:
             maps = (w * a.unsqueeze(1)).sum(2)
         return torch.relu(maps) if self.relu else maps
+
+
+def first_component(x: torch.Tensor) -> torch.Tensor:
+    """Projection of (N, C, h, w) features on their first principal component, (N, h, w).
+
+    The h*w positions are the samples and the C channels the features; they
+    are centred before the SVD (as in EigenCAM). A principal direction's sign
+    is arbitrary, so it is chosen to make the projection agree with the
+    channel sum, where positive activation lies.
+    """
+    n, c, h, w = x.shape
+    rows = x.flatten(2).transpose(1, 2)  # (N, hw, C)
+    centred = rows - rows.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    projection = rows @ vh[:, 0, :].unsqueeze(-1)  # (N, hw, 1)
+    sign = torch.sign((projection.squeeze(-1) * rows.sum(-1)).sum(-1))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (projection.squeeze(-1) * sign[:, None]).view(n, h, w)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from writer_ext.methods.base import CamInputs, CamMethod
+from writer_ext.methods.base import CamInputs, CamMethod, first_component
 
 
 def _per_image(gradients: torch.Tensor) -> torch.Tensor:
@@ -35,3 +35,52 @@ class GradCAMPlusPlus(CamMethod):
         denom = 2 * g2 + sum_a * g2 * g
         alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
         return (alpha * torch.relu(g)).sum(dim=(-2, -1))
+
+
+class XGradCAM(CamMethod):
+    """Fu et al. 2020: w_c = sum_ij (A_cij / sum_ab A_cab) g_cij; map = ReLU(sum_c w_c A_c)."""
+
+    name = "xgradcam"
+
+    def weights(self, inputs: CamInputs) -> torch.Tensor:
+        a = inputs.activations
+        norm = a / (a.sum(dim=(-2, -1), keepdim=True) + 1e-7)
+        return (_per_image(inputs.gradients) * norm.unsqueeze(1)).sum(dim=(-2, -1))
+
+
+class LayerCAM(CamMethod):
+    """Jiang et al. 2021: map = ReLU(sum_c ReLU(g_cij) A_cij), weights per position."""
+
+    name = "layercam"
+
+    def weights(self, inputs: CamInputs) -> torch.Tensor:
+        return torch.relu(_per_image(inputs.gradients))
+
+
+class HiResCAM(CamMethod):
+    """Draelos & Carin 2020: map = ReLU(sum_c g_cij A_cij), the gradient kept per position."""
+
+    name = "hirescam"
+
+    def weights(self, inputs: CamInputs) -> torch.Tensor:
+        return _per_image(inputs.gradients)
+
+
+class GradCAMElementWise(CamMethod):
+    """pytorch-grad-cam's element-wise Grad-CAM: map = sum_c ReLU(g_cij A_cij)."""
+
+    name = "gradcam-elementwise"
+
+    def compute(self, inputs: CamInputs) -> torch.Tensor:
+        return torch.relu(_per_image(inputs.gradients) * inputs.activations.unsqueeze(1)).sum(2)
+
+
+class EigenGradCAM(CamMethod):
+    """EigenCAM on the gradient-weighted activations g * A: their first principal component."""
+
+    name = "eigengradcam"
+
+    def compute(self, inputs: CamInputs) -> torch.Tensor:
+        weighted = _per_image(inputs.gradients) * inputs.activations.unsqueeze(1)  # (B, K, C, h, w)
+        b, k = weighted.shape[:2]
+        return torch.relu(first_component(weighted.flatten(0, 1))).view(b, k, *weighted.shape[-2:])

@@ -1,0 +1,138 @@
+"""Each one-pass method against its paper's formula, computed plainly in the test;
+several layers and classes from one call; baselines that know nothing of the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from writer_ext import compute_cams
+from writer_ext.methods import METHODS
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 64, 64)
+
+
+def plain(model, x, layer, class_ids):
+    """Activation and gradient of the class scores at a layer, by a forward hook and autograd.grad."""
+    store = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    try:
+        score = model(x).gather(1, torch.as_tensor(class_ids).view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, store["a"])
+    finally:
+        handle.remove()
+    return store["a"].detach(), grad
+
+
+def svd_projection(x):
+    """(C, h, w) -> first principal component projection (h, w), sign left to the caller."""
+    rows = x.flatten(1).t()
+    _, _, vh = torch.linalg.svd(rows - rows.mean(0), full_matrices=False)
+    return (rows @ vh[0]).view(x.shape[1:])
+
+
+REFERENCES = {
+    "xgradcam": lambda a, g: torch.relu(
+        ((g * a / (a.sum((2, 3), keepdim=True) + 1e-7)).sum((2, 3), keepdim=True) * a).sum(1)),
+    "layercam": lambda a, g: torch.relu((torch.relu(g) * a).sum(1)),
+    "hirescam": lambda a, g: torch.relu((g * a).sum(1)),
+    "gradcam-elementwise": lambda a, g: torch.relu(g * a).sum(1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_gradient_methods_follow_their_formula(resnet, batch, name):
+    result = compute_cams(resnet, batch, target_layer="layer3", methods=name, targets=[2, 5])
+    a, g = plain(resnet, batch, resnet.layer3, [2, 5])
+    torch.testing.assert_close(result.maps[name]["layer3"][:, 0], REFERENCES[name](a, g), rtol=1e-4, atol=1e-6)
+
+
+def _same_up_to_sign(ours, projection):
+    """EigenCAM's principal direction has an arbitrary sign: ours must be ReLU of one of the two."""
+    return any(torch.allclose(ours, torch.relu(s * projection), rtol=1e-3, atol=1e-5) for s in (1, -1))
+
+
+def test_eigencam_is_the_first_principal_component(resnet, batch):
+    result = compute_cams(resnet, batch, target_layer="layer4", methods="eigencam", topk=2)
+    a, _ = plain(resnet, batch, resnet.layer4, [0, 0])
+    for i in range(2):
+        assert _same_up_to_sign(result.maps["eigencam"]["layer4"][i, 0], svd_projection(a[i]))
+        torch.testing.assert_close(result.maps["eigencam"]["layer4"][i, 0], result.maps["eigencam"]["layer4"][i, 1])
+
+
+def test_eigengradcam_is_the_first_component_of_grad_times_activation(resnet, batch):
+    result = compute_cams(resnet, batch, target_layer="layer4", methods="eigengradcam", targets=[1, 3])
+    a, g = plain(resnet, batch, resnet.layer4, [1, 3])
+    for i in range(2):
+        assert _same_up_to_sign(result.maps["eigengradcam"]["layer4"][i, 0], svd_projection(g[i] * a[i]))
+
+
+def test_all_methods_layers_and_classes_in_one_call(resnet, batch):
+    names = sorted(set(METHODS) - {"cam"})  # CAM reads the linear head, which only layer4 feeds
+    result = compute_cams(resnet, batch, target_layer=["layer2", "layer3", "layer4"], methods=names, topk=3,
+                          fuse="mean")
+    assert result.layers == ["layer2", "layer3", "layer4", "fused:mean"]
+    sizes = {"layer2": 8, "layer3": 4, "layer4": 2, "fused:mean": 8}
+    for name in names:
+        for layer, size in sizes.items():
+            assert result.maps[name][layer].shape == (2, 3, size, size), (name, layer)
+            assert torch.isfinite(result.maps[name][layer]).all()
+    # each layer keeps its own map: layer3 alone gives the same numbers
+    alone = compute_cams(resnet, batch, target_layer="layer3", methods="gradcam", topk=3)
+    torch.testing.assert_close(result.maps["gradcam"]["layer3"], alone.maps["gradcam"]["layer3"])
+
+
+def test_fused_maps(resnet, batch):
+    mean = compute_cams(resnet, batch, target_layer=["layer3", "layer4"], methods="gradcam", fuse="mean")
+    prod = compute_cams(resnet, batch, target_layer=["layer3", "layer4"], methods="gradcam", fuse="product")
+    up = torch.nn.functional.interpolate(mean.maps["gradcam"]["layer4"], size=(4, 4), mode="bilinear",
+                                         align_corners=False)
+
+    def norm(m):
+        lo, hi = m.amin((-2, -1), keepdim=True), m.amax((-2, -1), keepdim=True)
+        return (m - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+
+    l3 = norm(mean.maps["gradcam"]["layer3"])
+    torch.testing.assert_close(mean.maps["gradcam"]["fused:mean"], (l3 + norm(up)) / 2)
+    torch.testing.assert_close(prod.maps["gradcam"]["fused:product"], l3 * norm(up))
+
+
+def test_per_image_lists_of_classes(resnet, batch):
+    result = compute_cams(resnet, batch, target_layer="layer4", targets=[[1, 2], [3, 4]])
+    assert result.class_ids.tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="one class id"):
+        compute_cams(resnet, batch, target_layer="layer4", targets=[[1, 2]])
+
+
+def test_sobel_baseline_sees_only_edges():
+    torch.manual_seed(0)
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, :, :, 16:] = 1.0  # one vertical edge in the middle
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    result = compute_cams(model, x, target_layer="layer1", methods="sobel")
+    edges = result.maps["sobel"]["layer1"][0, 0]  # 8x8
+    assert edges[:, 3:5].min() > 0 and edges[:, :3].abs().max() == 0 and edges[:, 5:].abs().max() == 0
+
+
+def test_random_baseline_leaves_the_global_stream_alone(resnet, batch):
+    state = torch.get_rng_state()
+    result = compute_cams(resnet, batch, target_layer="layer4", methods="random", topk=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    maps = result.maps["random"]["layer4"]
+    assert maps.min() >= 0 and maps.max() < 1 and maps.std() > 0.1
+
+
+def test_unknown_fuse(resnet, batch):
+    with pytest.raises(ValueError, match="fuse must be one of"):
+        compute_cams(resnet, batch, target_layer=["layer3", "layer4"], fuse="max")
