@@ -38,8 +38,9 @@ def plain(model, x, layer, class_ids):
 def svd_projection(x):
     """(C, h, w) -> first principal component projection (h, w), sign left to the caller."""
     rows = x.flatten(1).t()
-    _, _, vh = torch.linalg.svd(rows - rows.mean(0), full_matrices=False)
-    return (rows @ vh[0]).view(x.shape[1:])
+    centred = rows - rows.mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    return (centred @ vh[0]).view(x.shape[1:])
 
 
 REFERENCES = {
