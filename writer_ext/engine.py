@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from writer_ext.hooks import ActivationCapture, LayerSpec, resolve_layers
+from writer_ext.hooks import ActivationCapture, LayerSpec, SpatialView, resolve_layers, spatial_view
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.safety import training_safe
 
@@ -135,6 +135,14 @@ def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[to
 FUSIONS = (None, "mean", "product")
 
 
+def _checked_view(name: str, view: SpatialView, output: torch.Tensor) -> torch.Tensor:
+    spatial = view(output)
+    if not isinstance(spatial, torch.Tensor) or spatial.dim() != 4 or spatial.shape[0] != output.shape[0]:
+        got = tuple(spatial.shape) if isinstance(spatial, torch.Tensor) else type(spatial).__name__
+        raise ValueError(f"reshape_transform must give (N, C, h, w) for layer {name!r}, got {got}")
+    return spatial
+
+
 def fuse_layers(maps: list[torch.Tensor], how: str) -> torch.Tensor:
     """Combines (B, K, h_l, w_l) maps of several layers at the finest resolution.
 
@@ -161,6 +169,7 @@ def compute_cams(
     methods: Union[str, Sequence[str]] = ("gradcam",),
     topk: int = 1,
     fuse: Optional[str] = None,
+    reshape_transform: Optional[SpatialView] = None,
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
 
@@ -183,18 +192,21 @@ def compute_cams(
         layers = resolve_layers(model, target_layer, inputs)
         with ActivationCapture(layers, track_grad=needs_grad) as capture, torch.set_grad_enabled(needs_grad):
             output = model(inputs)
-            activations = [capture.spatial(name) for name, _ in layers]
+            outputs = [capture.output(name) for name, _ in layers]
+            views = [spatial_view(name, out.shape, tuple(inputs.shape[-2:]), reshape_transform)
+                     for (name, _), out in zip(layers, outputs)]
             class_ids, scores, probs = _select_targets(output, targets, topk, batch)
-            grads = _gradients(scores, activations) if needs_grad else [None] * len(layers)
+            grads = _gradients(scores, outputs) if needs_grad else [None] * len(layers)
         maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in chosen}
         with torch.no_grad():
-            for (name, _), act, grad in zip(layers, activations, grads):
+            for (name, _), view, out, grad in zip(layers, views, outputs, grads):
+                activations = _checked_view(name, view, out.detach()).float()
                 cam_inputs = CamInputs(
                     model=model,
                     layer=name,
                     inputs=inputs,
-                    activations=act.detach().float(),
-                    gradients=None if grad is None else grad.float(),
+                    activations=activations,
+                    gradients=None if grad is None else view(grad.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
                     class_ids=class_ids,
                 )
                 for method in chosen:

@@ -130,6 +130,7 @@ def add_cam(
     methods: Union[str, Sequence[str]] = ("gradcam",),
     topk: int = 1,
     fuse: Optional[str] = None,
+    reshape_transform=None,
     class_names: ClassNames = None,
     display_images: Optional[object] = None,
     image_format: str = "png",
@@ -150,7 +151,7 @@ def add_cam(
     names = _check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
-                          fuse=fuse)
+                          fuse=fuse, reshape_transform=reshape_transform)
     if names is not None and result.class_ids is not None:
         missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
         if missing:
