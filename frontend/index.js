@@ -8,6 +8,7 @@
 
 import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
+import { onDataReloaded } from "./host.js";
 import { bilinear, blend, decodeMap, range } from "./maps.js";
 
 /** Creates an element with properties and children (strings become text nodes). */
@@ -227,5 +228,6 @@ export async function render() {
   for (const control of [ui.method, ui.layer, ui.target, ui.colormap]) control.addEventListener("change", draw);
   ui.opacity.addEventListener("input", draw);
   ui.refresh.addEventListener("click", guarded(loadSeries));
+  onDataReloaded(guarded(loadSeries)); // TensorBoard's own reload button and auto-reload
   await guarded(loadSeries)();
 }

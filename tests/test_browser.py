@@ -188,3 +188,30 @@ def test_dropped_steps_are_announced(browser, logdir):
     finally:
         context.close()
         tb.close()
+
+
+def test_tensorboard_reload_button_brings_new_steps(browser, tmp_path):
+    """The tab answers TensorBoard's experimental.DataReloaded: a new step appears without a page reload."""
+    logdir = tmp_path / "live"
+    model, probes = ShapeNet(), draw_shapes(2, np.random.default_rng(3))[0]
+    with SummaryWriter(logdir / "run") as writer:
+        writer.add_cam("live", model, probes, target_layer="features", global_step=1)
+    tb = TensorBoardProcess(logdir, load_fast="false")
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        tb.wait_for("/data/plugin/cam/steps?run=run&tag=live", lambda b: len(json.loads(b)["steps"]) == 1)
+        page = context.new_page()
+        page.goto(tb.url + "/#cam")
+        frame = cam_frame(page)
+        wait_for_cards(frame, 2)
+        assert frame.text_content("#step-label") == "step 1 (1 of 1)"
+        with SummaryWriter(logdir / "run") as writer:
+            writer.add_cam("live", model, probes, target_layer="features", global_step=7)
+        tb.wait_for("/data/plugin/cam/steps?run=run&tag=live", lambda b: len(json.loads(b)["steps"]) == 2)
+        assert frame.text_content("#step-label") == "step 1 (1 of 1)"  # nothing moves by itself
+        page.click("app-header-reload button.reload-button")
+        frame.wait_for_function("document.querySelector('#step-label').textContent === 'step 7 (2 of 2)'",
+                                timeout=15000)
+    finally:
+        context.close()
+        tb.close()
