@@ -45,6 +45,18 @@ class SmallNet(nn.Module):
         return self.fc(self.dropout(self.features(x).mean(dim=(2, 3))))
 
 
+def activation_and_grad(model, x, layer, class_ids):
+    """A plain reference: a layer's output and d(sum of the class scores)/d(output), by a forward hook."""
+    store = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    try:
+        score = model(x).gather(1, torch.as_tensor(class_ids).view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, store["a"])
+    finally:
+        handle.remove()
+    return store["a"].detach(), grad
+
+
 @pytest.fixture
 def small_net():
     torch.manual_seed(0)

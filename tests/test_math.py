@@ -6,20 +6,8 @@ import pytest
 import torch
 import torchvision
 
+from conftest import activation_and_grad
 from writer_ext import compute_cams
-
-
-def _reference_activations_and_grads(model, x, layer, class_ids):
-    """A plain reference: forward hook + autograd.grad, one class per image."""
-    store = {}
-    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
-    try:
-        out = model(x)
-        score = out.gather(1, class_ids.view(-1, 1)).sum()
-        (grad,) = torch.autograd.grad(score, store["a"])
-    finally:
-        handle.remove()
-    return store["a"].detach(), grad
 
 
 def test_gradcam_equals_cam_up_to_a_positive_factor(small_net):
@@ -41,7 +29,7 @@ def test_gradcam_on_resnet18_matches_plain_reference():
     ids = result.class_ids[:, 0]
     with torch.no_grad():
         assert torch.equal(ids, model(x).argmax(1))
-    a, g = _reference_activations_and_grads(model, x, model.layer4, ids)
+    a, g = activation_and_grad(model, x, model.layer4, ids)
     reference = torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1))
     torch.testing.assert_close(result.maps["gradcam"]["layer4"][:, 0], reference, rtol=1e-4, atol=1e-6)
 
@@ -52,7 +40,7 @@ def test_gradcam_plus_plus_matches_its_closed_form():
     x = torch.randn(2, 3, 64, 64)
     targets = [3, 7]
     result = compute_cams(model, x, target_layer="layer3", targets=targets, methods="GradCAM++")
-    a, g = _reference_activations_and_grads(model, x, model.layer3, torch.tensor(targets))
+    a, g = activation_and_grad(model, x, model.layer3, torch.tensor(targets))
     alpha_num = g**2
     alpha_den = 2 * g**2 + a.sum(dim=(2, 3), keepdim=True) * g**3
     alpha = alpha_num / torch.where(alpha_den != 0, alpha_den, torch.ones_like(alpha_den))

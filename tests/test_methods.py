@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 
+from conftest import activation_and_grad
 from writer_ext import compute_cams
 from writer_ext.methods import METHODS
 
@@ -21,18 +22,6 @@ def resnet():
 def batch():
     torch.manual_seed(1)
     return torch.randn(2, 3, 64, 64)
-
-
-def plain(model, x, layer, class_ids):
-    """Activation and gradient of the class scores at a layer, by a forward hook and autograd.grad."""
-    store = {}
-    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
-    try:
-        score = model(x).gather(1, torch.as_tensor(class_ids).view(-1, 1)).sum()
-        (grad,) = torch.autograd.grad(score, store["a"])
-    finally:
-        handle.remove()
-    return store["a"].detach(), grad
 
 
 def svd_projection(x):
@@ -55,7 +44,7 @@ REFERENCES = {
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_gradient_methods_follow_their_formula(resnet, batch, name):
     result = compute_cams(resnet, batch, target_layer="layer3", methods=name, targets=[2, 5])
-    a, g = plain(resnet, batch, resnet.layer3, [2, 5])
+    a, g = activation_and_grad(resnet, batch, resnet.layer3, [2, 5])
     torch.testing.assert_close(result.maps[name]["layer3"][:, 0], REFERENCES[name](a, g), rtol=1e-4, atol=1e-6)
 
 
@@ -66,7 +55,7 @@ def _same_up_to_sign(ours, projection):
 
 def test_eigencam_is_the_first_principal_component(resnet, batch):
     result = compute_cams(resnet, batch, target_layer="layer4", methods="eigencam", topk=2)
-    a, _ = plain(resnet, batch, resnet.layer4, [0, 0])
+    a, _ = activation_and_grad(resnet, batch, resnet.layer4, [0, 0])
     for i in range(2):
         assert _same_up_to_sign(result.maps["eigencam"]["layer4"][i, 0], svd_projection(a[i]))
         torch.testing.assert_close(result.maps["eigencam"]["layer4"][i, 0], result.maps["eigencam"]["layer4"][i, 1])
@@ -74,7 +63,7 @@ def test_eigencam_is_the_first_principal_component(resnet, batch):
 
 def test_eigengradcam_is_the_first_component_of_grad_times_activation(resnet, batch):
     result = compute_cams(resnet, batch, target_layer="layer4", methods="eigengradcam", targets=[1, 3])
-    a, g = plain(resnet, batch, resnet.layer4, [1, 3])
+    a, g = activation_and_grad(resnet, batch, resnet.layer4, [1, 3])
     for i in range(2):
         assert _same_up_to_sign(result.maps["eigengradcam"]["layer4"][i, 0], svd_projection(g[i] * a[i]))
 

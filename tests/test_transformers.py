@@ -6,18 +6,12 @@ import torch
 import torchvision
 from torch import nn
 
+from conftest import activation_and_grad
 from writer_ext import compute_cams
 
 
 def _gradcam_reference(model, x, layer, to_nchw, class_ids):
-    store = {}
-    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
-    try:
-        score = model(x).gather(1, torch.tensor(class_ids).view(-1, 1)).sum()
-        (grad,) = torch.autograd.grad(score, store["a"])
-    finally:
-        handle.remove()
-    a, g = to_nchw(store["a"].detach()), to_nchw(grad)
+    a, g = (to_nchw(t) for t in activation_and_grad(model, x, layer, class_ids))
     return torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1))
 
 
