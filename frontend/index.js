@@ -36,6 +36,7 @@ const state = {
   series: [],
   steps: [],
   samples: new Map(), // "run\0tag\0step" -> Promise<{header, maps, images}>
+  current: null, // the shown sample: {header, maps, images}
   token: 0,
 };
 

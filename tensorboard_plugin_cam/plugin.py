@@ -47,7 +47,6 @@ class CamPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         hint = (context.sampling_hints or {}).get(self.plugin_name)
-        self._downsample_hint = hint
         self._reader = CamReader(context.data_provider, downsample=hint or 0)
         self._static = _load_static_files()
 
@@ -116,7 +115,6 @@ class CamPlugin(base_plugin.TBPlugin):
         body = {
             "steps": [{"step": s.step, "wall_time": s.wall_time} for s in steps],
             "logged": self._logged_count(ctx, steps),
-            "samples_per_plugin": self._downsample_hint,
         }
         return http_util.Respond(request, body, "application/json")
 
@@ -129,8 +127,8 @@ class CamPlugin(base_plugin.TBPlugin):
         if not steps:
             return 0
         try:
-            return int(self._reader.header(ctx, steps[-1])["sequence"]) + 1
-        except (fmt.FormatError, KeyError, TypeError, ValueError, errors.NotFoundError):
+            return self._reader.sequence(ctx, steps[-1]) + 1
+        except (fmt.FormatError, errors.NotFoundError):
             return None
 
     @wrappers.Request.application

@@ -101,13 +101,27 @@ class RustProvider:
         )
         self.ingester.start()
         self.provider = self.ingester.data_provider
+        self._wait_until_loaded()
+
+    def _wait_until_loaded(self):
+        """'Reload once' loads in the background: wait until two reads 0.2 s apart see the same steps."""
         ctx = context.RequestContext()
+
+        def snapshot():
+            data = self.provider.read_blob_sequences(ctx, experiment_id="", plugin_name=fmt.PLUGIN_NAME,
+                                                     downsample=10**6)
+            return {(run, tag): [d.step for d in ds] for run, tags in data.items() for tag, ds in tags.items()}
+
         deadline = time.time() + 30
-        while not self.provider.list_blob_sequences(ctx, experiment_id="", plugin_name=fmt.PLUGIN_NAME):
+        previous = None
+        while True:
+            current = snapshot()
+            if current and current == previous:
+                return
             if time.time() > deadline:
-                raise TimeoutError("the Rust data server did not load the logdir")
-            time.sleep(0.1)
-        time.sleep(0.5)  # "reload once" may still be reading the last records
+                raise TimeoutError("the Rust data server did not finish loading the logdir")
+            previous = current
+            time.sleep(0.2)
 
     def close(self):
         self.ingester._stdin_handle.close()  # the server runs with --die-after-stdin
