@@ -45,6 +45,12 @@ setup(
             "pytest>=7",
             "playwright>=1.40",
             "ruff>=0.5",
+            "hypothesis>=6",
+            "moto[server]>=5",
+            "boto3>=1.26",
+            # the libraries our maps are compared with (tests/test_agreement.py)
+            "grad-cam>=1.5",
+            "torchcam>=0.4",
         ],
     },
     entry_points={

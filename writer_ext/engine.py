@@ -160,6 +160,86 @@ def fuse_layers(maps: list[torch.Tensor], how: str) -> torch.Tensor:
     return stacked.mean(0) if how == "mean" else stacked.prod(0)
 
 
+def default_batch_size(inputs: torch.Tensor) -> int:
+    """Perturbed copies per forward for Score-CAM/Ablation-CAM: about 16 MiB of float32 input."""
+    return max(1, min(256, 2**22 // max(inputs[0].numel(), 1)))
+
+
+def _target_scorer(targets: Targets, class_ids: Optional[torch.Tensor]):
+    """Scores of n perturbed copies of image i, for methods that run the model again."""
+    if class_ids is None:
+        return lambda output, i: targets(output).reshape(-1, 1)
+    return lambda output, i: output.gather(1, class_ids[i].expand(output.shape[0], -1))
+
+
+@dataclass
+class _Options:
+    methods: list
+    layer_spec: object
+    topk: int
+    fuse: Optional[str]
+    reshape_transform: Optional[SpatialView]
+    batch_size: int
+    eigen_smooth: bool
+
+
+def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _Options):
+    """Maps for one batch: (maps, class_ids, scores, probs, layer names). The model must be in eval mode."""
+    needs_grad = any(m.uses_gradients for m in opts.methods)
+    layers = resolve_layers(model, opts.layer_spec, inputs)
+    with ActivationCapture(layers, track_grad=needs_grad) as capture, torch.set_grad_enabled(needs_grad):
+        output = model(inputs)
+        outputs = [capture.output(name) for name, _ in layers]
+        views = [spatial_view(name, out.shape, tuple(inputs.shape[-2:]), opts.reshape_transform)
+                 for (name, _), out in zip(layers, outputs)]
+        class_ids, scores, probs = _select_targets(output, targets, opts.topk, inputs.shape[0])
+        grads = _gradients(scores, outputs) if needs_grad else [None] * len(layers)
+    maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
+    with torch.no_grad():
+        for (name, module), view, out, grad in zip(layers, views, outputs, grads):
+            cam_inputs = CamInputs(
+                model=model,
+                layer=name,
+                module=module,
+                inputs=inputs,
+                activations=_checked_view(name, view, out.detach()).float(),
+                gradients=None if grad is None else view(grad.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
+                class_ids=class_ids,
+                scores=scores.detach(),
+                target_scores=_target_scorer(targets, class_ids),
+                batch_size=opts.batch_size,
+                eigen_smooth=opts.eigen_smooth,
+            )
+            for method in opts.methods:
+                maps[method.name][name] = method.compute(cam_inputs)
+        layer_names = [n for n, _ in layers]
+        if opts.fuse is not None and len(layers) > 1:
+            for per_layer in maps.values():
+                per_layer[f"fused:{opts.fuse}"] = fuse_layers(list(per_layer.values()), opts.fuse)
+            layer_names.append(f"fused:{opts.fuse}")
+    return maps, class_ids, scores.detach(), probs, layer_names
+
+
+SMOOTHING = (None, "noise", "flip")
+
+
+def _smoothed(model, inputs, targets, opts, maps, smooth, samples, noise):
+    """Averages `maps` (from the clean pass) over augmented copies: noisy (SmoothGrad) or flipped."""
+    if smooth == "flip":
+        flipped, *_ = _one_pass(model, inputs.flip(-1), targets, opts)
+        return {m: {layer: (v + flipped[m][layer].flip(-1)) / 2 for layer, v in per.items()} for m, per in maps.items()}
+    generator = torch.Generator(device=inputs.device).manual_seed(0)  # the caller's random stream stays untouched
+    spread = (inputs.amax(dim=(1, 2, 3), keepdim=True) - inputs.amin(dim=(1, 2, 3), keepdim=True)) * noise
+    total = {m: {layer: torch.zeros_like(v) for layer, v in per.items()} for m, per in maps.items()}
+    for _ in range(samples):
+        jitter = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+        noisy, *_ = _one_pass(model, inputs + spread * jitter, targets, opts)
+        for m, per in noisy.items():
+            for layer, v in per.items():
+                total[m][layer] += v / samples
+    return total
+
+
 def compute_cams(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -170,11 +250,21 @@ def compute_cams(
     topk: int = 1,
     fuse: Optional[str] = None,
     reshape_transform: Optional[SpatialView] = None,
+    smooth: Optional[str] = None,
+    smooth_samples: int = 8,
+    smooth_noise: float = 0.15,
+    eigen_smooth: bool = False,
+    batch_size: Optional[int] = None,
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
 
     With several layers, each keeps its own maps; `fuse="mean"` or
     `"product"` adds one more "layer", ``fused:<how>``, combining them.
+    `smooth="noise"` averages the maps of `smooth_samples` copies with Gaussian
+    noise (`smooth_noise` times each image's value range, SmoothGrad style);
+    `smooth="flip"` averages with the horizontally flipped image. Both explain
+    the classes chosen on the clean image. `batch_size` is how many perturbed
+    inputs Score-CAM and Ablation-CAM run at once (default: by input size).
 
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
     flags, BatchNorm statistics and hooks as they were, also on error.
@@ -182,45 +272,35 @@ def compute_cams(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = check_inputs(inputs).detach()
-    chosen = get_methods(methods)
-    topk = _check_topk(topk)
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
-    needs_grad = any(m.uses_gradients for m in chosen)
-    batch = inputs.shape[0]
+    if smooth not in SMOOTHING:
+        raise ValueError(f"smooth must be one of {SMOOTHING}, got {smooth!r}")
+    if not isinstance(smooth_samples, int) or isinstance(smooth_samples, bool) or smooth_samples < 1:
+        raise ValueError(f"smooth_samples must be a positive int, got {smooth_samples!r}")
+    if not isinstance(smooth_noise, (int, float)) or not 0 <= smooth_noise < float("inf"):
+        raise ValueError(f"smooth_noise must be a non-negative number, got {smooth_noise!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    opts = _Options(
+        methods=get_methods(methods),
+        layer_spec=target_layer,
+        topk=_check_topk(topk),
+        fuse=fuse,
+        reshape_transform=reshape_transform,
+        batch_size=batch_size or default_batch_size(inputs),
+        eigen_smooth=bool(eigen_smooth),
+    )
     with training_safe(model):
-        layers = resolve_layers(model, target_layer, inputs)
-        with ActivationCapture(layers, track_grad=needs_grad) as capture, torch.set_grad_enabled(needs_grad):
-            output = model(inputs)
-            outputs = [capture.output(name) for name, _ in layers]
-            views = [spatial_view(name, out.shape, tuple(inputs.shape[-2:]), reshape_transform)
-                     for (name, _), out in zip(layers, outputs)]
-            class_ids, scores, probs = _select_targets(output, targets, topk, batch)
-            grads = _gradients(scores, outputs) if needs_grad else [None] * len(layers)
-        maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in chosen}
-        with torch.no_grad():
-            for (name, _), view, out, grad in zip(layers, views, outputs, grads):
-                activations = _checked_view(name, view, out.detach()).float()
-                cam_inputs = CamInputs(
-                    model=model,
-                    layer=name,
-                    inputs=inputs,
-                    activations=activations,
-                    gradients=None if grad is None else view(grad.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
-                    class_ids=class_ids,
-                )
-                for method in chosen:
-                    maps[method.name][name] = method.compute(cam_inputs)
-            layer_names = [n for n, _ in layers]
-            if fuse is not None and len(layers) > 1:
-                for per_layer in maps.values():
-                    per_layer[f"fused:{fuse}"] = fuse_layers(list(per_layer.values()), fuse)
-                layer_names.append(f"fused:{fuse}")
+        maps, class_ids, scores, probs, layer_names = _one_pass(model, inputs, targets, opts)
+        if smooth is not None:
+            fixed = targets if class_ids is None else class_ids
+            maps = _smoothed(model, inputs, fixed, opts, maps, smooth, smooth_samples, float(smooth_noise))
     return CamResult(
         maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in maps.items()},
         class_ids=None if class_ids is None else class_ids.cpu(),
-        scores=scores.detach().float().cpu(),
+        scores=scores.float().cpu(),
         probs=None if probs is None else probs.cpu(),
         layers=layer_names,
-        methods=[m.name for m in chosen],
+        methods=[m.name for m in opts.methods],
     )

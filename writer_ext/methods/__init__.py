@@ -15,12 +15,13 @@ from writer_ext.methods.gradient import (
     LayerCAM,
     XGradCAM,
 )
+from writer_ext.methods.perturbation import AblationCAM, ScoreCAM
 
 METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
     for cls in (
         GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
-        CAM, EigenCAM, RandomCAM, SobelCAM,
+        CAM, EigenCAM, ScoreCAM, AblationCAM, RandomCAM, SobelCAM,
     )
 }
 
@@ -48,6 +49,7 @@ def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
 
 
 __all__ = [
-    "CAM", "METHODS", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "GradCAM", "GradCAMElementWise",
-    "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "RandomCAM", "SobelCAM", "XGradCAM", "get_methods",
+    "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "GradCAM",
+    "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "RandomCAM", "ScoreCAM", "SobelCAM",
+    "XGradCAM", "get_methods",
 ]

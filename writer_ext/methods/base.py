@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -18,14 +18,24 @@ class CamInputs:
     gradients: (K, B, C, h, w) float32, d target score k / d activations, or
         None when no requested method needs gradients.
     class_ids: (B, K) target classes, or None when targets came from a callable.
+    scores: (B, K) the explained scores of the unperturbed batch.
+    target_scores: maps the model's output for n perturbed copies of image i
+        to their (n, K) scores, for methods that run the model again.
+    batch_size: how many perturbed copies such methods run at once.
+    eigen_smooth: replace the channel sum by the first principal component.
     """
 
     model: nn.Module
     layer: str
+    module: nn.Module
     inputs: torch.Tensor
     activations: torch.Tensor
     gradients: Optional[torch.Tensor]
     class_ids: Optional[torch.Tensor]
+    scores: torch.Tensor
+    target_scores: Callable[[object, int], torch.Tensor]
+    batch_size: int
+    eigen_smooth: bool = False
 
 
 class CamMethod:
@@ -52,10 +62,17 @@ class CamMethod:
         return 1 if inputs.class_ids is None else inputs.class_ids.shape[1]
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
-        """The raw (B, K, h, w) maps, not normalised."""
+        """The raw (B, K, h, w) maps, not normalised.
+
+        With `eigen_smooth`, the weighted channels' first principal component
+        replaces their sum (pytorch-grad-cam's eigen_smooth), which removes noise.
+        """
         w = self.weights(inputs)
         a = inputs.activations
-        if w.dim() == 3:
+        if inputs.eigen_smooth:
+            weighted = (w[..., None, None] if w.dim() == 3 else w) * a.unsqueeze(1)  # (B, K, C, h, w)
+            maps = first_component(weighted.flatten(0, 1)).view(*weighted.shape[:2], *a.shape[-2:])
+        elif w.dim() == 3:
             maps = torch.einsum("bkc,bchw->bkhw", w, a)
         else:
             maps = (w * a.unsqueeze(1)).sum(2)
