@@ -94,13 +94,18 @@ class CamReader:
     def blob(self, ctx, key: str) -> bytes:
         """A blob by its opaque key; 404 for any key the provider cannot resolve.
 
-        The Python provider leaks ValueError/KeyError/IndexError for garbage
-        keys and the Rust one answers 400 or 404; both become the same 404.
+        The Python provider leaks ValueError/KeyError/IndexError/RecursionError
+        for garbage keys (and returns non-bytes for some crafted ones); the Rust
+        one answers 400 or 404. All become the same 404.
         """
         try:
-            return self._provider.read_blob(ctx, blob_key=key)
-        except (errors.InvalidArgumentError, errors.NotFoundError, ValueError, KeyError, IndexError, TypeError) as e:
+            data = self._provider.read_blob(ctx, blob_key=key)
+        except (errors.InvalidArgumentError, errors.NotFoundError, ValueError, KeyError, IndexError, TypeError,
+                RecursionError) as e:
             raise errors.NotFoundError("no blob for this key") from e
+        if not isinstance(data, bytes):  # a crafted key can make the Python provider return an array
+            raise errors.NotFoundError("no blob for this key")
+        return data
 
     def sequence(self, ctx, step: Step) -> int:
         """The header's "sequence" of a step: one blob read, no check of the maps (cheap enough for /steps)."""

@@ -126,3 +126,89 @@ def test_random_baseline_leaves_the_global_stream_alone(resnet, batch):
 def test_unknown_fuse(resnet, batch):
     with pytest.raises(ValueError, match="fuse must be one of"):
         compute_cams(resnet, batch, target_layer=["layer3", "layer4"], fuse="max")
+
+
+def test_scorecam_runs_constant_channels_once(small_net):
+    """Channels that are constant give the same (all-zero) masked input: one forward for all of them."""
+    small_net.eval()
+    with torch.no_grad():
+        small_net.features[3].weight[:6] = 0  # channels 0-5 of the last conv: constant after BN + ReLU
+        small_net.features[3].bias[:6] = 0
+    calls = []
+    small_net.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    x = torch.rand(2, 3, 12, 12)
+    result = compute_cams(small_net, x, target_layer="features", methods="scorecam", targets=[1, 4], batch_size=4)
+    a = small_net.features(x)
+    live = (a.amax((2, 3)) > a.amin((2, 3))).sum(1).tolist()
+    assert max(live) <= 10  # at least the 6 zeroed channels are constant
+    expected_calls = [2]  # the main pass, then per image: live channels in batches of 4, one pass for the rest
+    for n in live:
+        expected_calls += [min(4, n - s) for s in range(0, n, 4)] + [1]
+    assert calls == expected_calls
+    # the weights are the paper's: softmax over channels of the masked inputs' scores
+    masks = torch.nn.functional.interpolate(a, size=(12, 12), mode="bilinear", align_corners=False)
+    lo, hi = masks.amin((2, 3), keepdim=True), masks.amax((2, 3), keepdim=True)
+    masks = torch.where(hi > lo, (masks - lo) / (hi - lo).clamp(min=1e-30), torch.zeros_like(masks))
+    for i, cls in enumerate([1, 4]):
+        with torch.no_grad():
+            scores = small_net(x[i] * masks[i].unsqueeze(1))[:, cls]
+        w = torch.softmax(scores, 0)
+        expected = torch.relu((w[:, None, None] * a[i]).sum(0))
+        torch.testing.assert_close(result.maps["scorecam"]["features"][i, 0], expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_ablationcam_follows_its_formula(small_net):
+    small_net.eval()
+    x = torch.rand(2, 3, 12, 12)
+    result = compute_cams(small_net, x, target_layer="features.4", methods="ablationcam", targets=[0, 3], batch_size=5)
+    with torch.no_grad():
+        a = small_net.features[:5](x)
+        for i, cls in enumerate([0, 3]):
+            y = small_net(x[i:i + 1])[0, cls]
+            weights = []
+            for c in range(a.shape[1]):
+                ablated = a[i:i + 1].clone()
+                ablated[:, c] = 0
+                rest = small_net.fc(small_net.features[5](ablated).mean(dim=(2, 3)))
+                weights.append((y - rest[0, cls]) / y)
+            expected = torch.relu((torch.stack(weights)[:, None, None] * a[i]).sum(0))
+            torch.testing.assert_close(result.maps["ablationcam"]["features.4"][i, 0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_flip_smoothing_averages_with_the_mirrored_image(resnet, batch):
+    smooth = compute_cams(resnet, batch, target_layer="layer3", methods="gradcam", topk=2, smooth="flip")
+    clean = compute_cams(resnet, batch, target_layer="layer3", methods="gradcam", topk=2)
+    mirrored = compute_cams(resnet, batch.flip(-1), target_layer="layer3", methods="gradcam",
+                            targets=clean.class_ids)
+    expected = (clean.maps["gradcam"]["layer3"] + mirrored.maps["gradcam"]["layer3"].flip(-1)) / 2
+    torch.testing.assert_close(smooth.maps["gradcam"]["layer3"], expected)
+    assert torch.equal(smooth.class_ids, clean.class_ids)
+
+
+def test_noise_smoothing_is_reproducible_and_leaves_the_random_stream(resnet, batch):
+    state = torch.get_rng_state()
+    first = compute_cams(resnet, batch, target_layer="layer3", smooth="noise", smooth_samples=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = compute_cams(resnet, batch, target_layer="layer3", smooth="noise", smooth_samples=3)
+    clean = compute_cams(resnet, batch, target_layer="layer3")
+    torch.testing.assert_close(first.maps["gradcam"]["layer3"], second.maps["gradcam"]["layer3"])
+    assert not torch.allclose(first.maps["gradcam"]["layer3"], clean.maps["gradcam"]["layer3"])
+    assert torch.equal(first.class_ids, clean.class_ids)
+
+
+def test_eigen_smooth_takes_the_principal_component_of_the_weighted_channels(resnet, batch):
+    result = compute_cams(resnet, batch, target_layer="layer4", methods="gradcam", targets=[2, 5], eigen_smooth=True)
+    a, g = activation_and_grad(resnet, batch, resnet.layer4, [2, 5])
+    weighted = g.mean(dim=(2, 3), keepdim=True) * a
+    for i in range(2):
+        assert _same_up_to_sign(result.maps["gradcam"]["layer4"][i, 0], svd_projection(weighted[i]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"smooth": "blur"}, "smooth must be one of"), ({"smooth_samples": 0}, "smooth_samples must be"),
+     ({"smooth_noise": -1}, "smooth_noise must be"), ({"batch_size": 0}, "batch_size must be")],
+)
+def test_bad_smoothing_arguments(resnet, batch, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compute_cams(resnet, batch, target_layer="layer4", **kwargs)
