@@ -52,6 +52,11 @@ const ui = {
   opacity: el("input", { id: "opacity", type: "range", min: "0", max: "1", step: "0.05", value: "0.5" }),
   refresh: el("button", { id: "refresh", type: "button", textContent: "Refresh", title: "Reload runs, tags and steps" }),
   notice: el("div", { id: "notice", className: "notice", role: "status" }),
+  metrics: el("div", {
+    id: "metrics",
+    className: "metrics",
+    title: "Faithfulness of the shown method at this layer (add_cam(..., metrics=True)), random-map baseline in brackets",
+  }),
   grid: el("div", { id: "grid", className: "grid" }),
   empty: el("div", { id: "empty", className: "empty", hidden: true }),
 };
@@ -167,11 +172,33 @@ function caption(target) {
   return parts.join("  ");
 }
 
+const METRIC_LABELS = [
+  ["average_drop", "Average drop ↓"],
+  ["increase_in_confidence", "Increase in confidence ↑"],
+  ["deletion_auc", "Deletion AUC ↓"],
+  ["insertion_auc", "Insertion AUC ↑"],
+];
+
+/** The faithfulness line for the shown method and layer, beside the random baseline. */
+function showMetrics(header) {
+  const records = header.metrics ?? [];
+  const find = (method) => records.find((r) => r.method === method && r.layer === ui.layer.value);
+  const shown = find(ui.method.value);
+  const baseline = find("random");
+  ui.metrics.textContent = shown
+    ? METRIC_LABELS.map(([key, label]) => {
+        const base = baseline && ui.method.value !== "random" ? ` (random ${baseline[key].toFixed(3)})` : "";
+        return `${label} ${shown[key].toFixed(3)}${base}`;
+      }).join("   ·   ")
+    : "";
+}
+
 /** Redraws every card of the current sample with the current controls. */
 function draw() {
   const data = state.current;
   if (!data) return;
   const { header, maps, images } = data;
+  showMetrics(header);
   const targetIndex = Number(ui.target.value || 0);
   const cards = header.images.map((info, i) => {
     const image = images[i];
@@ -221,7 +248,7 @@ export async function render() {
     labelled("Opacity", ui.opacity, "Opacity of the map over the picture"),
     ui.refresh,
   ]);
-  document.body.append(el("main", { className: "cam-tab" }, [bar, ui.notice, ui.empty, ui.grid]));
+  document.body.append(el("main", { className: "cam-tab" }, [bar, ui.notice, ui.metrics, ui.empty, ui.grid]));
 
   ui.run.addEventListener("change", guarded(async () => { updateTags(); await loadSteps(); }));
   ui.tag.addEventListener("change", guarded(loadSteps));

@@ -50,7 +50,7 @@ def parse_plugin_content(content: bytes) -> dict:
     """Decodes `plugin_content`; raises `FormatError` on anything else."""
     try:
         value = json.loads(content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
         raise FormatError("plugin content is not JSON") from e
     if not isinstance(value, dict) or not isinstance(value.get("version"), int):
         raise FormatError("plugin content has no integer 'version'")
@@ -139,7 +139,7 @@ def parse_header(data: bytes, maps_size: int | None = None) -> dict:
     """
     try:
         header = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
         raise FormatError("header is not valid UTF-8 JSON") from e
     _require(isinstance(header, dict), "header is not a JSON object")
     version = header.get("version")
@@ -182,6 +182,13 @@ def parse_header(data: bytes, maps_size: int | None = None) -> dict:
             _require(entry.offset + entry.nbytes <= maps_size, f"maps[{k}] runs past the maps blob")
         entries.append(entry)
     header["maps"] = entries
+    metrics = header.get("metrics", [])
+    _require(isinstance(metrics, list), "header 'metrics' is not a list")
+    for k, m in enumerate(metrics):
+        _require(isinstance(m, dict) and isinstance(m.get("method"), str) and isinstance(m.get("layer"), str),
+                 f"metrics[{k}] needs string 'method' and 'layer'")
+        _require(all(_optional_number(v) for f, v in m.items() if f not in ("method", "layer")),
+                 f"metrics[{k}] values must be finite numbers")
     return header
 
 
@@ -191,12 +198,16 @@ def build_header(
     maps: Sequence[dict],
     placement: Sequence[tuple[int, float]],
     sequence: int,
+    metrics: Sequence[dict] = (),
 ) -> dict:
-    """Assembles a header from image records, map records and `encode_maps` placement."""
+    """Assembles a header from image records, map records and `encode_maps` placement.
+
+    `metrics`: optional faithfulness records {"method", "layer", <name>: number}.
+    """
     records = []
     for record, (offset, scale) in zip(maps, placement):
         records.append({**record, "offset": offset, "scale": scale})
-    return {
+    header = {
         "version": VERSION,
         "sequence": sequence,
         "maps_dtype": MAPS_DTYPE,
@@ -205,6 +216,9 @@ def build_header(
         "images": list(images),
         "maps": records,
     }
+    if metrics:
+        header["metrics"] = [dict(m) for m in metrics]
+    return header
 
 
 def cam_summary(

@@ -28,6 +28,9 @@ def logdir(tmp_path_factory):
     hostile = SummaryWriter(root / XSS_TAG)
     hostile.add_cam(XSS_TAG, ShapeNet(), probes, target_layer="features", class_names=[XSS_TAG] * 3, global_step=1)
     hostile.close()
+    with SummaryWriter(root / "metrics") as writer:
+        writer.add_cam("scored", ShapeNet(), probes, target_layer="features", methods=("gradcam", "cam"),
+                       metrics=True, global_step=0)
     return root
 
 
@@ -44,7 +47,7 @@ def browser():
 def tensorboard(request, logdir):
     tb = TensorBoardProcess(logdir, load_fast=request.param)
     try:
-        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 2)
+        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 3)
         tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=shapes%2Fprobe", lambda b: len(json.loads(b)["steps"]) == 3)
         yield tb
     finally:
@@ -215,3 +218,18 @@ def test_tensorboard_reload_button_brings_new_steps(browser, tmp_path):
     finally:
         context.close()
         tb.close()
+
+
+def test_metrics_are_shown_beside_the_maps(page, tensorboard):
+    frame = cam_frame(page)
+    frame.wait_for_selector("#run option", state="attached")
+    select_run(frame, "metrics", "scored")
+    wait_for_cards(frame, 2)
+    header = json.loads(tensorboard.get("/data/plugin/cam/sample?run=metrics&tag=scored&step=0"))["header"]
+    by_method = {r["method"]: r for r in header["metrics"]}
+    text = frame.text_content("#metrics")
+    gradcam, random = by_method["gradcam"], by_method["random"]
+    assert text.startswith(f"Average drop ↓ {gradcam['average_drop']:.3f} (random {random['average_drop']:.3f})")
+    assert f"Insertion AUC ↑ {gradcam['insertion_auc']:.3f}" in text
+    frame.select_option("#method", "cam")
+    assert f"Deletion AUC ↓ {by_method['cam']['deletion_auc']:.3f}" in frame.text_content("#metrics")

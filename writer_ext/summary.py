@@ -16,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
+from writer_ext import metrics as faithfulness
 from writer_ext.engine import CamResult, Targets, check_inputs, compute_cams
 from writer_ext.hooks import LayerSpec
 
@@ -88,6 +89,7 @@ def _write(
     image_format: str,
     global_step: Optional[int],
     walltime: Optional[float],
+    metrics: Sequence[dict] = (),
 ) -> None:
     """Encodes one sample and adds it to the event file.
 
@@ -112,6 +114,7 @@ def _write(
         maps=records,
         placement=placement,
         sequence=sequence,
+        metrics=metrics,
     )
     encoded = [img.encode(p, image_format) for p in pictures]
     summary = fmt.cam_summary(tag, fmt.encode_header(header), blob, encoded)
@@ -129,19 +132,27 @@ def add_cam(
     targets: Targets = None,
     methods: Union[str, Sequence[str]] = ("gradcam",),
     topk: int = 1,
-    fuse: Optional[str] = None,
-    reshape_transform=None,
     class_names: ClassNames = None,
     display_images: Optional[object] = None,
     image_format: str = "png",
+    metrics: bool = False,
     global_step: Optional[int] = None,
     walltime: Optional[float] = None,
+    **options,
 ) -> CamResult:
     """Computes class activation maps of `inputs` and logs them to the CAM tab.
 
     One forward pass and one batched gradient give every method, layer and
     target class. The model is left exactly as it was (modes, `.grad`,
     BatchNorm statistics, hooks), so this may run mid training step.
+    Other keyword arguments (`fuse`, `smooth`, `eigen_smooth`, `batch_size`,
+    `reshape_transform`, ...) go to `compute_cams`.
+
+    `metrics=True` also computes Average Drop, Increase in Confidence and
+    deletion/insertion AUC (`writer_ext.metrics`) for every method and layer
+    and for the `random` baseline, logs them as scalars
+    ``<tag>/<metric>/<method>`` (``@<layer>`` added with several layers) and
+    stores them in the sample for the tab.
     Returns the raw maps and scores (`CamResult`).
     """
     _check_writer(writer)
@@ -150,12 +161,15 @@ def add_cam(
     image_format = img.check_image_format(image_format)
     names = _check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
+    if not isinstance(metrics, bool):
+        raise TypeError(f"metrics must be True or False, got {type(metrics).__name__}")
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
-                          fuse=fuse, reshape_transform=reshape_transform)
+                          **options)
     if names is not None and result.class_ids is not None:
         missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
+    records = faithfulness.for_result(model, inputs, result) if metrics else []
     _write(
         writer,
         tag,
@@ -165,7 +179,13 @@ def add_cam(
         image_format=image_format,
         global_step=global_step,
         walltime=walltime,
+        metrics=records,
     )
+    several = len({r["layer"] for r in records}) > 1
+    for record in records:
+        name = record["method"] + (f"@{record['layer']}" if several else "")
+        for metric in faithfulness.METRICS:
+            writer.add_scalar(f"{tag}/{metric}/{name}", record[metric], global_step, walltime)
     return result
 
 

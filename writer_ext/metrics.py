@@ -1,0 +1,121 @@
+"""Faithfulness of maps, as numbers: does the model's confidence follow the map?
+
+- Average Drop and Increase in Confidence (Chattopadhay et al., Grad-CAM++,
+  WACV 2018): the image is multiplied by its normalised map ("explanation
+  map"); with Y the class probability on the image and O on the explanation
+  map, Average Drop = mean(max(0, Y - O) / Y) (lower is better) and Increase
+  in Confidence = mean(Y < O) (higher is better). Fractions, not percent.
+- Deletion and insertion AUC (Petsiuk et al., RISE, BMVC 2018): pixels are
+  removed (set to 0) or inserted (into a blurred copy), most salient first, in
+  `steps` equal parts; the area under the class probability curve over the
+  fraction changed, in [0, 1] (deletion: lower is better; insertion: higher).
+
+All functions take raw maps of shape (B, K, h, w) (any resolution; each map is
+min-max normalised and upsampled bilinearly to the input), the (B, K) classes
+they explain, and run the model in eval mode without gradients, leaving it as
+it was (`training_safe`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import nn
+
+from writer_ext.engine import CamResult, compute_cams
+from writer_ext.safety import training_safe
+
+METRICS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc")
+
+
+def saliency(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, K, h, w) raw maps -> (B, K, H, W) in [0, 1]: bilinear upsampling, then per-map min-max."""
+    up = nn.functional.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    lo = up.amin(dim=(-2, -1), keepdim=True)
+    hi = up.amax(dim=(-2, -1), keepdim=True)
+    return (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+
+
+def _probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax probability of `classes[j]` for each of `images[j]`, in chunks."""
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        logits = model(images[start:start + batch_size])
+        out.append(torch.softmax(logits.float(), dim=1).gather(1, classes[start:start + batch_size, None])[:, 0])
+    return torch.cat(out)
+
+
+def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
+    """One row per (image, target): images (B*K, C, H, W), saliency (B*K, H, W), classes (B*K,)."""
+    b, k = class_ids.shape
+    if maps.shape[:2] != (b, k) or inputs.shape[0] != b:
+        raise ValueError(f"maps must be (B, K, h, w) with (B, K) = {tuple(class_ids.shape)}, got {tuple(maps.shape)}")
+    sal = saliency(maps.to(inputs.device), tuple(inputs.shape[-2:])).flatten(0, 1)
+    images = inputs.unsqueeze(1).expand(b, k, *inputs.shape[1:]).flatten(0, 1)
+    return images, sal, class_ids.to(inputs.device).flatten()
+
+
+def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
+                      *, batch_size: int = 32) -> dict[str, float]:
+    """Average Drop and Increase in Confidence over all (image, target) pairs."""
+    with training_safe(model), torch.no_grad():
+        images, sal, classes = _flat(inputs, maps, class_ids)
+        y = _probabilities(model, images, classes, batch_size)
+        o = _probabilities(model, images * sal.unsqueeze(1), classes, batch_size)
+    drop = torch.clamp(y - o, min=0) / y.clamp(min=1e-12)
+    return {"average_drop": float(drop.mean()), "increase_in_confidence": float((y < o).float().mean())}
+
+
+def _curve_auc(model, images, sal, classes, steps, batch_size, insertion: bool) -> torch.Tensor:
+    """AUC per row of the probability while pixels are deleted (or inserted), most salient first."""
+    n, _, h, w = images.shape
+    order = sal.flatten(1).argsort(dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
+    rank = rank.view(n, 1, h, w)
+    start = TF.gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0]) if insertion else torch.zeros_like(images)
+    source, target = (start, images) if insertion else (images, start)
+    probs = []
+    for t in range(steps + 1):
+        changed = rank < round(h * w * t / steps)  # the top t/steps fraction of pixels
+        probs.append(_probabilities(model, torch.where(changed, target, source), classes, batch_size))
+    return torch.trapezoid(torch.stack(probs, dim=1), dx=1.0 / steps, dim=1)
+
+
+def deletion_insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
+                       *, steps: int = 16, batch_size: int = 32) -> dict[str, float]:
+    """Mean deletion and insertion AUC over all (image, target) pairs."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    with training_safe(model), torch.no_grad():
+        images, sal, classes = _flat(inputs, maps, class_ids)
+        deletion = _curve_auc(model, images, sal, classes, steps, batch_size, insertion=False)
+        insertion = _curve_auc(model, images, sal, classes, steps, batch_size, insertion=True)
+    return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
+
+
+def faithfulness(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
+                 *, steps: int = 16, batch_size: int = 32) -> dict[str, float]:
+    """All four numbers of `METRICS` for one set of maps."""
+    return {
+        **confidence_change(model, inputs, maps, class_ids, batch_size=batch_size),
+        **deletion_insertion(model, inputs, maps, class_ids, steps=steps, batch_size=batch_size),
+    }
+
+
+def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16) -> list[dict]:
+    """`faithfulness` of every method and layer of a `CamResult`, and of the `random` baseline
+    at the same layers, as records {"method", "layer", <metric>: value}."""
+    if result.class_ids is None:
+        raise ValueError("metrics=True needs class ids; targets given as a callable have none")
+    layers = [layer for layer in result.layers if not layer.startswith("fused:")]
+    maps = dict(result.maps)
+    if "random" not in maps:
+        maps["random"] = compute_cams(model, inputs, target_layer=layers, targets=result.class_ids,
+                                      methods="random").maps["random"]
+    device_ids = result.class_ids.to(inputs.device)
+    return [
+        {"method": method, "layer": layer, **faithfulness(model, inputs, per_layer[layer], device_ids, steps=steps)}
+        for method, per_layer in maps.items()
+        for layer in per_layer
+    ]
