@@ -79,6 +79,31 @@ class CamMethod:
         return torch.relu(maps) if self.relu else maps
 
 
+def _top_eigenvectors(gram: torch.Tensor, block: int = 4, max_iter: int = 60, tol: float = 1e-5):
+    """Top eigenvalue and unit eigenvector of each symmetric PSD matrix in a batch (N, n, n).
+
+    Block power iteration with a Rayleigh-Ritz step on `block` vectors: a few
+    small matmuls instead of a full eigendecomposition. It stops when every
+    residual |G v - l v| is below `tol` * l; matrices whose spectrum is too flat
+    to converge in `max_iter` steps fall back to `torch.linalg.eigh`.
+    """
+    n = gram.shape[-1]
+    if n <= 2 * block:
+        values, vectors = torch.linalg.eigh(gram)
+        return values[:, -1], vectors[..., -1]
+    start = torch.randn(n, block, generator=torch.Generator().manual_seed(0), dtype=gram.dtype)
+    q = torch.linalg.qr(gram @ start.to(gram.device))[0]
+    for _ in range(max_iter):
+        q = torch.linalg.qr(gram @ q)[0]
+        small_values, small_vectors = torch.linalg.eigh(q.mT @ gram @ q)
+        value, vector = small_values[:, -1], (q @ small_vectors[..., -1:]).squeeze(-1)
+        residual = (gram @ vector.unsqueeze(-1)).squeeze(-1) - value[:, None] * vector
+        if bool((residual.norm(dim=-1) <= tol * value.abs().clamp(min=1e-30)).all()):
+            return value, vector
+    values, vectors = torch.linalg.eigh(gram)
+    return values[:, -1], vectors[..., -1]
+
+
 def first_component(x: torch.Tensor) -> torch.Tensor:
     """Projection of (N, C, h, w) features on their first principal component, (N, h, w).
 
@@ -92,11 +117,11 @@ def first_component(x: torch.Tensor) -> torch.Tensor:
     rows = x.flatten(2).transpose(1, 2)  # (N, hw, C)
     centred = rows - rows.mean(dim=1, keepdim=True)
     if h * w <= c:
-        values, vectors = torch.linalg.eigh(centred @ centred.transpose(1, 2))
-        projection = vectors[..., -1] * values[:, -1:].clamp(min=0).sqrt()
+        value, vector = _top_eigenvectors(centred @ centred.transpose(1, 2))
+        projection = vector * value.clamp(min=0).sqrt()[:, None]
     else:
-        _, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred)
-        projection = (centred @ vectors[..., -1:]).squeeze(-1)
+        _, vector = _top_eigenvectors(centred.transpose(1, 2) @ centred)
+        projection = (centred @ vector.unsqueeze(-1)).squeeze(-1)
     sign = torch.sign((projection * rows.sum(-1)).sum(-1))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     return (projection * sign[:, None]).view(n, h, w)
