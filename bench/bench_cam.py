@@ -1,12 +1,17 @@
-"""Speed of the CAM engine on torchvision resnet18, batch 8, 224x224, CPU.
+"""Speed of the CAM engine on torchvision resnet18, batch 8, 224x224, CPU, side by side
+with torchcam, Captum and pytorch-grad-cam measured in the same run.
 
-Prints, from one run, side by side:
-  1. gradcam on layer4, top-1, against a plain torch.no_grad() forward pass;
+  1. gradcam on layer4, top-1, against a plain torch.no_grad() forward pass
+     (goal <= 1.1x), and the same map from the other libraries;
   2. the seven one-pass methods on layer2, layer3 and layer4 for the top-3
      classes in one call (63 maps per image), against its floor: one forward
-     pass plus, for each of the 3 classes, one backward from the output to
-     the three captured activations only.
-Medians of --repeats runs after one warm-up. Usage: python bench/bench_cam.py
+     pass plus, for each of the 3 classes, one backward from the output to the
+     three captured activations only (goal <= 1.2x); and the same 63 maps from
+     pytorch-grad-cam, one call per method, layer and class as its API needs;
+  3. scorecam on one image against pytorch-grad-cam's ScoreCAM at the same
+     batch size (goal: no slower, same map).
+
+Medians of --repeats runs after one warm-up. Usage: python bench/bench_cam.py [--quick]
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 import torchvision
 
 from writer_ext import compute_cams
 
 ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam"]
+PGC_NAMES = {
+    "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
+    "hirescam": "HiResCAM", "gradcam-elementwise": "GradCAMElementWise", "eigengradcam": "EigenGradCAM",
+}
 LAYERS = ["layer2", "layer3", "layer4"]
 
 
@@ -50,14 +60,93 @@ def floor(model, x):
             h.remove()
 
 
+def line(label: str, seconds: float, ratio_to: float | None = None, what: str = "", goal: str = "") -> None:
+    ratio = f"{seconds / ratio_to:6.2f}x {what}" if ratio_to else ""
+    print(f"  {label:<52} {seconds * 1000:9.1f} ms  {ratio}{goal}")
+
+
+def anchors_gradcam(model, x, repeats):
+    """The same Grad-CAM (layer4, top-1) from torchcam, Captum and pytorch-grad-cam."""
+    from captum.attr import LayerGradCam
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import GradCAM as TorchcamGradCAM
+
+    with torch.no_grad():
+        top = model(x).argmax(1)
+
+    def torchcam():
+        with TorchcamGradCAM(model, target_layer="layer4") as extractor:
+            extractor(class_idx=top.tolist(), scores=model(x))
+
+    def captum():
+        LayerGradCam(model, model.layer4).attribute(x, target=top, relu_attributions=True)
+
+    def pgc():
+        with GradCAM(model=model, target_layers=[model.layer4]) as cam:
+            cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in top])
+
+    return {
+        "torchcam GradCAM": median_seconds(torchcam, repeats),
+        "Captum LayerGradCam": median_seconds(captum, repeats),
+        "pytorch-grad-cam GradCAM": median_seconds(pgc, repeats),
+    }
+
+
+def pgc_63_maps(model, x):
+    """pytorch-grad-cam needs one call per method, layer and class for the same 63 maps."""
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with torch.no_grad():
+        top = model(x).topk(3, dim=1).indices
+    start = time.perf_counter()
+    for method in ONE_PASS:
+        for layer in LAYERS:
+            with getattr(pgc, PGC_NAMES[method])(model=model, target_layers=[getattr(model, layer)]) as cam:
+                for k in range(3):
+                    cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in top[:, k]])
+    return time.perf_counter() - start
+
+
+def scorecam(model, x1, batch_size, repeats):
+    """Score-CAM of one image at layer4 here and in pytorch-grad-cam, and how well the maps agree."""
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with torch.no_grad():
+        top = int(model(x1).argmax(1))
+    ours = {}
+
+    def run_ours():
+        ours["maps"] = compute_cams(model, x1, target_layer="layer4", methods="scorecam", targets=[top],
+                                    batch_size=batch_size).maps["scorecam"]["layer4"]
+
+    theirs = {}
+
+    def run_theirs():
+        with ScoreCAM(model=model, target_layers=[model.layer4]) as cam:
+            cam.batch_size = batch_size
+            theirs["maps"] = cam(input_tensor=x1, targets=[ClassifierOutputTarget(top)])
+
+    t_ours, t_theirs = median_seconds(run_ours, repeats), median_seconds(run_theirs, repeats)
+    ours_up = scale_cam_image(np.maximum(ours["maps"][:, 0].numpy(), 0), tuple(x1.shape[-2:]))
+    correlation = float(np.corrcoef(ours_up.ravel(), theirs["maps"].ravel())[0, 1])
+    return t_ours, t_theirs, correlation
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="skip the other libraries (the slow part)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     x = torch.randn(args.batch, 3, 224, 224)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, resnet18, batch {args.batch}, 224x224, CPU, "
+          f"medians of {args.repeats}")
 
     def forward():
         with torch.no_grad():
@@ -65,17 +154,27 @@ def main() -> None:
 
     t_forward = median_seconds(forward, args.repeats)
     t_gradcam = median_seconds(lambda: compute_cams(model, x, target_layer="layer4", methods="gradcam"), args.repeats)
+    print("1. Grad-CAM, layer4, top-1")
+    line("plain torch.no_grad() forward", t_forward)
+    line("writer_ext gradcam", t_gradcam, t_forward, "the forward", "  (goal <= 1.1x)")
+    if not args.quick:
+        for name, seconds in anchors_gradcam(model, x, args.repeats).items():
+            line(name, seconds, t_forward, "the forward")
+
+    print("2. 7 one-pass methods x 3 layers x top-3 (63 maps per image)")
     t_floor = median_seconds(lambda: floor(model, x), args.repeats)
-    t_all = median_seconds(
-        lambda: compute_cams(model, x, target_layer=LAYERS, methods=ONE_PASS, topk=3), args.repeats
-    )
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, resnet18, batch {args.batch}, 224x224, CPU")
-    print(f"no_grad forward                         {t_forward * 1000:8.1f} ms")
-    print(f"gradcam layer4 top-1                    {t_gradcam * 1000:8.1f} ms   ratio {t_gradcam / t_forward:.2f}x "
-          "(goal <= 1.1x)")
-    print(f"floor: forward + 3 backwards to layer2  {t_floor * 1000:8.1f} ms")
-    print(f"7 methods x 3 layers x top-3 (63 maps)  {t_all * 1000:8.1f} ms   ratio {t_all / t_floor:.2f}x "
-          "of the floor (goal <= 1.2x)")
+    t_all = median_seconds(lambda: compute_cams(model, x, target_layer=LAYERS, methods=ONE_PASS, topk=3), args.repeats)
+    line("floor: forward + 3 backwards to the layers", t_floor)
+    line("writer_ext, one call", t_all, t_floor, "the floor", "  (goal <= 1.2x)")
+    if not args.quick:
+        line("pytorch-grad-cam, 63 calls (once)", pgc_63_maps(model, x), t_floor, "the floor")
+
+    if not args.quick:
+        print("3. Score-CAM, layer4 (512 channels), one image, batch size 32")
+        t_ours, t_theirs, correlation = scorecam(model, x[:1], 32, max(1, args.repeats // 2))
+        line("writer_ext scorecam", t_ours)
+        line("pytorch-grad-cam ScoreCAM", t_theirs)
+        print(f"  ratio ours/theirs {t_ours / t_theirs:.2f} (goal <= 1), Pearson r of the maps {correlation:.4f}")
 
 
 if __name__ == "__main__":

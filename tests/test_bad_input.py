@@ -50,6 +50,12 @@ CAM_CASES = [
     ("tag", dict(tag=""), ValueError, "tag must be a non-empty string"),
     ("step", dict(global_step="3"), TypeError, "global_step must be an int"),
     ("image_format", dict(image_format="gif"), ValueError, "image_format must be one of"),
+    ("smooth", dict(smooth="blur"), ValueError, "smooth must be one of"),
+    ("fuse", dict(target_layer=["features.2", "features"], fuse="max"), ValueError, "fuse must be one of"),
+    ("batch_size", dict(methods="scorecam", batch_size=0), ValueError, "batch_size must be"),
+    ("metrics_callable", dict(targets=lambda out: out[:, 0], metrics=True), ValueError, "metrics=True needs class"),
+    ("reshape", dict(reshape_transform=lambda t: t.flatten(1)), ValueError, "reshape_transform must give"),
+    ("unknown_option", dict(colour="red"), TypeError, "colour"),
 ]
 
 

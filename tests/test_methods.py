@@ -212,3 +212,44 @@ def test_eigen_smooth_takes_the_principal_component_of_the_weighted_channels(res
 def test_bad_smoothing_arguments(resnet, batch, kwargs, message):
     with pytest.raises(ValueError, match=message):
         compute_cams(resnet, batch, target_layer="layer4", **kwargs)
+
+
+def test_multilabel_model_gets_a_map_and_a_sigmoid_per_label(resnet, batch):
+    result = compute_cams(resnet, batch, target_layer="layer4", targets=[[1, 4], [0, 9]], multilabel=True)
+    with torch.no_grad():
+        logits = resnet(batch)
+    ids = torch.tensor([[1, 4], [0, 9]])
+    torch.testing.assert_close(result.probs, torch.sigmoid(logits).gather(1, ids))
+    for k in range(2):
+        alone = compute_cams(resnet, batch, target_layer="layer4", targets=ids[:, k].tolist())
+        torch.testing.assert_close(result.maps["gradcam"]["layer4"][:, k], alone.maps["gradcam"]["layer4"][:, 0],
+                                   rtol=1e-4, atol=1e-6)
+
+
+class TinySegmenter(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 8, 3, padding=1, stride=2))
+        self.head = torch.nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(self.head(self.body(x)), size=x.shape[-2:], mode="bilinear")
+
+
+def test_segmentation_target_inside_a_mask():
+    """A callable target: the sum of class 2's logits inside a mask, as for a segmentation model."""
+    torch.manual_seed(0)
+    model = TinySegmenter().eval()
+    x = torch.randn(2, 3, 16, 16)
+    mask = torch.zeros(16, 16)
+    mask[4:10, 2:8] = 1
+    result = compute_cams(model, x, target_layer="body", targets=lambda out: (out[:, 2] * mask).sum(dim=(1, 2)))
+    store = {}
+    handle = model.body.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    score = (model(x)[:, 2] * mask).sum()
+    handle.remove()
+    (g,) = torch.autograd.grad(score, store["a"])
+    expected = torch.relu((g.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1)).detach()
+    torch.testing.assert_close(result.maps["gradcam"]["body"][:, 0], expected, rtol=1e-4, atol=1e-6)
+    assert result.class_ids is None

@@ -29,7 +29,8 @@ class CamResult:
     maps: method -> layer -> (B, K, h, w) float32 raw maps on the CPU.
     class_ids: (B, K) target classes (None when targets came from a callable).
     scores: (B, K) the explained output values (logits, or the callable's value).
-    probs: (B, K) softmax probabilities of the targets (None without class ids).
+    probs: (B, K) softmax (or, multilabel, sigmoid) probabilities of the targets
+        (None without class ids).
     """
 
     maps: dict[str, dict[str, torch.Tensor]]
@@ -38,6 +39,7 @@ class CamResult:
     probs: Optional[torch.Tensor]
     layers: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
+    multilabel: bool = False
 
 
 def check_inputs(inputs: object) -> torch.Tensor:
@@ -58,8 +60,11 @@ def _check_topk(topk: object) -> int:
     return topk
 
 
-def _select_targets(output: object, targets: Targets, topk: int, batch: int):
-    """(class_ids (B, K) or None, scores (B, K) with graph, probs (B, K) or None)."""
+def _select_targets(output: object, targets: Targets, topk: int, batch: int, multilabel: bool = False):
+    """(class_ids (B, K) or None, scores (B, K) with graph, probs (B, K) or None).
+
+    probs are softmax probabilities, or per-class sigmoids for a multi-label model.
+    """
     if callable(targets) and not isinstance(targets, torch.Tensor):
         scores = targets(output)
         if not isinstance(scores, torch.Tensor) or scores.shape not in ((batch,), (batch, 1)):
@@ -82,7 +87,8 @@ def _select_targets(output: object, targets: Targets, topk: int, batch: int):
     else:
         class_ids = _class_id_tensor(targets, batch, num_classes).to(output.device)
     scores = output.gather(1, class_ids)
-    probs = torch.softmax(output.detach().float(), dim=1).gather(1, class_ids)
+    logits = output.detach().float()
+    probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).gather(1, class_ids)
     return class_ids, scores, probs
 
 
@@ -181,6 +187,7 @@ class _Options:
     reshape_transform: Optional[SpatialView]
     batch_size: int
     eigen_smooth: bool
+    multilabel: bool
 
 
 def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _Options):
@@ -192,7 +199,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
         outputs = [capture.output(name) for name, _ in layers]
         views = [spatial_view(name, out.shape, tuple(inputs.shape[-2:]), opts.reshape_transform)
                  for (name, _), out in zip(layers, outputs)]
-        class_ids, scores, probs = _select_targets(output, targets, opts.topk, inputs.shape[0])
+        class_ids, scores, probs = _select_targets(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
         grads = _gradients(scores, outputs) if needs_grad else [None] * len(layers)
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
     with torch.no_grad():
@@ -255,6 +262,7 @@ def compute_cams(
     smooth_noise: float = 0.15,
     eigen_smooth: bool = False,
     batch_size: Optional[int] = None,
+    multilabel: bool = False,
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
 
@@ -265,6 +273,8 @@ def compute_cams(
     `smooth="flip"` averages with the horizontally flipped image. Both explain
     the classes chosen on the clean image. `batch_size` is how many perturbed
     inputs Score-CAM and Ablation-CAM run at once (default: by input size).
+    `multilabel=True` reports sigmoid instead of softmax probabilities (and
+    the faithfulness metrics use them too).
 
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
     flags, BatchNorm statistics and hooks as they were, also on error.
@@ -290,6 +300,7 @@ def compute_cams(
         reshape_transform=reshape_transform,
         batch_size=batch_size or default_batch_size(inputs),
         eigen_smooth=bool(eigen_smooth),
+        multilabel=bool(multilabel),
     )
     with training_safe(model):
         maps, class_ids, scores, probs, layer_names = _one_pass(model, inputs, targets, opts)
@@ -303,4 +314,5 @@ def compute_cams(
         probs=None if probs is None else probs.cpu(),
         layers=layer_names,
         methods=[m.name for m in opts.methods],
+        multilabel=opts.multilabel,
     )

@@ -36,12 +36,14 @@ def saliency(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
 
 
-def _probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax probability of `classes[j]` for each of `images[j]`, in chunks."""
+def _probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int,
+                   multilabel: bool) -> torch.Tensor:
+    """Softmax (or sigmoid) probability of `classes[j]` for each of `images[j]`, in chunks."""
     out = []
     for start in range(0, images.shape[0], batch_size):
-        logits = model(images[start:start + batch_size])
-        out.append(torch.softmax(logits.float(), dim=1).gather(1, classes[start:start + batch_size, None])[:, 0])
+        logits = model(images[start:start + batch_size]).float()
+        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+        out.append(probs.gather(1, classes[start:start + batch_size, None])[:, 0])
     return torch.cat(out)
 
 
@@ -56,17 +58,17 @@ def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
 
 
 def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
-                      *, batch_size: int = 32) -> dict[str, float]:
+                      *, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
     """Average Drop and Increase in Confidence over all (image, target) pairs."""
     with training_safe(model), torch.no_grad():
         images, sal, classes = _flat(inputs, maps, class_ids)
-        y = _probabilities(model, images, classes, batch_size)
-        o = _probabilities(model, images * sal.unsqueeze(1), classes, batch_size)
+        y = _probabilities(model, images, classes, batch_size, multilabel)
+        o = _probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
     drop = torch.clamp(y - o, min=0) / y.clamp(min=1e-12)
     return {"average_drop": float(drop.mean()), "increase_in_confidence": float((y < o).float().mean())}
 
 
-def _curve_auc(model, images, sal, classes, steps, batch_size, insertion: bool) -> torch.Tensor:
+def _curve_auc(model, images, sal, classes, steps, batch_size, multilabel: bool, insertion: bool) -> torch.Tensor:
     """AUC per row of the probability while pixels are deleted (or inserted), most salient first."""
     n, _, h, w = images.shape
     order = sal.flatten(1).argsort(dim=1, descending=True)
@@ -78,28 +80,29 @@ def _curve_auc(model, images, sal, classes, steps, batch_size, insertion: bool) 
     probs = []
     for t in range(steps + 1):
         changed = rank < round(h * w * t / steps)  # the top t/steps fraction of pixels
-        probs.append(_probabilities(model, torch.where(changed, target, source), classes, batch_size))
+        probs.append(_probabilities(model, torch.where(changed, target, source), classes, batch_size, multilabel))
     return torch.trapezoid(torch.stack(probs, dim=1), dx=1.0 / steps, dim=1)
 
 
 def deletion_insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
-                       *, steps: int = 16, batch_size: int = 32) -> dict[str, float]:
+                       *, steps: int = 16, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
     """Mean deletion and insertion AUC over all (image, target) pairs."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     with training_safe(model), torch.no_grad():
         images, sal, classes = _flat(inputs, maps, class_ids)
-        deletion = _curve_auc(model, images, sal, classes, steps, batch_size, insertion=False)
-        insertion = _curve_auc(model, images, sal, classes, steps, batch_size, insertion=True)
+        deletion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=False)
+        insertion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=True)
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 
 
 def faithfulness(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
-                 *, steps: int = 16, batch_size: int = 32) -> dict[str, float]:
-    """All four numbers of `METRICS` for one set of maps."""
+                 *, steps: int = 16, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
+    """All four numbers of `METRICS` for one set of maps (sigmoid probabilities if `multilabel`)."""
     return {
-        **confidence_change(model, inputs, maps, class_ids, batch_size=batch_size),
-        **deletion_insertion(model, inputs, maps, class_ids, steps=steps, batch_size=batch_size),
+        **confidence_change(model, inputs, maps, class_ids, batch_size=batch_size, multilabel=multilabel),
+        **deletion_insertion(model, inputs, maps, class_ids, steps=steps, batch_size=batch_size,
+                             multilabel=multilabel),
     }
 
 
@@ -115,7 +118,8 @@ def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, ste
                                       methods="random").maps["random"]
     device_ids = result.class_ids.to(inputs.device)
     return [
-        {"method": method, "layer": layer, **faithfulness(model, inputs, per_layer[layer], device_ids, steps=steps)}
+        {"method": method, "layer": layer,
+         **faithfulness(model, inputs, per_layer[layer], device_ids, steps=steps, multilabel=result.multilabel)}
         for method, per_layer in maps.items()
         for layer in per_layer
     ]
