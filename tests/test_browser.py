@@ -22,7 +22,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def logdir(tmp_path_factory):
     """The demo's run, shortened (CAMs at steps 0, 60, 120), and a run whose names carry HTML."""
     root = tmp_path_factory.mktemp("logs")
-    train(str(root / "shapes"), steps=120, cam_every=60).close()
+    train(str(root / "shapes"), steps=120, cam_every=60, quiet=True).writer.close()
     torch.manual_seed(0)
     probes, _, _ = draw_shapes(2, np.random.default_rng(1))
     hostile = SummaryWriter(root / XSS_TAG)
@@ -100,7 +100,7 @@ def test_tab_is_listed_and_shows_maps_that_follow_the_step(page):
     frame = cam_frame(page)
     frame.wait_for_selector("#run option", state="attached")
     select_run(frame, "shapes", "shapes/probe")
-    wait_for_cards(frame, 8)
+    wait_for_cards(frame, 16)
     assert frame.text_content("#step-label") == "step 120 (3 of 3)"
     DOCS.mkdir(exist_ok=True)
     page.screenshot(path=str(DOCS / "screenshot.png"))
@@ -118,7 +118,7 @@ def test_tab_is_listed_and_shows_maps_that_follow_the_step(page):
     frame.fill("#step", "0")
     frame.dispatch_event("#step", "input")
     frame.wait_for_function("document.querySelector('#step-label').textContent.startsWith('step 0 ')")
-    wait_for_cards(frame, 8)
+    wait_for_cards(frame, 16)
     earlier = canvas_pixels(frame)
     assert earlier != overlaid, "moving the step slider did not change the maps"
 
@@ -186,7 +186,7 @@ def test_dropped_steps_are_announced(browser, logdir):
         pg.goto(tb.url + "/data/plugin_entry.html?name=cam")
         pg.wait_for_selector("#run option", state="attached")
         select_run(pg, "shapes", "shapes/probe")
-        wait_for_cards(pg, 8)
+        wait_for_cards(pg, 16)
         assert pg.text_content("#notice").startswith("Showing 2 of 3 logged steps")
     finally:
         context.close()

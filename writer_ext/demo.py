@@ -14,6 +14,7 @@ import argparse
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
-from writer_ext import SummaryWriter
+from writer_ext.monitor import CamMonitor
+from writer_ext.writer import SummaryWriter
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -53,13 +55,15 @@ def draw_shapes(n: int, rng: np.random.Generator, size: int = 64):
 class ShapeNet(nn.Module):
     """A small CNN: three conv blocks (BatchNorm, in-place ReLU), dropout, global pooling, linear head."""
 
-    def __init__(self, classes: int = len(CLASSES)):
+    def __init__(self, classes: int = len(CLASSES), channels: int = 3):
         super().__init__()
 
         def block(cin, cout):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
-        self.features = nn.Sequential(block(3, 16), nn.MaxPool2d(2), block(16, 32), nn.MaxPool2d(2), block(32, 64))
+        self.features = nn.Sequential(
+            block(channels, 16), nn.MaxPool2d(2), block(16, 32), nn.MaxPool2d(2), block(32, 64)
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(0.2)
         self.fc = nn.Linear(64, classes)
@@ -68,27 +72,104 @@ class ShapeNet(nn.Module):
         return self.fc(self.dropout(self.pool(self.features(x)).flatten(1)))
 
 
-def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: int = 64) -> SummaryWriter:
-    """Trains ShapeNet for `steps` steps, logging everything to `logdir`."""
+def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> float:
+    """Share of images whose map maximum (first target, upsampled to `size`) lies inside its box."""
+    up = nn.functional.interpolate(maps[:, :1].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    flat = up.flatten(1).argmax(1)
+    y, x = flat // size[1], flat % size[1]
+    inside = (x >= boxes[:, 0]) & (x < boxes[:, 2]) & (y >= boxes[:, 1]) & (y < boxes[:, 3])
+    return float(inside.float().mean())
+
+
+def box_area_fraction(boxes: torch.Tensor, size: tuple[int, int]) -> float:
+    """Mean share of the image the boxes cover: where a map that knows nothing scores, on average."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return float(areas.float().mean()) / (size[0] * size[1])
+
+
+class Digits:
+    """scikit-learn's bundled handwritten digits (8x8, real data), upscaled to 32x32."""
+
+    classes = tuple(str(d) for d in range(10))
+
+    def __init__(self, seed: int):
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        self.images = nn.functional.interpolate(images, size=(32, 32), mode="nearest")
+        self.labels = torch.tensor(data.target)
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed))
+        self.train_idx, self.probe_idx = order[:-16], order[-16:]
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int):
+        idx = self.train_idx[torch.from_numpy(self.rng.integers(0, len(self.train_idx), n))]
+        return self.images[idx], self.labels[idx], None
+
+    def probes(self):
+        return self.images[self.probe_idx], self.labels[self.probe_idx], None
+
+
+class Shapes:
+    classes = CLASSES
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self._probes = draw_shapes(16, np.random.default_rng(seed + 1))
+
+    def batch(self, n: int):
+        return draw_shapes(n, self.rng)
+
+    def probes(self):
+        return self._probes
+
+
+@dataclass
+class DemoRun:
+    writer: SummaryWriter
+    pointing: dict[str, float]  # method -> pointing-game score at the last CAM step (shapes only)
+
+
+DEMO_METHODS = ("gradcam", "gradcam++", "cam", "random")
+
+
+def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: int = 64,
+          dataset: str = "shapes", quiet: bool = False, methods=DEMO_METHODS, probes: int = 16,
+          topk: int = 2) -> DemoRun:
+    """Trains a ShapeNet for `steps` steps, logging everything to `logdir`.
+
+    Every `cam_every` steps (0: never) a `CamMonitor` logs CAMs of `probes`
+    fixed images (by default Grad-CAM, Grad-CAM++, CAM and the random
+    baseline); on the shapes data it also logs each method's pointing-game
+    score, since the true boxes are known.
+    """
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = ShapeNet()
+    data = Digits(seed) if dataset == "digits" else Shapes(seed)
+    probe_images, _, boxes = (t[:probes] if t is not None else None for t in data.probes())
+    model = ShapeNet(classes=len(data.classes), channels=probe_images.shape[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    probes, probe_labels, _ = draw_shapes(8, np.random.default_rng(seed + 1))
     writer = SummaryWriter(logdir)
-    writer.add_image("inputs/probe_grid", torchvision.utils.make_grid(probes, nrow=4), 0)
+    writer.add_image("inputs/probe_grid", torchvision.utils.make_grid(probe_images, nrow=8), 0)
+    monitor = CamMonitor(writer, model, probe_images, every=cam_every or steps + 1, tag=f"{dataset}/probe",
+                         target_layer="features", methods=methods, topk=topk, class_names=data.classes)
     started = time.time()
+    pointing: dict[str, float] = {}
     for step in range(steps + 1):
-        images, labels, _ = draw_shapes(batch_size, rng)
+        images, labels, _ = data.batch(batch_size)
         model.train()
         logits = model(images)
         loss = nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad()
         loss.backward()
-        if step % cam_every == 0:
-            # Between backward() and step(): add_cam leaves .grad, BatchNorm and modes untouched.
-            writer.add_cam("shapes/probe", model, probes, methods=("gradcam", "gradcam++", "cam"),
-                           topk=2, class_names=CLASSES, global_step=step)
+        # Between backward() and step(): logging leaves .grad, BatchNorm, modes and random streams untouched.
+        result = monitor.step(step) if cam_every else None
+        if result is not None and boxes is not None:
+            size = tuple(probe_images.shape[-2:])
+            pointing = {m: pointing_game(result.maps[m]["features"], boxes, size) for m in result.methods}
+            pointing["box_area_fraction"] = box_area_fraction(boxes, size)
+            for name, score in pointing.items():
+                writer.add_scalar(f"pointing_game/{name}", score, step)
         optimizer.step()
         if step % 10 == 0:
             accuracy = (logits.argmax(1) == labels).float().mean().item()
@@ -97,9 +178,10 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
         if step % 100 == 0:
             for name, param in model.named_parameters():
                 writer.add_histogram(f"weights/{name}", param, step)
-            print(f"step {step:5d}  loss {loss.item():.3f}  {time.time() - started:5.1f}s", flush=True)
+            if not quiet:
+                print(f"step {step:5d}/{steps}  loss {loss.item():.3f}  {time.time() - started:5.1f}s", flush=True)
     writer.flush()
-    return writer
+    return DemoRun(writer, pointing)
 
 
 def main(argv=None) -> None:
@@ -108,11 +190,17 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps (default: %(default)s)")
     parser.add_argument("--cam-every", type=int, default=50, help="log CAMs every N steps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--dataset", choices=("shapes", "digits"), default="shapes",
+                        help="drawn shapes (default) or scikit-learn's handwritten digits (needs scikit-learn)")
     parser.add_argument("--port", type=int, default=6006, help="TensorBoard port (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true", help="only train; do not start TensorBoard")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    train(args.logdir, args.steps, args.cam_every, args.seed).close()
+    run = train(args.logdir, args.steps, args.cam_every, args.seed, dataset=args.dataset)
+    run.writer.close()
+    if run.pointing:
+        print("Pointing game at the last step (share of probe maps peaking inside the object's box):")
+        for method, score in run.pointing.items():
+            print(f"  {method:<18} {score:.2f}")
     logroot = str(Path(args.logdir).parent)
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", logroot, "--port", str(args.port)]
     print(f"\nDone. View it with:\n  tensorboard --logdir {logroot} --port {args.port}\n"

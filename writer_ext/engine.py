@@ -247,6 +247,23 @@ def _smoothed(model, inputs, targets, opts, maps, smooth, samples, noise):
     return total
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module that does the work inside DataParallel, DistributedDataParallel and torch.compile.
+
+    CAMs run on it directly: the same weights, eagerly, without DDP's gradient
+    synchronisation (which would expect a matching backward on every rank) or
+    recompiling a compiled graph around our hooks. Layer names with the
+    wrappers' ``module.`` prefix still resolve (see hooks.resolve_layer).
+    """
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
 def compute_cams(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -277,10 +294,13 @@ def compute_cams(
     the faithfulness metrics use them too).
 
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
-    flags, BatchNorm statistics and hooks as they were, also on error.
+    flags, BatchNorm statistics and hooks as they were, also on error. Runs in
+    float32 with autocast off; wrapped models (DataParallel, DDP,
+    torch.compile) are computed on the module they wrap.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap_model(model)
     inputs = check_inputs(inputs).detach()
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
@@ -302,7 +322,8 @@ def compute_cams(
         eigen_smooth=bool(eigen_smooth),
         multilabel=bool(multilabel),
     )
-    with training_safe(model):
+    # Maps are computed in float32 even when the caller trains under autocast.
+    with training_safe(model), torch.autocast(device_type=inputs.device.type, enabled=False):
         maps, class_ids, scores, probs, layer_names = _one_pass(model, inputs, targets, opts)
         if smooth is not None:
             fixed = targets if class_ids is None else class_ids

@@ -12,8 +12,8 @@
 
 All functions take raw maps of shape (B, K, h, w) (any resolution; each map is
 min-max normalised and upsampled bilinearly to the input), the (B, K) classes
-they explain, and run the model in eval mode without gradients, leaving it as
-it was (`training_safe`).
+they explain, and run the model in eval mode, in float32, without gradients,
+leaving it as it was (`training_safe`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
 def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
                       *, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
     """Average Drop and Increase in Confidence over all (image, target) pairs."""
-    with training_safe(model), torch.no_grad():
+    with training_safe(model), torch.no_grad(), torch.autocast(inputs.device.type, enabled=False):
         images, sal, classes = _flat(inputs, maps, class_ids)
         y = _probabilities(model, images, classes, batch_size, multilabel)
         o = _probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
@@ -89,7 +89,7 @@ def deletion_insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tenso
     """Mean deletion and insertion AUC over all (image, target) pairs."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    with training_safe(model), torch.no_grad():
+    with training_safe(model), torch.no_grad(), torch.autocast(inputs.device.type, enabled=False):
         images, sal, classes = _flat(inputs, maps, class_ids)
         deletion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=False)
         insertion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=True)

@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
 from writer_ext import metrics as faithfulness
-from writer_ext.engine import CamResult, Targets, check_inputs, compute_cams
+from writer_ext.engine import CamResult, Targets, check_inputs, compute_cams, unwrap_model
 from writer_ext.hooks import LayerSpec
 
 ClassNames = Union[None, Sequence[str], Mapping[int, str]]
@@ -163,6 +163,7 @@ def add_cam(
     pictures = img.images_for(check_inputs(inputs), display_images)
     if not isinstance(metrics, bool):
         raise TypeError(f"metrics must be True or False, got {type(metrics).__name__}")
+    model = unwrap_model(model) if isinstance(model, nn.Module) else model
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
                           **options)
     if names is not None and result.class_ids is not None:

@@ -1,0 +1,49 @@
+"""The demo, shortened and seeded: the maps find the objects, and the run holds the usual toolset."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing import event_file_loader
+
+from writer_ext.demo import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _plugins(logdir):
+    found = {}
+    for path in logdir.rglob("events.out.tfevents.*"):
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                found.setdefault(value.metadata.plugin_data.plugin_name, set()).add(value.tag)
+    return found
+
+
+def test_shapes_demo_gradcam_beats_the_random_baseline(tmp_path):
+    run = train(str(tmp_path / "run"), steps=150, cam_every=75, seed=0, quiet=True)
+    run.writer.close()
+    assert run.pointing["gradcam"] >= run.pointing["random"] + 0.4, run.pointing
+    assert run.pointing["random"] <= 3 * run.pointing["box_area_fraction"] + 0.15
+    tags = _plugins(tmp_path)
+    assert tags["cam"] == {"shapes/probe"}
+    assert {"train/loss", "train/accuracy", "pointing_game/gradcam", "pointing_game/random"} <= tags["scalars"]
+    assert any(t.startswith("weights/") for t in tags["histograms"])
+    assert "inputs/probe_grid" in tags["images"]
+
+
+def test_digits_dataset(tmp_path):
+    run = train(str(tmp_path / "run"), steps=20, cam_every=20, seed=0, quiet=True, dataset="digits")
+    run.writer.close()
+    assert run.pointing == {}  # no boxes for real digits
+    assert _plugins(tmp_path)["cam"] == {"digits/probe"}
+
+
+@pytest.mark.parametrize("script", ["-m writer_ext.demo", "bench/bench_cam.py", "bench/bench_memory.py", "bench/bench_monitor.py"])
+def test_every_command_has_help(script):
+    out = subprocess.run([sys.executable, *script.split(), "--help"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("usage:") and "--" in out
