@@ -34,3 +34,28 @@ export async function getImage(key) {
   await image.decode();
   return image;
 }
+
+const samples = new Map(); // "run\0tag\0step" -> Promise of the sample with its blobs
+
+/**
+ * A sample with every blob it names: {kind, header, model, maps, stats (ArrayBuffers), images}, or
+ * {error} for a damaged one. Kept, so that revisiting a step costs nothing; a failed load is retried.
+ */
+export function loadSample(run, tag, step) {
+  const key = `${run}\u0000${tag}\u0000${step}`;
+  if (!samples.has(key)) {
+    const loading = (async () => {
+      const data = await getSample(run, tag, step);
+      if (data.error) return { error: data.error };
+      const [maps, stats, images] = await Promise.all([
+        data.maps_key ? getBuffer(data.maps_key) : null,
+        data.stats_key ? getBuffer(data.stats_key) : null,
+        Promise.all((data.image_keys ?? []).map(getImage)),
+      ]);
+      return { ...data, maps, stats, images };
+    })();
+    loading.catch(() => samples.delete(key));
+    samples.set(key, loading);
+  }
+  return samples.get(key);
+}

@@ -6,41 +6,32 @@
  * with textContent; nothing is loaded from outside the plugin's own routes.
  */
 
+import * as activations from "./activations.js";
 import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
+import { el, labelled, setOptions } from "./dom.js";
 import { onDataReloaded } from "./host.js";
 import { bilinear, blend, decodeMap, range } from "./maps.js";
-
-/** Creates an element with properties and children (strings become text nodes). */
-function el(tag, props = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "dataset") Object.assign(node.dataset, value);
-    else node[key] = value;
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function labelled(text, control, title) {
-  return el("label", { className: "control", title }, [el("span", { textContent: text }), control]);
-}
-
-function setOptions(select, values, keep) {
-  select.replaceChildren(...values.map(([value, text]) => el("option", { value, textContent: text })));
-  if (values.some(([value]) => value === keep)) select.value = keep;
-  select.disabled = values.length === 0;
-}
+import * as model from "./model.js";
 
 const state = {
   series: [],
   steps: [],
-  samples: new Map(), // "run\0tag\0step" -> Promise<{header, maps, images}>
   current: null, // the shown sample: {header, maps, images}
   token: 0,
 };
 
+const VIEWS = [
+  ["cam", "CAM"],
+  ["activations", "Activations"],
+  ["model", "Model"],
+];
+
 const ui = {
+  views: VIEWS.map(([name, text]) =>
+    el("button", { id: `view-${name}`, type: "button", className: "view-button", textContent: text, dataset: { view: name } }),
+  ),
+  camView: el("section", { id: "cam-view", className: "view" }),
   run: el("select", { id: "run" }),
   tag: el("select", { id: "tag" }),
   step: el("input", { id: "step", type: "range", min: "0", max: "0", value: "0" }),
@@ -76,10 +67,33 @@ function currentSeries() {
   return state.series.find((s) => s.run === ui.run.value && s.tag === ui.tag.value);
 }
 
+/** Shows one view ("cam", "activations" or "model") and marks its button. */
+function showView(name) {
+  const sections = { cam: ui.camView, activations: activations.node, model: model.node };
+  for (const [view, section] of Object.entries(sections)) section.hidden = view !== name;
+  for (const button of ui.views) button.classList.toggle("active", button.dataset.view === name);
+}
+
+/** Opens the CAM view on a run and, when its samples have it, a layer (the Model view's links). */
+async function openCam(run, layer) {
+  showView("cam");
+  const tags = state.series.filter((s) => s.run === run);
+  if (tags.length === 0) return;
+  ui.run.value = run;
+  updateTags();
+  await loadSteps();
+  if ([...ui.layer.options].some((o) => o.value === layer)) {
+    ui.layer.value = layer;
+    draw();
+  }
+}
+
 async function loadSeries() {
-  const { series } = await api.listSeries();
+  const { series: all } = await api.listSeries();
+  const series = all.filter((s) => s.kind === "cam");
   state.series = series;
   ui.empty.hidden = series.length > 0;
+  await Promise.all([activations.update(all), model.update(all)]);
   const runs = [...new Set(series.map((s) => s.run))];
   setOptions(ui.run, runs.map((r) => [r, r]), ui.run.value);
   updateTags();
@@ -113,24 +127,6 @@ async function loadSteps() {
   await showStep();
 }
 
-function sample(run, tag, step) {
-  const key = `${run}\u0000${tag}\u0000${step}`;
-  if (!state.samples.has(key)) {
-    const loading = (async () => {
-      const data = await api.getSample(run, tag, step);
-      if (data.error) return { error: data.error };
-      const [maps, images] = await Promise.all([
-        api.getBuffer(data.maps_key),
-        Promise.all(data.image_keys.map(api.getImage)),
-      ]);
-      return { header: data.header, maps, images };
-    })();
-    loading.catch(() => state.samples.delete(key)); // retry on the next visit
-    state.samples.set(key, loading);
-  }
-  return state.samples.get(key);
-}
-
 async function showStep() {
   const series = currentSeries();
   const entry = state.steps[Number(ui.step.value)];
@@ -139,7 +135,7 @@ async function showStep() {
   const token = ++state.token;
   let data;
   try {
-    data = await sample(series.run, series.tag, entry.step);
+    data = await api.loadSample(series.run, series.tag, entry.step);
   } catch (error) {
     if (token === state.token) ui.notice.textContent = `Could not load step ${entry.step}: ${error.message}`;
     return;
@@ -152,6 +148,7 @@ async function showStep() {
   state.current = data;
   updateMapPickers(data.header);
   draw();
+  ui.grid.dataset.step = String(entry.step); // which step the grid shows (lets tests wait for a redraw)
 }
 
 function updateMapPickers(header) {
@@ -248,7 +245,19 @@ export async function render() {
     labelled("Opacity", ui.opacity, "Opacity of the map over the picture"),
     ui.refresh,
   ]);
-  document.body.append(el("main", { className: "cam-tab" }, [bar, ui.notice, ui.metrics, ui.empty, ui.grid]));
+  ui.camView.append(bar, ui.notice, ui.metrics, ui.empty, ui.grid);
+  const switcher = el("nav", { className: "views", role: "tablist" }, ui.views);
+  document.body.append(el("main", { className: "cam-tab" }, [switcher, ui.camView, activations.node, model.node]));
+  for (const button of ui.views) button.addEventListener("click", () => showView(button.dataset.view));
+  activations.mount({ onError: (error) => (activations.notice.textContent = `Error: ${error.message}`) });
+  model.mount({
+    openActivations: (run, layer) => {
+      showView("activations");
+      return activations.open(run, layer);
+    },
+    openCam: (run, layer) => guarded(() => openCam(run, layer))(),
+  });
+  showView("cam");
 
   ui.run.addEventListener("change", guarded(async () => { updateTags(); await loadSteps(); }));
   ui.tag.addEventListener("change", guarded(loadSteps));

@@ -29,12 +29,28 @@ from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, 
 PLUGIN_NAME = "cam"
 VERSION = 1
 KIND_CAM = "cam"
+KIND_ACTIVATIONS = "activations"
+KIND_MODEL = "model"
+KINDS = (KIND_CAM, KIND_ACTIVATIONS, KIND_MODEL)
 MAPS_DTYPE = "<f2"  # little-endian IEEE half precision
 IMAGE_FORMATS = ("png", "jpeg")
 
 HEADER_INDEX = 0
 MAPS_INDEX = 1
 FIRST_IMAGE_INDEX = 2
+
+# Activation series: [header, stats, maps, image_0, ...]; model series: [table].
+STATS_INDEX = 1
+ACTIVATION_MAPS_INDEX = 2
+ACTIVATION_FIRST_IMAGE_INDEX = 3
+STATS = ("mean", "std", "min", "max", "zeros")
+STATS_DTYPE = "<f4"
+BLOCK_KINDS = ("activation", "gradient")
+
+
+def first_image_index(kind: str) -> int:
+    """Index of the first picture blob in a step of a series of `kind` (no pictures in a model series)."""
+    return {KIND_CAM: FIRST_IMAGE_INDEX, KIND_ACTIVATIONS: ACTIVATION_FIRST_IMAGE_INDEX}.get(kind, 1)
 
 
 class FormatError(ValueError):
@@ -221,6 +237,21 @@ def build_header(
     return header
 
 
+def blob_summary(tag: str, blobs: Sequence[bytes], kind: str, *, description: str = "") -> summary_pb2.Summary:
+    """The `Summary` protobuf for one step of a series of `kind`: a rank-1 string tensor of `blobs`."""
+    metadata = summary_pb2.SummaryMetadata(
+        summary_description=description,
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=plugin_content(kind)),
+        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    )
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]),
+        string_val=list(blobs),
+    )
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+
+
 def cam_summary(
     tag: str,
     header: bytes,
@@ -230,18 +261,136 @@ def cam_summary(
     description: str = "",
 ) -> summary_pb2.Summary:
     """The `Summary` protobuf for one step of a CAM series."""
-    blobs = [header, maps_blob, *images]
-    metadata = summary_pb2.SummaryMetadata(
-        summary_description=description,
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=plugin_content(KIND_CAM)),
-        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
-    )
-    tensor = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]),
-        string_val=blobs,
-    )
-    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+    return blob_summary(tag, [header, maps_blob, *images], KIND_CAM, description=description)
+
+
+# -- activation series ---------------------------------------------------------------------------------
+
+
+def encode_stats(stats: np.ndarray) -> bytes:
+    """Per-channel statistics (C, len(STATS)) as little-endian float32, row-major."""
+    stats = np.asarray(stats, dtype=STATS_DTYPE)
+    if stats.ndim != 2 or stats.shape[1] != len(STATS) or not np.all(np.isfinite(stats)):
+        raise ValueError(f"stats must be finite with shape (C, {len(STATS)}), got {stats.shape}")
+    return stats.tobytes()
+
+
+def block_stats_bytes(block: dict) -> int:
+    return block["channels"] * len(STATS) * 4
+
+
+def block_maps_bytes(block: dict) -> int:
+    return len(block["map_channels"]) * block["map_height"] * block["map_width"] * 2
+
+
+def decode_stats(blob: bytes, block: dict) -> np.ndarray:
+    """The (channels, len(STATS)) float32 statistics of one block."""
+    end = block["stats_offset"] + block_stats_bytes(block)
+    if end > len(blob):
+        raise FormatError("statistics run past the stats blob")
+    count = block["channels"] * len(STATS)
+    return np.frombuffer(blob, dtype=STATS_DTYPE, count=count, offset=block["stats_offset"]).reshape(-1, len(STATS))
+
+
+def block_map_entries(block: dict) -> list[MapEntry]:
+    """Where each stored channel map of a block lies in the maps blob (as `decode_map` reads it)."""
+    size = block["map_height"] * block["map_width"] * 2
+    return [
+        MapEntry(block["image"], 0, block["kind"], block["layer"], block["map_height"], block["map_width"],
+                 block["maps_offset"] + j * size, scale)
+        for j, scale in enumerate(block["scales"])
+    ]
+
+
+def _check_block(k: int, b: object, images: int, stats_size: int | None, maps_size: int | None) -> None:
+    _require(isinstance(b, dict), f"blocks[{k}] is not an object")
+    ints = ("image", "channels", "height", "width", "stats_offset", "map_height", "map_width", "maps_offset")
+    _require(all(_is_int(b.get(f)) and b[f] >= 0 for f in ints), f"blocks[{k}] needs non-negative integers {ints}")
+    _require(isinstance(b.get("layer"), str), f"blocks[{k}].layer is not a string")
+    _require(b.get("kind") in BLOCK_KINDS, f"blocks[{k}].kind must be one of {BLOCK_KINDS}")
+    _require(b["image"] < images, f"blocks[{k}].image out of range")
+    _require(b["channels"] > 0 and b["height"] > 0 and b["width"] > 0, f"blocks[{k}] has an empty shape")
+    chans, scales = b.get("map_channels"), b.get("scales")
+    _require(isinstance(chans, list) and all(_is_int(c) and 0 <= c < b["channels"] for c in chans),
+             f"blocks[{k}].map_channels must list channel indices")
+    _require(isinstance(scales, list) and len(scales) == len(chans), f"blocks[{k}] needs one scale per map")
+    _require(all(_optional_number(s) and s is not None and s > 0 for s in scales),
+             f"blocks[{k}].scales must be positive finite numbers")
+    _require(not chans or (b["map_height"] > 0 and b["map_width"] > 0), f"blocks[{k}] has an empty map size")
+    if stats_size is not None:
+        _require(b["stats_offset"] + block_stats_bytes(b) <= stats_size, f"blocks[{k}] runs past the stats blob")
+    if maps_size is not None:
+        _require(b["maps_offset"] + block_maps_bytes(b) <= maps_size, f"blocks[{k}] runs past the maps blob")
+
+
+def parse_json_object(data: bytes, what: str) -> dict:
+    """A UTF-8 JSON object with an integer 'version' no newer than this plugin's; `FormatError` otherwise."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
+        raise FormatError(f"{what} is not valid UTF-8 JSON") from e
+    _require(isinstance(value, dict), f"{what} is not a JSON object")
+    version = value.get("version")
+    _require(_is_int(version), f"{what} has no integer 'version'")
+    _require(version <= VERSION, f"{what} version {version} is newer than this plugin ({VERSION})")
+    return value
+
+
+def parse_activation_header(data: bytes, stats_size: int | None = None, maps_size: int | None = None) -> dict:
+    """Decodes and checks an activation step's header (docs/FORMAT.md); `FormatError` on any defect."""
+    header = parse_json_object(data, "header")
+    _require(header.get("maps_dtype") == MAPS_DTYPE and header.get("stats_dtype") == STATS_DTYPE,
+             f"header dtypes must be {MAPS_DTYPE!r} and {STATS_DTYPE!r}")
+    _require(header.get("stats") == list(STATS), f"header 'stats' must be {list(STATS)}")
+    _require(header.get("pictures") in (None, *IMAGE_FORMATS), "header 'pictures' must be null, png or jpeg")
+    _require(isinstance(header.get("layers"), list) and all(isinstance(n, str) for n in header["layers"]),
+             "header 'layers' must list names")
+    images = header.get("images")
+    _require(isinstance(images, list), "header has no 'images' list")
+    for i, image in enumerate(images):
+        _require(isinstance(image, dict) and _is_int(image.get("height")) and _is_int(image.get("width")),
+                 f"images[{i}] has no integer size")
+        target = image.get("target")
+        _require(target is None or (isinstance(target, dict) and all(
+            _optional_number(target.get(f)) for f in ("class_id", "score", "prob"))), f"images[{i}].target")
+    blocks = header.get("blocks")
+    _require(isinstance(blocks, list), "header has no 'blocks' list")
+    for k, block in enumerate(blocks):
+        _check_block(k, block, len(images), stats_size, maps_size)
+    return header
+
+
+def build_activation_header(*, images: Sequence[dict], layers: Sequence[str], blocks: Sequence[dict],
+                            pictures: str | None, channel_order: object, sequence: int) -> dict:
+    """An activation step's header; `blocks` as `_check_block` wants them."""
+    return {
+        "version": VERSION,
+        "sequence": sequence,
+        "maps_dtype": MAPS_DTYPE,
+        "stats_dtype": STATS_DTYPE,
+        "stats": list(STATS),
+        "channel_order": channel_order,
+        "pictures": pictures,
+        "images": list(images),
+        "layers": list(layers),
+        "blocks": list(blocks),
+    }
+
+
+# -- model series ----------------------------------------------------------------------------------------
+
+
+def parse_model_table(data: bytes) -> dict:
+    """Decodes and checks a model table (kind "model"); `FormatError` on any defect."""
+    table = parse_json_object(data, "model table")
+    modules = table.get("modules")
+    _require(isinstance(modules, list), "model table has no 'modules' list")
+    for k, m in enumerate(modules):
+        _require(isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("type"), str),
+                 f"modules[{k}] needs string 'name' and 'type'")
+        _require(all(_is_int(m.get(f)) and m[f] >= 0 for f in ("depth", "params", "trainable", "calls")),
+                 f"modules[{k}] needs non-negative integers depth, params, trainable, calls")
+    return table
 
 
 def image_mime_type(data: bytes) -> str | None:

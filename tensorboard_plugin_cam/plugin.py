@@ -135,18 +135,31 @@ class CamPlugin(base_plugin.TBPlugin):
     def _serve_sample(self, request):
         ctx, eid = self._where(request)
         run, tag = self._arg(request, "run"), self._arg(request, "tag")
-        step = self._reader.step(ctx, eid, run, tag, self._int_arg(request, "step"))
-        body = {"step": step.step, "wall_time": step.wall_time}
+        number = self._int_arg(request, "step")
+        kind = self._reader.kind(ctx, eid, run, tag)
+        step = self._reader.step(ctx, eid, run, tag, number)
+        body = {"step": step.step, "wall_time": step.wall_time, "kind": kind}
+        read = {fmt.KIND_CAM: self._cam_sample, fmt.KIND_ACTIVATIONS: self._activation_sample,
+                fmt.KIND_MODEL: self._model_sample}[kind]
         try:
-            header = self._reader.header(ctx, step)
+            body.update(read(ctx, step))
         except fmt.FormatError as e:
             body["error"] = f"This sample is damaged: {e}"
-        else:
-            header["maps"] = [dataclasses.asdict(m) for m in header["maps"]]
-            body["header"] = header
-            body["maps_key"] = step.keys[fmt.MAPS_INDEX]
-            body["image_keys"] = list(step.keys[fmt.FIRST_IMAGE_INDEX:])
         return http_util.Respond(request, body, "application/json")
+
+    def _cam_sample(self, ctx, step) -> dict:
+        header = self._reader.header(ctx, step)
+        header["maps"] = [dataclasses.asdict(m) for m in header["maps"]]
+        return {"header": header, "maps_key": step.keys[fmt.MAPS_INDEX],
+                "image_keys": list(step.keys[fmt.FIRST_IMAGE_INDEX:])}
+
+    def _activation_sample(self, ctx, step) -> dict:
+        return {"header": self._reader.activation_header(ctx, step), "stats_key": step.keys[fmt.STATS_INDEX],
+                "maps_key": step.keys[fmt.ACTIVATION_MAPS_INDEX],
+                "image_keys": list(step.keys[fmt.ACTIVATION_FIRST_IMAGE_INDEX:])}
+
+    def _model_sample(self, ctx, step) -> dict:
+        return {"model": self._reader.model_table(ctx, step)}
 
     @wrappers.Request.application
     def _serve_blob(self, request):

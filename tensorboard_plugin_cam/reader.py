@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
@@ -51,22 +52,42 @@ class CamReader:
         found = []
         for run, tags in mapping.items():
             for tag, ts in tags.items():
-                try:
-                    content = fmt.parse_plugin_content(ts.plugin_content)
-                except fmt.FormatError:
+                kind = self._kind(ts)
+                if kind is None:
                     continue
                 found.append(
                     Series(
                         run=run,
                         tag=tag,
-                        kind=str(content.get("kind", fmt.KIND_CAM)),
+                        kind=kind,
                         description=ts.description,
                         max_step=int(ts.max_step),
                         max_wall_time=float(ts.max_wall_time),
-                        images=max(int(ts.max_length) - fmt.FIRST_IMAGE_INDEX, 0),
+                        images=max(int(ts.max_length) - fmt.first_image_index(kind), 0),
                     )
                 )
         return sorted(found, key=lambda s: (s.run, s.tag))
+
+    @staticmethod
+    def _kind(ts) -> str | None:
+        """A series' kind from its plugin content; None for foreign, newer or unknown content."""
+        try:
+            kind = fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.KIND_CAM)
+        except fmt.FormatError:
+            return None
+        return kind if kind in fmt.KINDS else None
+
+    def kind(self, ctx, experiment_id: str, run: str, tag: str) -> str:
+        """The kind of one series ("cam", "activations", "model"); 404 if there is no such series."""
+        mapping = self._provider.list_blob_sequences(
+            ctx, experiment_id=experiment_id, plugin_name=fmt.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        ts = mapping.get(run, {}).get(tag)
+        kind = None if ts is None else self._kind(ts)
+        if kind is None:
+            raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+        return kind
 
     def steps(self, ctx, experiment_id: str, run: str, tag: str) -> list[Step]:
         """The loaded steps of one series, oldest first; 404 if there is no such series."""
@@ -111,7 +132,7 @@ class CamReader:
         """The header's "sequence" of a step: one blob read, no check of the maps (cheap enough for /steps)."""
         if not step.keys:
             raise fmt.FormatError("step holds no blobs")
-        sequence = fmt.parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX])).get("sequence")
+        sequence = fmt.parse_json_object(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), "header").get("sequence")
         if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
             raise fmt.FormatError("header has no non-negative integer 'sequence'")
         return sequence
@@ -129,3 +150,27 @@ class CamReader:
         for entry in header["maps"]:
             fmt.decode_map(maps, entry)  # raises on NaN/Inf, so the tab can say which sample is damaged
         return header
+
+    def activation_header(self, ctx, step: Step) -> dict:
+        """The checked header of an activation step (raises `fmt.FormatError` if it is damaged)."""
+        if len(step.keys) < fmt.ACTIVATION_FIRST_IMAGE_INDEX:
+            raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header, stats and maps")
+        stats = self.blob(ctx, step.keys[fmt.STATS_INDEX])
+        maps = self.blob(ctx, step.keys[fmt.ACTIVATION_MAPS_INDEX])
+        header = fmt.parse_activation_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), len(stats), len(maps))
+        pictures = len(step.keys) - fmt.ACTIVATION_FIRST_IMAGE_INDEX
+        expected = len(header["images"]) if header["pictures"] else 0
+        if pictures != expected:
+            raise fmt.FormatError(f"header lists {expected} pictures, the step holds {pictures}")
+        for block in header["blocks"]:
+            if not np.all(np.isfinite(fmt.decode_stats(stats, block))):
+                raise fmt.FormatError("statistics hold NaN or Inf")
+            for entry in fmt.block_map_entries(block):
+                fmt.decode_map(maps, entry)  # raises on NaN/Inf
+        return header
+
+    def model_table(self, ctx, step: Step) -> dict:
+        """The checked model table of a step of a "model" series."""
+        if not step.keys:
+            raise fmt.FormatError("step holds no blobs")
+        return fmt.parse_model_table(self.blob(ctx, step.keys[0]))

@@ -42,7 +42,11 @@ def test_digits_dataset(tmp_path):
     assert _plugins(tmp_path)["cam"] == {"digits/probe"}
 
 
-@pytest.mark.parametrize("script", ["-m writer_ext.demo", "bench/bench_cam.py", "bench/bench_memory.py", "bench/bench_monitor.py"])
+SCRIPTS = ["-m writer_ext.demo", "bench/bench_cam.py", "bench/bench_memory.py", "bench/bench_monitor.py",
+           "bench/bench_storage.py", "bench/bench_loading.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_every_command_has_help(script):
     out = subprocess.run([sys.executable, *script.split(), "--help"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout

@@ -44,7 +44,9 @@ def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
         check=True, capture_output=True, text=True, cwd=tmp_path,
     ).stdout.splitlines()
     assert where[0].startswith(str(env_dir)), where
-    assert where[1] == str(["api.js", "colormaps.js", "host.js", "index.js", "maps.js", "style.css"])
+    shipped = ["activations.js", "api.js", "colormaps.js", "dom.js", "host.js", "index.js", "maps.js", "model.js",
+               "style.css"]
+    assert where[1] == str(shipped)
 
     logdir = tmp_path / "logs"
     logdir.mkdir()

@@ -21,27 +21,27 @@ def _strip_wrapper(name: str) -> str:
     return name[len("module."):] if name.startswith("module.") else name
 
 
-def resolve_layer(model: nn.Module, spec: str | nn.Module) -> tuple[str, nn.Module]:
+def resolve_layer(model: nn.Module, spec: str | nn.Module, arg: str = "target_layer") -> tuple[str, nn.Module]:
     """The (name, module) for a layer given by name or as a module of `model`.
 
     Names work with or without the ``module.`` prefix that DataParallel and
-    DistributedDataParallel add.
+    DistributedDataParallel add. `arg` is the argument named in errors.
     """
     named = dict(model.named_modules())
     if isinstance(spec, nn.Module):
         for name, module in named.items():
             if module is spec and name:
                 return name, module
-        raise ValueError("target_layer: the module given is not a submodule of the model")
+        raise ValueError(f"{arg}: the module given is not a submodule of the model")
     if not isinstance(spec, str):
-        raise TypeError(f"target_layer must be a layer name, a module or None, got {type(spec).__name__}")
+        raise TypeError(f"{arg} must be a layer name, a module or None, got {type(spec).__name__}")
     candidates = [spec, f"module.{spec}", _strip_wrapper(spec)]
     for name in candidates:
         if name and name in named:
             return name, named[name]
     close = difflib.get_close_matches(spec, [n for n in named if n], n=3)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"target_layer: the model has no layer named {spec!r}{hint}")
+    raise ValueError(f"{arg}: the model has no layer named {spec!r}{hint}")
 
 
 def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
@@ -54,11 +54,31 @@ def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     cached = _AUTO_LAYERS.get(model, {}).get(key)
     if cached is not None:
         return cached
+    finished = spatial_layer_names(model, inputs)
+    if not finished:
+        raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
+    name = finished[-1]
+    _AUTO_LAYERS.setdefault(model, {})[key] = name
+    warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output", stacklevel=4)
+    return name
+
+
+def is_spatial(output: object) -> bool:
+    """Whether a module output is a spatial (N, C, H, W) tensor with H*W > 1."""
+    return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
+
+
+def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
+    """Every module that finishes with a spatial output, in the order they finish.
+
+    One gradient-free forward pass of the first image with a hook on every
+    module; the caller is responsible for eval mode (`safety.training_safe`).
+    """
     finished: list[str] = []
 
     def record(name):
         def hook(module, args, output):
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1:
+            if is_spatial(output):
                 finished.append(name)
 
         return hook
@@ -70,12 +90,7 @@ def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     finally:
         for h in handles:
             h.remove()
-    if not finished:
-        raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
-    name = finished[-1]
-    _AUTO_LAYERS.setdefault(model, {})[key] = name
-    warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output", stacklevel=4)
-    return name
+    return finished
 
 
 def resolve_layers(

@@ -22,8 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
+from writer_ext.cam_summary import add_cam
 from writer_ext.engine import CamResult
-from writer_ext.summary import add_cam
 from writer_ext.writer import SummaryWriter
 
 

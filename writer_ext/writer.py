@@ -1,21 +1,33 @@
-"""A drop-in `torch.utils.tensorboard.SummaryWriter` with the CAM methods."""
+"""A drop-in `torch.utils.tensorboard.SummaryWriter` with the CAM and activation methods."""
 
 from __future__ import annotations
 
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext import summary
+from writer_ext.activations import add_activations as _add_activations
+from writer_ext.cam_summary import add_cam as _add_cam
+from writer_ext.cam_summary import add_cam_maps as _add_cam_maps
 from writer_ext.engine import CamResult
+from writer_ext.model_summary import add_model_summary as _add_model_summary
 
 
 class SummaryWriter(TorchSummaryWriter):
-    """torch's SummaryWriter plus `add_cam` and `add_cam_maps` (same arguments, minus `writer`)."""
+    """torch's SummaryWriter plus `add_cam`, `add_cam_maps`, `add_activations` and `add_model_summary`
+    (same arguments, minus `writer`)."""
 
     def add_cam(self, tag: str, model, inputs, **kwargs) -> CamResult:
-        return summary.add_cam(self, tag, model, inputs, **kwargs)
+        return _add_cam(self, tag, model, inputs, **kwargs)
 
     def add_cam_maps(self, tag: str, images, maps, **kwargs) -> None:
-        summary.add_cam_maps(self, tag, images, maps, **kwargs)
+        _add_cam_maps(self, tag, images, maps, **kwargs)
 
-    add_cam.__doc__ = summary.add_cam.__doc__
-    add_cam_maps.__doc__ = summary.add_cam_maps.__doc__
+    def add_activations(self, tag: str, model, inputs, **kwargs) -> None:
+        _add_activations(self, tag, model, inputs, **kwargs)
+
+    def add_model_summary(self, model, example_input, **kwargs) -> dict:
+        return _add_model_summary(self, model, example_input, **kwargs)
+
+    add_cam.__doc__ = _add_cam.__doc__
+    add_cam_maps.__doc__ = _add_cam_maps.__doc__
+    add_activations.__doc__ = _add_activations.__doc__
+    add_model_summary.__doc__ = _add_model_summary.__doc__

@@ -6,7 +6,6 @@ so a bad call leaves the event file as it was.
 
 from __future__ import annotations
 
-import weakref
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -19,31 +18,9 @@ from writer_ext import images as img
 from writer_ext import metrics as faithfulness
 from writer_ext.engine import CamResult, Targets, check_inputs, compute_cams, unwrap_model
 from writer_ext.hooks import LayerSpec
+from writer_ext.records import add_sample, check_step, check_tag, check_writer
 
 ClassNames = Union[None, Sequence[str], Mapping[int, str]]
-
-# Samples written so far per writer and tag: the header's "sequence", which
-# lets the tab tell how many steps TensorBoard dropped.
-_SEQUENCES: weakref.WeakKeyDictionary[TorchSummaryWriter, dict[str, int]] = weakref.WeakKeyDictionary()
-
-
-def _check_writer(writer: object) -> None:
-    if not isinstance(writer, TorchSummaryWriter):
-        raise TypeError(f"writer must be a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}")
-
-
-def _check_tag(tag: object) -> str:
-    if not isinstance(tag, str) or not tag.strip():
-        raise ValueError(f"tag must be a non-empty string, got {tag!r}")
-    return tag
-
-
-def _check_step(global_step: object) -> Optional[int]:
-    if global_step is None:
-        return None
-    if isinstance(global_step, bool) or not isinstance(global_step, (int, np.integer)):
-        raise TypeError(f"global_step must be an int or None, got {type(global_step).__name__}")
-    return int(global_step)
 
 
 def _check_class_names(class_names: ClassNames) -> Optional[Mapping[int, str]]:
@@ -60,7 +37,7 @@ def _check_class_names(class_names: ClassNames) -> Optional[Mapping[int, str]]:
     return names
 
 
-def _target_records(shape: tuple[int, int], class_ids, scores, probs, names: Optional[Mapping[int, str]]) -> list:
+def target_records(shape: tuple[int, int], class_ids, scores, probs, names: Optional[Mapping[int, str]]) -> list:
     """Per image, per target: class id, name, score and probability for the header."""
     records = []
     for i in range(shape[0]):
@@ -105,21 +82,22 @@ def _write(
                 )
                 arrays.append(array[i, k])
     blob, placement = fmt.encode_maps(arrays)
-    sequence = _SEQUENCES.setdefault(writer, {}).get(tag, 0)
-    header = fmt.build_header(
-        images=[
-            {"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
-            for p, t in zip(pictures, targets)
-        ],
-        maps=records,
-        placement=placement,
-        sequence=sequence,
-        metrics=metrics,
-    )
     encoded = [img.encode(p, image_format) for p in pictures]
-    summary = fmt.cam_summary(tag, fmt.encode_header(header), blob, encoded)
-    writer._get_file_writer().add_summary(summary, global_step, walltime)
-    _SEQUENCES[writer][tag] = sequence + 1
+
+    def build(sequence: int):
+        header = fmt.build_header(
+            images=[
+                {"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
+                for p, t in zip(pictures, targets)
+            ],
+            maps=records,
+            placement=placement,
+            sequence=sequence,
+            metrics=metrics,
+        )
+        return fmt.cam_summary(tag, fmt.encode_header(header), blob, encoded)
+
+    add_sample(writer, tag, build, global_step, walltime)
 
 
 def add_cam(
@@ -155,9 +133,9 @@ def add_cam(
     stores them in the sample for the tab.
     Returns the raw maps and scores (`CamResult`).
     """
-    _check_writer(writer)
-    tag = _check_tag(tag)
-    global_step = _check_step(global_step)
+    check_writer(writer)
+    tag = check_tag(tag)
+    global_step = check_step(global_step)
     image_format = img.check_image_format(image_format)
     names = _check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
@@ -175,7 +153,7 @@ def add_cam(
         writer,
         tag,
         pictures,
-        _target_records(tuple(result.scores.shape), result.class_ids, result.scores, result.probs, names),
+        target_records(tuple(result.scores.shape), result.class_ids, result.scores, result.probs, names),
         [(m, layer, result.maps[m][layer].numpy()) for m in result.methods for layer in result.layers],
         image_format=image_format,
         global_step=global_step,
@@ -220,9 +198,9 @@ def add_cam_maps(
     maps: (B, h, w) or (B, K, h, w), raw or normalised, any resolution.
     class_ids, scores: (B,) or (B, K), one per map.
     """
-    _check_writer(writer)
-    tag = _check_tag(tag)
-    global_step = _check_step(global_step)
+    check_writer(writer)
+    tag = check_tag(tag)
+    global_step = check_step(global_step)
     image_format = img.check_image_format(image_format)
     names = _check_class_names(class_names)
     if not isinstance(method, str) or not method:
@@ -254,7 +232,7 @@ def add_cam_maps(
         writer,
         tag,
         pictures,
-        _target_records(shape, ids, score_arr, None, names),
+        target_records(shape, ids, score_arr, None, names),
         [(method, layer or "", array.astype(np.float32))],
         image_format=image_format,
         global_step=global_step,

@@ -1,0 +1,225 @@
+"""Loading and serving a large log dir: the CAM tab against TensorBoard's own Images tab.
+
+Generates RUNS x TAGS x STEPS samples of 8 images each, once as CAM samples (the real
+format, maps of 7x7 for 2 methods) and once as Images-tab samples (the images plugin's
+own `[width, height, png...]` blob sequences) holding the same 8 pictures. For each, and
+for each loader (the Rust data server and --load_fast=false), it starts `tensorboard` and
+measures:
+  - the time until every tag is listed and the last step of the last tag is served;
+  - the peak resident memory of the TensorBoard process tree (the data server included);
+  - serving: CLIENTS concurrent clients for SECONDS requesting the tab's routes, errors
+    and p50/p95 latency.
+Both tabs keep every sample (--samples_per_plugin <plugin>=0), so both hold the same images.
+The issue's full size is --runs 20 --tags 10 --steps 1000 (200,000 samples per tab; minutes
+to generate and GBs of disk); the defaults are smaller.
+Usage: python bench/bench_loading.py [--runs 20 --tags 10 --steps 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.util import tensor_util
+
+from tensorboard_plugin_cam import format as fmt
+from writer_ext import SummaryWriter
+from writer_ext.demo import ShapeNet, draw_shapes
+
+
+def one_cam_sample(tmp: Path) -> list[bytes]:
+    """The blobs of one real CAM sample (8 images 64x64, 2 methods), read back from its event file."""
+    torch.manual_seed(0)
+    with SummaryWriter(str(tmp / "seed")) as writer:
+        writer.add_cam("x", ShapeNet(), draw_shapes(8, np.random.default_rng(0))[0], target_layer="features",
+                       methods=("gradcam", "cam"), global_step=0)
+    [path] = (tmp / "seed").glob("events*")
+    for event in event_file_loader.EventFileLoader(str(path)).Load():
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME:
+                return list(value.tensor.string_val)
+    raise RuntimeError("no CAM sample written")
+
+
+def write_logdirs(root: Path, runs: int, tags: int, steps: int) -> tuple[Path, Path]:
+    blobs = one_cam_sample(root)
+    pngs = blobs[fmt.FIRST_IMAGE_INDEX:]
+    image_blobs = [b"64", b"64", *pngs]
+    cam_dir, img_dir = root / "cam", root / "images"
+    image_meta = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images", content=b""),
+        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    )
+    for r in range(runs):
+        cam_writer = EventFileWriter(str(cam_dir / f"run{r:02d}"))
+        img_writer = EventFileWriter(str(img_dir / f"run{r:02d}"))
+        for step in range(steps):
+            cam_values, img_values = [], []
+            for t in range(tags):
+                cam_values.extend(fmt.cam_summary(f"tag{t:02d}", blobs[0], blobs[1], pngs).value)
+                img_values.append(summary_pb2.Summary.Value(
+                    tag=f"tag{t:02d}", metadata=image_meta,
+                    tensor=tensor_util.make_tensor_proto(image_blobs, shape=[len(image_blobs)])))
+            for w, values in ((cam_writer, cam_values), (img_writer, img_values)):
+                summary = summary_pb2.Summary(value=values)
+                w.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
+        cam_writer.close()
+        img_writer.close()
+    return cam_dir, img_dir
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (the Rust data server), from /proc."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * 4096
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return total / 2**20
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
+
+
+class Routes:
+    """How to ask each tab for its listing, its last step and one picture."""
+
+    def __init__(self, plugin: str, runs: int, tags: int, steps: int):
+        self.plugin, self.runs, self.tags, self.steps = plugin, runs, tags, steps
+        self.last = (f"run{runs - 1:02d}", f"tag{tags - 1:02d}")
+
+    def listed(self, base: str) -> bool:
+        if self.plugin == "cam":
+            return len(json.loads(get(base + "/data/plugin/cam/series"))["series"]) == self.runs * self.tags
+        listing = json.loads(get(base + "/data/plugin/images/tags"))
+        return sum(len(t) for t in listing.values()) == self.runs * self.tags
+
+    def last_step_urls(self, base: str) -> list[str]:
+        run, tag = self.last
+        q = urllib.parse.urlencode
+        if self.plugin == "cam":
+            steps = json.loads(get(f"{base}/data/plugin/cam/steps?{q({'run': run, 'tag': tag})}"))["steps"]
+            if len(steps) < self.steps:
+                return []
+            sample = json.loads(get(f"{base}/data/plugin/cam/sample?"
+                                    f"{q({'run': run, 'tag': tag, 'step': steps[-1]['step']})}"))
+            return [f"{base}/data/plugin/cam/blob?{q({'key': sample['maps_key']})}",
+                    f"{base}/data/plugin/cam/blob?{q({'key': sample['image_keys'][0]})}"]
+        images = json.loads(get(f"{base}/data/plugin/images/images?{q({'run': run, 'tag': tag, 'sample': 0})}"))
+        if len(images) < self.steps:
+            return []
+        return [f"{base}/data/plugin/images/individualImage?{images[-1]['query']}"]
+
+    def request_mix(self, base: str, rng: np.random.Generator) -> str:
+        run, tag = f"run{rng.integers(self.runs):02d}", f"tag{rng.integers(self.tags):02d}"
+        q = urllib.parse.urlencode
+        if self.plugin == "cam":
+            step = int(rng.integers(self.steps))
+            return rng.choice([
+                f"{base}/data/plugin/cam/series",
+                f"{base}/data/plugin/cam/steps?{q({'run': run, 'tag': tag})}",
+                f"{base}/data/plugin/cam/sample?{q({'run': run, 'tag': tag, 'step': step})}",
+            ])
+        return rng.choice([
+            f"{base}/data/plugin/images/tags",
+            f"{base}/data/plugin/images/images?{q({'run': run, 'tag': tag, 'sample': 0})}",
+        ])
+
+
+def measure(logdir: Path, routes: Routes, load_fast: str, clients: int, seconds: float) -> dict:
+    port = 6100 + int(time.time() * 1000) % 800
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
+         f"--load_fast={load_fast}", f"--samples_per_plugin={routes.plugin}=0", "--reload_interval=0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base, start, peak = f"http://127.0.0.1:{port}", time.time(), 0.0
+    try:
+        ready = None
+        while ready is None and time.time() - start < 1800:
+            peak = max(peak, tree_rss_mib(proc.pid))
+            try:
+                if routes.listed(base):
+                    urls = routes.last_step_urls(base)
+                    if urls and all(get(u) for u in urls):
+                        ready = time.time() - start
+            except OSError:
+                pass
+            time.sleep(0.2)
+        latencies, errors, stop = [], [0], time.time() + seconds
+
+        def client(seed):
+            rng = np.random.default_rng(seed)
+            while time.time() < stop:
+                t = time.perf_counter()
+                try:
+                    get(routes.request_mix(base, rng))
+                    latencies.append(time.perf_counter() - t)
+                except OSError:
+                    errors[0] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for th in threads:
+            th.start()
+        while any(th.is_alive() for th in threads):
+            peak = max(peak, tree_rss_mib(proc.pid))
+            time.sleep(0.2)
+        qs = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
+        return {"ready_s": ready, "peak_mib": peak, "requests": len(latencies), "errors": errors[0],
+                "p50_ms": 1000 * qs[9], "p95_ms": 1000 * qs[18]}
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--tags", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.time()
+        cam_dir, img_dir = write_logdirs(Path(tmp), args.runs, args.tags, args.steps)
+        print(f"{args.runs} runs x {args.tags} tags x {args.steps} steps x 8 images (64x64) per tab, generated in "
+              f"{time.time() - started:.0f} s")
+        for load_fast in ("true", "false"):
+            print(f"loader: {'Rust data server' if load_fast == 'true' else 'Python (--load_fast=false)'}")
+            results = {}
+            for name, logdir in (("cam", cam_dir), ("images", img_dir)):
+                results[name] = measure(logdir, Routes(name, args.runs, args.tags, args.steps), load_fast,
+                                        args.clients, args.seconds)
+                r = results[name]
+                print(f"  {name:<7} ready {r['ready_s']:7.1f} s   peak RSS {r['peak_mib']:7.0f} MiB   "
+                      f"{args.clients} clients: {r['requests']} requests, {r['errors']} errors, "
+                      f"p50 {r['p50_ms']:6.1f} ms, p95 {r['p95_ms']:6.1f} ms")
+            c, i = results["cam"], results["images"]
+            print(f"  ratios cam/images: ready {c['ready_s'] / i['ready_s']:.2f}, "
+                  f"peak RSS {c['peak_mib'] / i['peak_mib']:.2f}, p95 {c['p95_ms'] / i['p95_ms']:.2f} "
+                  "(goal: ready and RSS <= 1)")
+
+
+if __name__ == "__main__":
+    main()

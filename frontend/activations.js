@@ -1,0 +1,306 @@
+/**
+ * The Activations view: for one layer and image of a logged sample (add_activations), the channel
+ * grid (like torchvision's make_grid), a chart of every channel's statistics, and one tile large
+ * with the value under the mouse. Activations or gradients, per-channel or shared colour scale.
+ */
+
+import * as api from "./api.js";
+import { COLORMAPS } from "./colormaps.js";
+import { el, labelled, setOptions } from "./dom.js";
+import { bilinear, blend, decodeMap, range } from "./maps.js";
+
+const STATS = ["mean", "std", "min", "max", "zeros"]; // the order of the stats blob (docs/FORMAT.md)
+const LARGE = 256; // pixels a side of the enlarged tile
+
+const state = { series: [], tables: new Map(), steps: [], current: null, channel: null, token: 0 };
+
+const ui = {
+  run: el("select", { id: "act-run" }),
+  tag: el("select", { id: "act-tag" }),
+  step: el("input", { id: "act-step", type: "range", min: "0", max: "0", value: "0" }),
+  stepLabel: el("span", { id: "act-step-label", className: "step-label" }),
+  layer: el("select", { id: "act-layer" }),
+  image: el("select", { id: "act-image" }),
+  kind: el("select", { id: "act-kind" }),
+  order: el("select", { id: "act-order" }),
+  scale: el("select", { id: "act-scale" }),
+  colormap: el("select", { id: "act-colormap" }),
+  chartStat: el("select", { id: "act-chart-stat" }),
+  picture: el("canvas", { id: "act-picture", className: "picture", width: 1, height: 1 }),
+  grid: el("div", { id: "act-grid", className: "channel-grid" }),
+  chart: el("canvas", { id: "act-chart", className: "chart", width: 640, height: 120 }),
+  large: el("canvas", { id: "act-large", className: "large", width: LARGE, height: LARGE }),
+  value: el("div", { id: "act-value", className: "value" }),
+  detailTitle: el("div", { id: "act-detail-title", className: "caption" }),
+  empty: el("div", { id: "act-empty", className: "empty", hidden: true }),
+};
+
+export const notice = el("div", { id: "act-notice", className: "notice", role: "status" });
+export const node = el("section", { id: "activations-view", className: "view", hidden: true });
+
+/** One block's per-channel statistics: an array of {mean, std, min, max, zeros}, one per channel. */
+function decodeStats(buffer, block) {
+  const view = new DataView(buffer, block.stats_offset, block.channels * STATS.length * 4);
+  return Array.from({ length: block.channels }, (_, c) =>
+    Object.fromEntries(STATS.map((name, k) => [name, view.getFloat32(4 * (c * STATS.length + k), true)])),
+  );
+}
+
+/** The stored maps of a block: [{channel, values}] in stored order. */
+function decodeBlockMaps(buffer, block) {
+  const size = block.map_height * block.map_width * 2;
+  return block.map_channels.map((channel, j) => ({
+    channel,
+    values: decodeMap(buffer, {
+      height: block.map_height,
+      width: block.map_width,
+      offset: block.maps_offset + j * size,
+      scale: block.scales[j],
+    }),
+  }));
+}
+
+function currentSeries() {
+  return state.series.find((s) => s.run === ui.run.value && s.tag === ui.tag.value);
+}
+
+function shapeText(shape) {
+  return Array.isArray(shape) ? `[${shape.map((d) => (Array.isArray(d) ? shapeText(d) : d)).join(", ")}]` : "";
+}
+
+/** The run's model table (the newest "model" sample), or null. */
+async function modelTable(run) {
+  const series = state.models.find((s) => s.run === run);
+  if (!series) return null;
+  if (!state.tables.has(run)) {
+    state.tables.set(run, api.loadSample(run, series.tag, series.max_step).then((d) => d.model ?? null));
+  }
+  return state.tables.get(run);
+}
+
+export async function update(all) {
+  state.series = all.filter((s) => s.kind === "activations");
+  state.models = all.filter((s) => s.kind === "model");
+  state.tables.clear();
+  ui.empty.hidden = state.series.length > 0;
+  setOptions(ui.run, [...new Set(state.series.map((s) => s.run))].map((r) => [r, r]), ui.run.value);
+  updateTags();
+  await loadSteps();
+}
+
+function updateTags() {
+  const tags = state.series.filter((s) => s.run === ui.run.value).map((s) => [s.tag, s.tag]);
+  setOptions(ui.tag, tags, ui.tag.value);
+}
+
+async function loadSteps() {
+  const series = currentSeries();
+  if (!series) {
+    state.steps = [];
+    state.current = null;
+    ui.grid.replaceChildren();
+    return;
+  }
+  const { steps } = await api.listSteps(series.run, series.tag);
+  const atEnd = Number(ui.step.value) >= state.steps.length - 1;
+  state.steps = steps;
+  ui.step.max = String(Math.max(steps.length - 1, 0));
+  if (atEnd) ui.step.value = ui.step.max;
+  ui.step.disabled = steps.length < 2;
+  await showStep();
+}
+
+async function showStep() {
+  const series = currentSeries();
+  const entry = state.steps[Number(ui.step.value)];
+  if (!series || !entry) return;
+  ui.stepLabel.textContent = `step ${entry.step} (${Number(ui.step.value) + 1} of ${state.steps.length})`;
+  const token = ++state.token;
+  const [data, table] = await Promise.all([api.loadSample(series.run, series.tag, entry.step), modelTable(series.run)]);
+  if (token !== state.token) return;
+  if (data.error) {
+    state.current = null;
+    ui.grid.replaceChildren(el("p", { className: "damaged", textContent: data.error }));
+    return;
+  }
+  state.current = data;
+  updatePickers(data.header, table);
+  draw();
+}
+
+function updatePickers(header, table) {
+  const shapes = new Map((table?.modules ?? []).map((m) => [m.name, m.output_shape]));
+  setOptions(
+    ui.layer,
+    header.layers.map((l) => [l, shapes.has(l) ? `${l}  ${shapeText(shapes.get(l))}` : l]),
+    ui.layer.value,
+  );
+  setOptions(ui.image, header.images.map((_, i) => [String(i), `image ${i + 1}`]), ui.image.value);
+  const kinds = [...new Set(header.blocks.map((b) => b.kind))];
+  setOptions(ui.kind, kinds.map((k) => [k, k === "activation" ? "activations" : "gradients"]), ui.kind.value);
+}
+
+function currentBlock(kind = ui.kind.value) {
+  const header = state.current?.header;
+  return header?.blocks.find(
+    (b) => b.layer === ui.layer.value && b.image === Number(ui.image.value || 0) && b.kind === kind,
+  );
+}
+
+/** Colours a map into an RGBA ImageData of the same size. */
+function paint(values, width, height, lo, hi) {
+  const pixels = new ImageData(width, height);
+  for (let i = 3; i < pixels.data.length; i += 4) pixels.data[i] = 255;
+  blend(pixels.data, values, lo, hi, ui.colormap.value, 1);
+  return pixels;
+}
+
+function drawPicture() {
+  const { header, images } = state.current;
+  const image = images[Number(ui.image.value || 0)];
+  ui.picture.hidden = !image;
+  if (!image) return;
+  const info = header.images[Number(ui.image.value || 0)];
+  ui.picture.width = info.width;
+  ui.picture.height = info.height;
+  ui.picture.getContext("2d").drawImage(image, 0, 0, info.width, info.height);
+}
+
+/** Redraws the picture, the grid, the chart and the enlarged tile with the current controls. */
+export function draw() {
+  if (!state.current) return;
+  const block = currentBlock();
+  if (!block) return;
+  drawPicture();
+  const stats = decodeStats(state.current.stats, block);
+  const activationBlock = currentBlock("activation") ?? block;
+  const dead = decodeStats(state.current.stats, activationBlock).map((s) => s.zeros >= 1);
+  const maps = decodeBlockMaps(state.current.maps, block);
+  const order = ui.order.value;
+  if (order !== "stored") {
+    const key = (m) => (order === "index" ? -m.channel : stats[m.channel][order]);
+    maps.sort((a, b) => key(b) - key(a) || a.channel - b.channel);
+  }
+  let shared = [Infinity, -Infinity];
+  for (const m of maps) {
+    const [lo, hi] = range(m.values);
+    shared = [Math.min(shared[0], lo), Math.max(shared[1], hi)];
+  }
+  const tiles = maps.map((m) => {
+    const [lo, hi] = ui.scale.value === "shared" ? shared : range(m.values);
+    const canvas = el("canvas", { width: block.map_width, height: block.map_height });
+    canvas.getContext("2d").putImageData(paint(m.values, block.map_width, block.map_height, lo, hi), 0, 0);
+    const tile = el("figure", { className: dead[m.channel] ? "tile dead" : "tile", dataset: { channel: String(m.channel) } }, [
+      canvas,
+      el("figcaption", { textContent: dead[m.channel] ? `${m.channel} dead` : String(m.channel) }),
+    ]);
+    tile.title = `channel ${m.channel}: mean ${stats[m.channel].mean.toPrecision(3)}, max ${stats[m.channel].max.toPrecision(3)}`;
+    tile.addEventListener("click", () => {
+      state.channel = m.channel;
+      drawLarge();
+    });
+    return tile;
+  });
+  ui.grid.replaceChildren(...tiles);
+  drawChart(stats, dead);
+  drawLarge();
+}
+
+/** Bars of the chosen statistic for every channel, in channel order; dead channels in red. */
+function drawChart(stats, dead) {
+  const name = ui.chartStat.value;
+  const context = ui.chart.getContext("2d");
+  const { width, height } = ui.chart;
+  context.clearRect(0, 0, width, height);
+  const values = stats.map((s) => s[name]);
+  const lo = Math.min(0, ...values);
+  const hi = Math.max(0, ...values);
+  const span = hi > lo ? hi - lo : 1;
+  const zero = height - ((0 - lo) / span) * height;
+  const bar = width / values.length;
+  values.forEach((v, c) => {
+    const y = height - ((v - lo) / span) * height;
+    context.fillStyle = dead[c] ? "#c62828" : "#f57c00";
+    const tall = Math.max(Math.abs(zero - y), 2); // a zero bar stays visible as a 2-pixel line
+    context.fillRect(Math.floor(c * bar), Math.min(Math.min(y, zero), height - tall), Math.max(Math.floor(bar) - 1, 1), tall);
+  });
+  ui.chart.title = `${name} of each of the ${values.length} channels (${lo.toPrecision(3)} to ${hi.toPrecision(3)})`;
+}
+
+/** The clicked channel, upsampled bilinearly to LARGE pixels. */
+function drawLarge() {
+  const block = currentBlock();
+  const maps = block ? decodeBlockMaps(state.current.maps, block) : [];
+  const shown = maps.find((m) => m.channel === state.channel);
+  ui.large.hidden = !shown;
+  ui.detailTitle.textContent = shown ? `channel ${shown.channel} of ${block.layer} (${block.kind})` : "Click a tile";
+  ui.value.textContent = "";
+  if (!shown) return;
+  const [lo, hi] = range(shown.values);
+  const up = bilinear(shown.values, block.map_height, block.map_width, LARGE, LARGE);
+  ui.large.getContext("2d").putImageData(paint(up, LARGE, LARGE, lo, hi), 0, 0);
+  ui.large.dataset.channel = String(shown.channel);
+}
+
+/** The stored value of the cell under the mouse in the enlarged tile. */
+function showValue(event) {
+  const block = currentBlock();
+  const shown = block && decodeBlockMaps(state.current.maps, block).find((m) => m.channel === state.channel);
+  if (!shown) return;
+  const box = ui.large.getBoundingClientRect();
+  const x = Math.min(Math.floor(((event.clientX - box.left) / box.width) * block.map_width), block.map_width - 1);
+  const y = Math.min(Math.floor(((event.clientY - box.top) / box.height) * block.map_height), block.map_height - 1);
+  const value = shown.values[y * block.map_width + x];
+  ui.value.textContent = `channel ${shown.channel}  (row ${y}, column ${x})  ${value.toPrecision(4)}`;
+  ui.value.dataset.value = String(value);
+}
+
+/** Shows a layer of a run (the Model view's links): its first activation series that has the layer. */
+export async function open(run, layer) {
+  ui.run.value = run;
+  updateTags();
+  const tag = state.series.find((s) => s.run === run)?.tag;
+  if (tag) ui.tag.value = tag;
+  await loadSteps();
+  if ([...ui.layer.options].some((o) => o.value === layer)) {
+    ui.layer.value = layer;
+    draw();
+    notice.textContent = "";
+  } else {
+    notice.textContent = `Layer ${layer} has no logged activations in run ${run}.`;
+  }
+}
+
+export function mount({ onError }) {
+  const guarded = (action) => () => action().catch(onError);
+  setOptions(ui.colormap, COLORMAPS.map((c) => [c, c]), "viridis");
+  setOptions(ui.order, ["stored", ...STATS, "index"].map((o) => [o, o === "stored" ? "as logged" : o]), "stored");
+  setOptions(ui.scale, [["channel", "per channel"], ["shared", "one shared scale"]], "channel");
+  setOptions(ui.chartStat, STATS.map((s) => [s, s]), "mean");
+  ui.empty.append(
+    el("h2", { textContent: "No activations logged yet" }),
+    el("pre", { textContent: 'SummaryWriter("runs/exp").add_activations("acts", model, images, global_step=step)' }),
+  );
+  const bar = el("div", { className: "toolbar" }, [
+    labelled("Run", ui.run, "Run (a folder of event files)"),
+    labelled("Tag", ui.tag, "Tag given to add_activations"),
+    labelled("Step", ui.step, "Training step of the logged sample"),
+    ui.stepLabel,
+    labelled("Layer", ui.layer, "Layer (output shape from the model summary)"),
+    labelled("Image", ui.image, "Which image of the batch"),
+    labelled("Show", ui.kind, "Activations or the gradients of the target"),
+    labelled("Order", ui.order, "Order of the tiles"),
+    labelled("Scale", ui.scale, "Normalise each tile by itself or all by one range"),
+    labelled("Colour map", ui.colormap, "Colour map of the tiles"),
+  ]);
+  const detail = el("div", { className: "detail" }, [ui.picture, el("div", {}, [ui.detailTitle, ui.large, ui.value])]);
+  const chart = el("div", { className: "chart-box" }, [labelled("Chart", ui.chartStat, "Statistic of every channel"), ui.chart]);
+  node.append(bar, notice, ui.empty, detail, chart, ui.grid);
+  ui.run.addEventListener("change", guarded(async () => { updateTags(); await loadSteps(); }));
+  ui.tag.addEventListener("change", guarded(loadSteps));
+  ui.step.addEventListener("input", guarded(showStep));
+  for (const control of [ui.layer, ui.image, ui.kind, ui.order, ui.scale, ui.colormap, ui.chartStat]) {
+    control.addEventListener("change", draw);
+  }
+  ui.large.addEventListener("mousemove", showValue);
+}
