@@ -9,7 +9,8 @@ measures:
   - the peak resident memory of the TensorBoard process tree (the data server included);
   - serving: CLIENTS concurrent clients for SECONDS requesting the tab's routes, errors
     and p50/p95 latency.
-Both tabs keep every sample (--samples_per_plugin <plugin>=0), so both hold the same images.
+Both tabs keep every sample (--samples_per_plugin <plugin>=STEPS; the images plugin reads 0,
+TensorBoard's "keep all", as "keep none"), so both hold the same images.
 The issue's full size is --runs 20 --tags 10 --steps 1000 (200,000 samples per tab; minutes
 to generate and GBs of disk); the defaults are smaller.
 Usage: python bench/bench_loading.py [--runs 20 --tags 10 --steps 100]
@@ -151,7 +152,8 @@ def measure(logdir: Path, routes: Routes, load_fast: str, clients: int, seconds:
     port = 6100 + int(time.time() * 1000) % 800
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
-         f"--load_fast={load_fast}", f"--samples_per_plugin={routes.plugin}=0", "--reload_interval=0"],
+         f"--load_fast={load_fast}", f"--samples_per_plugin={routes.plugin}={routes.steps}",
+         "--reload_interval=0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base, start, peak = f"http://127.0.0.1:{port}", time.time(), 0.0
     try:
@@ -175,8 +177,10 @@ def measure(logdir: Path, routes: Routes, load_fast: str, clients: int, seconds:
                 try:
                     get(routes.request_mix(base, rng))
                     latencies.append(time.perf_counter() - t)
-                except OSError:
+                except OSError as e:
                     errors[0] += 1
+                    if errors[0] <= 3:
+                        print(f"    error: {e}", flush=True)
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
         for th in threads:

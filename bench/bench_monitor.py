@@ -28,7 +28,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as logdir:
                 start = time.perf_counter()
                 run = train(f"{logdir}/run", args.steps, args.every if monitored else 0, quiet=True,
-                            methods=("gradcam",), probes=8, topk=1)
+                            methods=("gradcam",), probes=8, topk=1, activations=False)
                 run.writer.close()
                 times[monitored].append(time.perf_counter() - start)
     plain, monitored = statistics.median(times[False]), statistics.median(times[True])

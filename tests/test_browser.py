@@ -47,7 +47,7 @@ def browser():
 def tensorboard(request, logdir):
     tb = TensorBoardProcess(logdir, load_fast=request.param)
     try:
-        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 3)
+        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 5)
         tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=shapes%2Fprobe", lambda b: len(json.loads(b)["steps"]) == 3)
         yield tb
     finally:
@@ -181,6 +181,7 @@ def test_dropped_steps_are_announced(browser, logdir):
     tb = TensorBoardProcess(logdir, load_fast="false", extra=["--samples_per_plugin", "cam=2"])
     context = browser.new_context()
     try:
+        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 5)
         tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=shapes%2Fprobe", lambda b: json.loads(b)["logged"] == 3)
         pg = context.new_page()
         pg.goto(tb.url + "/data/plugin_entry.html?name=cam")
@@ -233,3 +234,17 @@ def test_metrics_are_shown_beside_the_maps(page, tensorboard):
     assert f"Insertion AUC ↑ {gradcam['insertion_auc']:.3f}" in text
     frame.select_option("#method", "cam")
     assert f"Deletion AUC ↓ {by_method['cam']['deletion_auc']:.3f}" in frame.text_content("#metrics")
+
+
+def test_demo_views_screenshots(page):
+    """The demo's Activations and Model views (it logs both), saved for the README."""
+    frame = cam_frame(page)
+    frame.wait_for_selector("#run option", state="attached")
+    frame.click("#view-activations")
+    frame.wait_for_function("document.querySelectorAll('#act-grid .tile').length >= 16", timeout=30000)
+    page.screenshot(path=str(DOCS / "activations.png"))
+    frame.click("#view-model")
+    frame.wait_for_selector("#model-rows tr[data-layer='features.4.0']", state="attached")
+    params = sum(p.numel() for p in ShapeNet().parameters())
+    assert frame.text_content("#model-totals").startswith(f"{params:,} parameters")
+    page.screenshot(path=str(DOCS / "model.png"))

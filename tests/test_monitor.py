@@ -37,7 +37,7 @@ def test_monitoring_leaves_training_bit_for_bit_the_same(small_net, tmp_path):
     plain = _train(copy.deepcopy(small_net), 6)
     with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(4, 3, 12, 12), every=2,
                     methods=("gradcam", "gradcam++", "scorecam", "random"), target_layer="features",
-                    smooth="noise", smooth_samples=2, metrics=True) as monitor:
+                    smooth="noise", smooth_samples=2, metrics=True, activations=True) as monitor:
         watched_model = monitor.model
         watched = _train(watched_model, 6, monitor)
     for a, b in zip(plain[0], watched[0]):

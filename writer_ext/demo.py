@@ -136,13 +136,14 @@ DEMO_METHODS = ("gradcam", "gradcam++", "cam", "random")
 
 def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: int = 64,
           dataset: str = "shapes", quiet: bool = False, methods=DEMO_METHODS, probes: int = 16,
-          topk: int = 2) -> DemoRun:
+          topk: int = 2, activations: bool = True) -> DemoRun:
     """Trains a ShapeNet for `steps` steps, logging everything to `logdir`.
 
     Every `cam_every` steps (0: never) a `CamMonitor` logs CAMs of `probes`
     fixed images (by default Grad-CAM, Grad-CAM++, CAM and the random
-    baseline); on the shapes data it also logs each method's pointing-game
-    score, since the true boxes are known.
+    baseline) and, with `activations`, their layers' activations; on the
+    shapes data it also logs each method's pointing-game score, since the
+    true boxes are known. The model summary is logged once at the start.
     """
     torch.manual_seed(seed)
     data = Digits(seed) if dataset == "digits" else Shapes(seed)
@@ -151,8 +152,10 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     writer = SummaryWriter(logdir)
     writer.add_image("inputs/probe_grid", torchvision.utils.make_grid(probe_images, nrow=8), 0)
+    writer.add_model_summary(model, probe_images[:1])
     monitor = CamMonitor(writer, model, probe_images, every=cam_every or steps + 1, tag=f"{dataset}/probe",
-                         target_layer="features", methods=methods, topk=topk, class_names=data.classes)
+                         target_layer="features", methods=methods, topk=topk, class_names=data.classes,
+                         activations=activations)
     started = time.time()
     pointing: dict[str, float] = {}
     for step in range(steps + 1):
