@@ -48,10 +48,13 @@ setup(
             "hypothesis>=6",
             "moto[server]>=5",
             "boto3>=1.26",
+            "scikit-learn>=1.0",  # the demo's --dataset digits
             # the libraries our maps are compared with (tests/test_agreement.py)
             "grad-cam>=1.5",
             "torchcam>=0.4",
         ],
+        # bench/ also times Captum beside pytorch-grad-cam and torchcam
+        "bench": ["captum>=0.7", "grad-cam>=1.5", "torchcam>=0.4"],
     },
     entry_points={
         "tensorboard_plugins": ["cam = tensorboard_plugin_cam.plugin:CamLoader"],
