@@ -8,17 +8,15 @@ import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { bilinear, blend, decodeMap, range } from "./maps.js";
+import { SeriesPicker } from "./picker.js";
 
 const STATS = ["mean", "std", "min", "max", "zeros"]; // the order of the stats blob (docs/FORMAT.md)
 const LARGE = 256; // pixels a side of the enlarged tile
 
-const state = { series: [], tables: new Map(), steps: [], current: null, channel: null, token: 0 };
+const picker = new SeriesPicker("act-");
+const state = { models: [], tables: new Map(), current: null, channel: null, token: 0 };
 
 const ui = {
-  run: el("select", { id: "act-run" }),
-  tag: el("select", { id: "act-tag" }),
-  step: el("input", { id: "act-step", type: "range", min: "0", max: "0", value: "0" }),
-  stepLabel: el("span", { id: "act-step-label", className: "step-label" }),
   layer: el("select", { id: "act-layer" }),
   image: el("select", { id: "act-image" }),
   kind: el("select", { id: "act-kind" }),
@@ -60,10 +58,6 @@ function decodeBlockMaps(buffer, block) {
   }));
 }
 
-function currentSeries() {
-  return state.series.find((s) => s.run === ui.run.value && s.tag === ui.tag.value);
-}
-
 function shapeText(shape) {
   return Array.isArray(shape) ? `[${shape.map((d) => (Array.isArray(d) ? shapeText(d) : d)).join(", ")}]` : "";
 }
@@ -79,42 +73,28 @@ async function modelTable(run) {
 }
 
 export async function update(all) {
-  state.series = all.filter((s) => s.kind === "activations");
+  const series = all.filter((s) => s.kind === "activations");
   state.models = all.filter((s) => s.kind === "model");
   state.tables.clear();
-  ui.empty.hidden = state.series.length > 0;
-  setOptions(ui.run, [...new Set(state.series.map((s) => s.run))].map((r) => [r, r]), ui.run.value);
-  updateTags();
+  ui.empty.hidden = series.length > 0;
+  picker.setSeries(series);
   await loadSteps();
 }
 
-function updateTags() {
-  const tags = state.series.filter((s) => s.run === ui.run.value).map((s) => [s.tag, s.tag]);
-  setOptions(ui.tag, tags, ui.tag.value);
-}
-
 async function loadSteps() {
-  const series = currentSeries();
-  if (!series) {
-    state.steps = [];
+  await picker.loadSteps();
+  if (!picker.current()) {
     state.current = null;
     ui.grid.replaceChildren();
     return;
   }
-  const { steps } = await api.listSteps(series.run, series.tag);
-  const atEnd = Number(ui.step.value) >= state.steps.length - 1;
-  state.steps = steps;
-  ui.step.max = String(Math.max(steps.length - 1, 0));
-  if (atEnd) ui.step.value = ui.step.max;
-  ui.step.disabled = steps.length < 2;
   await showStep();
 }
 
 async function showStep() {
-  const series = currentSeries();
-  const entry = state.steps[Number(ui.step.value)];
+  const series = picker.current();
+  const entry = picker.entry();
   if (!series || !entry) return;
-  ui.stepLabel.textContent = `step ${entry.step} (${Number(ui.step.value) + 1} of ${state.steps.length})`;
   const token = ++state.token;
   const [data, table] = await Promise.all([api.loadSample(series.run, series.tag, entry.step), modelTable(series.run)]);
   if (token !== state.token) return;
@@ -257,10 +237,7 @@ function showValue(event) {
 
 /** Shows a layer of a run (the Model view's links): its first activation series that has the layer. */
 export async function open(run, layer) {
-  ui.run.value = run;
-  updateTags();
-  const tag = state.series.find((s) => s.run === run)?.tag;
-  if (tag) ui.tag.value = tag;
+  picker.choose(run);
   await loadSteps();
   if ([...ui.layer.options].some((o) => o.value === layer)) {
     ui.layer.value = layer;
@@ -282,10 +259,10 @@ export function mount({ onError }) {
     el("pre", { textContent: 'SummaryWriter("runs/exp").add_activations("acts", model, images, global_step=step)' }),
   );
   const bar = el("div", { className: "toolbar" }, [
-    labelled("Run", ui.run, "Run (a folder of event files)"),
-    labelled("Tag", ui.tag, "Tag given to add_activations"),
-    labelled("Step", ui.step, "Training step of the logged sample"),
-    ui.stepLabel,
+    labelled("Run", picker.run, "Run (a folder of event files)"),
+    labelled("Tag", picker.tag, "Tag given to add_activations"),
+    labelled("Step", picker.step, "Training step of the logged sample"),
+    picker.stepLabel,
     labelled("Layer", ui.layer, "Layer (output shape from the model summary)"),
     labelled("Image", ui.image, "Which image of the batch"),
     labelled("Show", ui.kind, "Activations or the gradients of the target"),
@@ -296,9 +273,9 @@ export function mount({ onError }) {
   const detail = el("div", { className: "detail" }, [ui.picture, el("div", {}, [ui.detailTitle, ui.large, ui.value])]);
   const chart = el("div", { className: "chart-box" }, [labelled("Chart", ui.chartStat, "Statistic of every channel"), ui.chart]);
   node.append(bar, notice, ui.empty, detail, chart, ui.grid);
-  ui.run.addEventListener("change", guarded(async () => { updateTags(); await loadSteps(); }));
-  ui.tag.addEventListener("change", guarded(loadSteps));
-  ui.step.addEventListener("input", guarded(showStep));
+  picker.run.addEventListener("change", guarded(async () => { picker.updateTags(); await loadSteps(); }));
+  picker.tag.addEventListener("change", guarded(loadSteps));
+  picker.step.addEventListener("input", guarded(showStep));
   for (const control of [ui.layer, ui.image, ui.kind, ui.order, ui.scale, ui.colormap, ui.chartStat]) {
     control.addEventListener("change", draw);
   }

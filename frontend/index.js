@@ -11,12 +11,12 @@ import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { onDataReloaded } from "./host.js";
+import { SeriesPicker } from "./picker.js";
 import { bilinear, blend, decodeMap, range } from "./maps.js";
 import * as model from "./model.js";
 
+const picker = new SeriesPicker("");
 const state = {
-  series: [],
-  steps: [],
   current: null, // the shown sample: {header, maps, images}
   token: 0,
 };
@@ -32,10 +32,6 @@ const ui = {
     el("button", { id: `view-${name}`, type: "button", className: "view-button", textContent: text, dataset: { view: name } }),
   ),
   camView: el("section", { id: "cam-view", className: "view" }),
-  run: el("select", { id: "run" }),
-  tag: el("select", { id: "tag" }),
-  step: el("input", { id: "step", type: "range", min: "0", max: "0", value: "0" }),
-  stepLabel: el("span", { id: "step-label", className: "step-label" }),
   method: el("select", { id: "method" }),
   layer: el("select", { id: "layer" }),
   target: el("select", { id: "target" }),
@@ -63,10 +59,6 @@ function buildEmptyState() {
   );
 }
 
-function currentSeries() {
-  return state.series.find((s) => s.run === ui.run.value && s.tag === ui.tag.value);
-}
-
 /** Shows one view ("cam", "activations" or "model") and marks its button. */
 function showView(name) {
   const sections = { cam: ui.camView, activations: activations.node, model: model.node };
@@ -77,10 +69,8 @@ function showView(name) {
 /** Opens the CAM view on a run and, when its samples have it, a layer (the Model view's links). */
 async function openCam(run, layer) {
   showView("cam");
-  const tags = state.series.filter((s) => s.run === run);
-  if (tags.length === 0) return;
-  ui.run.value = run;
-  updateTags();
+  if (!picker.series.some((s) => s.run === run)) return;
+  picker.choose(run);
   await loadSteps();
   if ([...ui.layer.options].some((o) => o.value === layer)) {
     ui.layer.value = layer;
@@ -91,47 +81,32 @@ async function openCam(run, layer) {
 async function loadSeries() {
   const { series: all } = await api.listSeries();
   const series = all.filter((s) => s.kind === "cam");
-  state.series = series;
   ui.empty.hidden = series.length > 0;
   await Promise.all([activations.update(all), model.update(all)]);
-  const runs = [...new Set(series.map((s) => s.run))];
-  setOptions(ui.run, runs.map((r) => [r, r]), ui.run.value);
-  updateTags();
+  picker.setSeries(series);
   await loadSteps();
 }
 
-function updateTags() {
-  const tags = state.series.filter((s) => s.run === ui.run.value).map((s) => [s.tag, s.tag]);
-  setOptions(ui.tag, tags, ui.tag.value);
-}
-
 async function loadSteps() {
-  const series = currentSeries();
-  if (!series) {
-    state.steps = [];
+  const logged = await picker.loadSteps();
+  if (!picker.current()) {
     ui.grid.replaceChildren();
     ui.notice.textContent = "";
     return;
   }
-  const { steps, logged } = await api.listSteps(series.run, series.tag);
-  const atEnd = Number(ui.step.value) >= state.steps.length - 1;
-  state.steps = steps;
-  ui.step.max = String(Math.max(steps.length - 1, 0));
-  if (atEnd) ui.step.value = ui.step.max; // follow the newest step
-  ui.step.disabled = steps.length < 2;
+  const loaded = picker.steps.length;
   ui.notice.textContent =
-    logged != null && logged > steps.length
-      ? `Showing ${steps.length} of ${logged} logged steps: TensorBoard dropped the others ` +
+    logged != null && logged > loaded
+      ? `Showing ${loaded} of ${logged} logged steps: TensorBoard dropped the others ` +
         "(its --samples_per_plugin setting for cam)."
       : "";
   await showStep();
 }
 
 async function showStep() {
-  const series = currentSeries();
-  const entry = state.steps[Number(ui.step.value)];
+  const series = picker.current();
+  const entry = picker.entry();
   if (!series || !entry) return;
-  ui.stepLabel.textContent = `step ${entry.step} (${Number(ui.step.value) + 1} of ${state.steps.length})`;
   const token = ++state.token;
   let data;
   try {
@@ -234,10 +209,10 @@ export async function render() {
   setOptions(ui.colormap, COLORMAPS.map((c) => [c, c]), "jet");
   buildEmptyState();
   const bar = el("div", { className: "toolbar" }, [
-    labelled("Run", ui.run, "Run (a folder of event files)"),
-    labelled("Tag", ui.tag, "Tag given to add_cam"),
-    labelled("Step", ui.step, "Training step of the logged sample"),
-    ui.stepLabel,
+    labelled("Run", picker.run, "Run (a folder of event files)"),
+    labelled("Tag", picker.tag, "Tag given to add_cam"),
+    labelled("Step", picker.step, "Training step of the logged sample"),
+    picker.stepLabel,
     labelled("Method", ui.method, "CAM method"),
     labelled("Layer", ui.layer, "Layer the map was computed at"),
     labelled("Target", ui.target, "Which of the explained classes to show"),
@@ -259,9 +234,9 @@ export async function render() {
   });
   showView("cam");
 
-  ui.run.addEventListener("change", guarded(async () => { updateTags(); await loadSteps(); }));
-  ui.tag.addEventListener("change", guarded(loadSteps));
-  ui.step.addEventListener("input", guarded(showStep));
+  picker.run.addEventListener("change", guarded(async () => { picker.updateTags(); await loadSteps(); }));
+  picker.tag.addEventListener("change", guarded(loadSteps));
+  picker.step.addEventListener("input", guarded(showStep));
   for (const control of [ui.method, ui.layer, ui.target, ui.colormap]) control.addEventListener("change", draw);
   ui.opacity.addEventListener("input", draw);
   ui.refresh.addEventListener("click", guarded(loadSeries));

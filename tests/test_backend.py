@@ -99,7 +99,7 @@ def test_bad_requests_get_4xx_without_paths(client, path, params, code):
 
 @pytest.mark.parametrize(
     "name", ["index.js", "maps.js", "api.js", "colormaps.js", "host.js", "style.css", "activations.js", "dom.js",
-             "model.js"]
+             "model.js", "picker.js"]
 )
 def test_static_files_with_fixed_types(client, name):
     response = client.get(f"{BASE}/static/{name}")

@@ -45,7 +45,7 @@ def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
     ).stdout.splitlines()
     assert where[0].startswith(str(env_dir)), where
     shipped = ["activations.js", "api.js", "colormaps.js", "dom.js", "host.js", "index.js", "maps.js", "model.js",
-               "style.css"]
+               "picker.js", "style.css"]
     assert where[1] == str(shipped)
 
     logdir = tmp_path / "logs"

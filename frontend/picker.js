@@ -1,0 +1,66 @@
+/** Run, tag and step controls over a list of series: what the CAM and Activations views share. */
+
+import * as api from "./api.js";
+import { el, setOptions } from "./dom.js";
+
+export class SeriesPicker {
+  /** `prefix` keeps element ids distinct per view ("" gives #run, #tag, #step, #step-label). */
+  constructor(prefix) {
+    this.run = el("select", { id: `${prefix}run` });
+    this.tag = el("select", { id: `${prefix}tag` });
+    this.step = el("input", { id: `${prefix}step`, type: "range", min: "0", max: "0", value: "0" });
+    this.stepLabel = el("span", { id: `${prefix}step-label`, className: "step-label" });
+    this.series = [];
+    this.steps = [];
+  }
+
+  /** Shows these series' runs, keeping the chosen run and tag when they are still there. */
+  setSeries(series) {
+    this.series = series;
+    setOptions(this.run, [...new Set(series.map((s) => s.run))].map((r) => [r, r]), this.run.value);
+    this.updateTags();
+  }
+
+  updateTags() {
+    const tags = this.series.filter((s) => s.run === this.run.value).map((s) => [s.tag, s.tag]);
+    setOptions(this.tag, tags, this.tag.value);
+  }
+
+  /** Chooses a run (and its first tag unless `tag` is given). */
+  choose(run, tag) {
+    this.run.value = run;
+    this.updateTags();
+    const first = this.series.find((s) => s.run === run)?.tag;
+    if (tag ?? first) this.tag.value = tag ?? first;
+  }
+
+  current() {
+    return this.series.find((s) => s.run === this.run.value && s.tag === this.tag.value);
+  }
+
+  /** The chosen step's {step, wall_time}, with the label updated; undefined when there is none. */
+  entry() {
+    const entry = this.steps[Number(this.step.value)];
+    if (entry) this.stepLabel.textContent = `step ${entry.step} (${Number(this.step.value) + 1} of ${this.steps.length})`;
+    return entry;
+  }
+
+  /**
+   * Loads the chosen series' steps; the slider follows the newest step when it was at the end.
+   * Returns how many samples were logged (see /steps), or null without a series.
+   */
+  async loadSteps() {
+    const series = this.current();
+    if (!series) {
+      this.steps = [];
+      return null;
+    }
+    const { steps, logged } = await api.listSteps(series.run, series.tag);
+    const atEnd = Number(this.step.value) >= this.steps.length - 1;
+    this.steps = steps;
+    this.step.max = String(Math.max(steps.length - 1, 0));
+    if (atEnd) this.step.value = this.step.max;
+    this.step.disabled = steps.length < 2;
+    return logged;
+  }
+}
