@@ -259,10 +259,7 @@ export function mount({ onError }) {
     el("pre", { textContent: 'SummaryWriter("runs/exp").add_activations("acts", model, images, global_step=step)' }),
   );
   const bar = el("div", { className: "toolbar" }, [
-    labelled("Run", picker.run, "Run (a folder of event files)"),
-    labelled("Tag", picker.tag, "Tag given to add_activations"),
-    labelled("Step", picker.step, "Training step of the logged sample"),
-    picker.stepLabel,
+    ...picker.controls("add_activations"),
     labelled("Layer", ui.layer, "Layer (output shape from the model summary)"),
     labelled("Image", ui.image, "Which image of the batch"),
     labelled("Show", ui.kind, "Activations or the gradients of the target"),

@@ -209,10 +209,7 @@ export async function render() {
   setOptions(ui.colormap, COLORMAPS.map((c) => [c, c]), "jet");
   buildEmptyState();
   const bar = el("div", { className: "toolbar" }, [
-    labelled("Run", picker.run, "Run (a folder of event files)"),
-    labelled("Tag", picker.tag, "Tag given to add_cam"),
-    labelled("Step", picker.step, "Training step of the logged sample"),
-    picker.stepLabel,
+    ...picker.controls("add_cam"),
     labelled("Method", ui.method, "CAM method"),
     labelled("Layer", ui.layer, "Layer the map was computed at"),
     labelled("Target", ui.target, "Which of the explained classes to show"),

@@ -1,7 +1,7 @@
 /** Run, tag and step controls over a list of series: what the CAM and Activations views share. */
 
 import * as api from "./api.js";
-import { el, setOptions } from "./dom.js";
+import { el, labelled, setOptions } from "./dom.js";
 
 export class SeriesPicker {
   /** `prefix` keeps element ids distinct per view ("" gives #run, #tag, #step, #step-label). */
@@ -12,6 +12,16 @@ export class SeriesPicker {
     this.stepLabel = el("span", { id: `${prefix}step-label`, className: "step-label" });
     this.series = [];
     this.steps = [];
+  }
+
+  /** The labelled run, tag and step controls for a toolbar; `writer` names the call that logs the tag. */
+  controls(writer) {
+    return [
+      labelled("Run", this.run, "Run (a folder of event files)"),
+      labelled("Tag", this.tag, `Tag given to ${writer}`),
+      labelled("Step", this.step, "Training step of the logged sample"),
+      this.stepLabel,
+    ];
   }
 
   /** Shows these series' runs, keeping the chosen run and tag when they are still there. */
