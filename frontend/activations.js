@@ -273,6 +273,7 @@ export function mount({ onError }) {
   picker.run.addEventListener("change", guarded(async () => { picker.updateTags(); await loadSteps(); }));
   picker.tag.addEventListener("change", guarded(loadSteps));
   picker.step.addEventListener("input", guarded(showStep));
+  picker.bindArrowKeys(guarded(showStep));
   for (const control of [ui.layer, ui.image, ui.kind, ui.order, ui.scale, ui.colormap, ui.chartStat]) {
     control.addEventListener("change", draw);
   }

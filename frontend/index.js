@@ -234,6 +234,7 @@ export async function render() {
   picker.run.addEventListener("change", guarded(async () => { picker.updateTags(); await loadSteps(); }));
   picker.tag.addEventListener("change", guarded(loadSteps));
   picker.step.addEventListener("input", guarded(showStep));
+  picker.bindArrowKeys(guarded(showStep));
   for (const control of [ui.method, ui.layer, ui.target, ui.colormap]) control.addEventListener("change", draw);
   ui.opacity.addEventListener("input", draw);
   ui.refresh.addEventListener("click", guarded(loadSeries));

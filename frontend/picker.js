@@ -24,6 +24,22 @@ export class SeriesPicker {
     ];
   }
 
+  /**
+   * Left and right arrow keys move the step while this picker is visible and no other control has the
+   * keyboard (the slider itself already answers them); `onChange` redraws.
+   */
+  bindArrowKeys(onChange) {
+    document.addEventListener("keydown", (event) => {
+      if (!["ArrowLeft", "ArrowRight"].includes(event.key) || this.step.offsetParent === null) return;
+      if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
+      const next = Number(this.step.value) + (event.key === "ArrowRight" ? 1 : -1);
+      if (next < 0 || next > Number(this.step.max)) return;
+      event.preventDefault();
+      this.step.value = String(next);
+      onChange();
+    });
+  }
+
   /** Shows these series' runs, keeping the chosen run and tag when they are still there. */
   setSeries(series) {
     this.series = series;

@@ -248,3 +248,19 @@ def test_demo_views_screenshots(page):
     params = sum(p.numel() for p in ShapeNet().parameters())
     assert frame.text_content("#model-totals").startswith(f"{params:,} parameters")
     page.screenshot(path=str(DOCS / "model.png"))
+
+
+def test_arrow_keys_move_the_step(page):
+    frame = cam_frame(page)
+    frame.wait_for_selector("#run option", state="attached")
+    select_run(frame, "shapes", "shapes/probe")
+    wait_for_cards(frame, 16)
+    assert frame.text_content("#step-label") == "step 120 (3 of 3)"
+    frame.click("#grid")  # the keyboard belongs to the page, not to a control
+    page.keyboard.press("ArrowLeft")
+    frame.wait_for_selector("#grid[data-step='60']", state="attached")
+    assert frame.text_content("#step-label") == "step 60 (2 of 3)"
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")  # already at the newest step: stays
+    frame.wait_for_selector("#grid[data-step='120']", state="attached")
+    assert frame.text_content("#step-label") == "step 120 (3 of 3)"
