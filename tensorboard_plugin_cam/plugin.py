@@ -56,6 +56,7 @@ class CamPlugin(base_plugin.TBPlugin):
             "/series": self._serve_series,
             "/steps": self._serve_steps,
             "/sample": self._serve_sample,
+            "/ranges": self._serve_ranges,
             "/blob": self._serve_blob,
         }
 
@@ -149,7 +150,7 @@ class CamPlugin(base_plugin.TBPlugin):
 
     def _cam_sample(self, ctx, step) -> dict:
         header = self._reader.header(ctx, step)
-        header["maps"] = [dataclasses.asdict(m) for m in header["maps"]]
+        header = {**header, "maps": [dataclasses.asdict(m) for m in header["maps"]]}  # the cached one stays intact
         return {"header": header, "maps_key": step.keys[fmt.MAPS_INDEX],
                 "image_keys": list(step.keys[fmt.FIRST_IMAGE_INDEX:])}
 
@@ -160,6 +161,14 @@ class CamPlugin(base_plugin.TBPlugin):
 
     def _model_sample(self, ctx, step) -> dict:
         return {"model": self._reader.model_table(ctx, step)}
+
+    @wrappers.Request.application
+    def _serve_ranges(self, request):
+        ctx, eid = self._where(request)
+        run, tag = self._arg(request, "run"), self._arg(request, "tag")
+        if self._reader.kind(ctx, eid, run, tag) != fmt.KIND_CAM:
+            raise errors.NotFoundError(f"run {run!r}, tag {tag!r} holds no class activation maps")
+        return http_util.Respond(request, {"ranges": self._reader.ranges(ctx, eid, run, tag)}, "application/json")
 
     @wrappers.Request.application
     def _serve_blob(self, request):

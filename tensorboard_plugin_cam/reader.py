@@ -8,6 +8,7 @@ input into `tensorboard.errors` (400/404), never a raw exception.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,10 @@ from tensorboard_plugin_cam import format as fmt
 # --samples_per_plugin uses 0 for "keep everything"; a provider's `downsample`
 # uses 0 for "nothing", so 0 is read as this.
 ALL_SAMPLES = 2**31 - 1
+
+# Checked CAM headers kept in memory (a few KB each): /sample and /ranges read
+# the same steps again and again, and a step's blobs never change.
+HEADER_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class CamReader:
     def __init__(self, data_provider: provider.DataProvider, downsample: int = ALL_SAMPLES):
         self._provider = data_provider
         self._downsample = downsample or ALL_SAMPLES
+        self._headers: OrderedDict[tuple, tuple[dict, list[tuple[float, float]]]] = OrderedDict()
 
     def series(self, ctx, experiment_id: str) -> list[Series]:
         """Every CAM series, sorted by run then tag; foreign or newer data is skipped."""
@@ -139,6 +145,19 @@ class CamReader:
 
     def header(self, ctx, step: Step) -> dict:
         """The checked header of a step (raises `fmt.FormatError` if it is damaged)."""
+        return self.checked(ctx, step)[0]
+
+    def checked(self, ctx, step: Step) -> tuple[dict, list[tuple[float, float]]]:
+        """A step's checked header and each map's (min, max), in the order of ``header["maps"]``.
+
+        Every map is decoded once to refuse NaN/Inf (so the tab can say which
+        sample is damaged); its range is kept from that pass. Results are cached
+        by the step's blob keys and wall time; callers must not mutate them.
+        """
+        cache_key = (step.keys, step.wall_time)
+        if cache_key in self._headers:
+            self._headers.move_to_end(cache_key)
+            return self._headers[cache_key]
         if len(step.keys) < fmt.FIRST_IMAGE_INDEX:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and maps")
         maps = self.blob(ctx, step.keys[fmt.MAPS_INDEX])
@@ -147,9 +166,32 @@ class CamReader:
             raise fmt.FormatError(
                 f"header lists {len(header['images'])} images, the step holds {len(step.keys) - fmt.FIRST_IMAGE_INDEX}"
             )
+        extents = []
         for entry in header["maps"]:
-            fmt.decode_map(maps, entry)  # raises on NaN/Inf, so the tab can say which sample is damaged
-        return header
+            values = fmt.decode_map(maps, entry)
+            extents.append((float(values.min()), float(values.max())))
+        self._headers[cache_key] = (header, extents)
+        if len(self._headers) > HEADER_CACHE_SIZE:
+            self._headers.popitem(last=False)
+        return header, extents
+
+    def ranges(self, ctx, experiment_id: str, run: str, tag: str) -> list[dict]:
+        """Min and max of each (method, layer) over every loaded step, image and target of a CAM series.
+
+        The tab's "one scale over the series" normalisation: maps are stored raw,
+        so one range keeps their brightness comparable as training goes on.
+        Damaged steps are left out (the tab reports them where they are shown).
+        """
+        found: dict[tuple[str, str], list[float]] = {}
+        for step in self.steps(ctx, experiment_id, run, tag):
+            try:
+                header, extents = self.checked(ctx, step)
+            except (fmt.FormatError, errors.NotFoundError):
+                continue
+            for entry, (lo, hi) in zip(header["maps"], extents):
+                span = found.setdefault((entry.method, entry.layer), [lo, hi])
+                span[0], span[1] = min(span[0], lo), max(span[1], hi)
+        return [{"method": m, "layer": layer, "min": lo, "max": hi} for (m, layer), (lo, hi) in sorted(found.items())]
 
     def activation_header(self, ctx, step: Step) -> dict:
         """The checked header of an activation step (raises `fmt.FormatError` if it is damaged)."""

@@ -71,9 +71,25 @@ def test_series_steps_sample_and_blobs(client):
         assert image.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_ranges_span_every_step_of_the_series(client):
+    """/ranges: min and max of each (method, layer) over all steps, images and targets, from the stored maps."""
+    ranges = get_json(client, "/ranges", run="train", tag="cams/probe")["ranges"]
+    expected = {}
+    for (run, tag, _), blobs in raw_cam_values(client.logdir).items():
+        header = fmt.parse_header(blobs[fmt.HEADER_INDEX])
+        for entry in header["maps"]:
+            values = fmt.decode_map(blobs[fmt.MAPS_INDEX], entry)
+            lo, hi = expected.get((entry.method, entry.layer), (float("inf"), float("-inf")))
+            expected[(entry.method, entry.layer)] = (min(lo, float(values.min())), max(hi, float(values.max())))
+    assert {(r["method"], r["layer"]): (r["min"], r["max"]) for r in ranges} == expected
+    assert len(expected) == 2 and all(hi > lo for lo, hi in expected.values())
+
+
 @pytest.mark.parametrize(
     "path, params, code",
     [
+        ("/ranges", {"run": "train"}, 400),
+        ("/ranges", {"run": "train", "tag": "nope"}, 404),
         ("/steps", {}, 400),
         ("/steps", {"run": "train"}, 400),
         ("/steps", {"run": "nope", "tag": "cams/probe"}, 404),
