@@ -135,14 +135,14 @@ _PARAMS = st.dictionaries(st.one_of(st.sampled_from(["run", "tag", "step", "key"
 _RAW_QUERY = st.text(st.sampled_from(list("runtagstepkey=&%25fzZ0129.-/\\+;#é\x00 ")), max_size=60)
 
 
-@pytest.mark.parametrize("route", ["/series", "/steps", "/sample", "/blob"])
+@pytest.mark.parametrize("route", ["/series", "/steps", "/sample", "/ranges", "/blob"])
 @FUZZ
 @given(params=_PARAMS)
 def test_fuzzed_params_never_break_a_route(fuzz_client, route, params):
     check_clean(fuzz_client.get(BASE + route, query_string=params), fuzz_client.logdir)
 
 
-@pytest.mark.parametrize("route", ["/series", "/steps", "/sample", "/blob"])
+@pytest.mark.parametrize("route", ["/series", "/steps", "/sample", "/ranges", "/blob"])
 @FUZZ
 @given(query=_RAW_QUERY)
 def test_raw_query_strings_never_break_a_route(fuzz_client, route, query):
@@ -392,6 +392,17 @@ def test_damaged_sample_is_reported_not_raised(damaged_client, case):
     assert message.startswith("This sample is damaged: "), message
     detail = message[len("This sample is damaged: "):]
     assert 3 < len(detail) < 300 and detail.isprintable(), message
+
+
+def test_ranges_leave_damaged_steps_out(damaged_client):
+    """/ranges answers over the good steps only: the damaged ones (NaN, Inf, broken headers) add nothing."""
+    response = damaged_client.get(BASE + "/ranges", query_string={"run": RUN, "tag": TAG})
+    ranges = json.loads(check_clean(response, damaged_client.logdir))["ranges"]
+    good = [json.loads(damaged_client.get(BASE + "/sample", query_string={"run": RUN, "tag": TAG, "step": s}).get_data())
+            for s in GOOD_STEPS]
+    assert sorted((r["method"], r["layer"]) for r in ranges) == sorted(
+        {(m["method"], m["layer"]) for sample in good for m in sample["header"]["maps"]})
+    assert all(np.isfinite([r["min"], r["max"]]).all() and r["max"] > r["min"] for r in ranges)
 
 
 def test_series_with_a_damaged_newest_header_still_lists_its_steps(damaged_client):
