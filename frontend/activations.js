@@ -131,16 +131,18 @@ function currentBlock(kind = ui.kind.value) {
 function paint(values, width, height, lo, hi) {
   const pixels = new ImageData(width, height);
   for (let i = 3; i < pixels.data.length; i += 4) pixels.data[i] = 255;
-  blend(pixels.data, values, lo, hi, ui.colormap.value, 1);
+  blend(pixels.data, values, { lo, hi, colormap: ui.colormap.value, opacity: 1 });
   return pixels;
 }
 
-function drawPicture() {
-  const { header, images } = state.current;
-  const image = images[Number(ui.image.value || 0)];
+async function drawPicture() {
+  const data = state.current;
+  const index = Number(ui.image.value || 0);
+  const image = await data.image(index);
+  if (data !== state.current) return; // another step was chosen meanwhile
   ui.picture.hidden = !image;
   if (!image) return;
-  const info = header.images[Number(ui.image.value || 0)];
+  const info = data.header.images[index];
   ui.picture.width = info.width;
   ui.picture.height = info.height;
   ui.picture.getContext("2d").drawImage(image, 0, 0, info.width, info.height);
@@ -151,7 +153,7 @@ export function draw() {
   if (!state.current) return;
   const block = currentBlock();
   if (!block) return;
-  drawPicture();
+  drawPicture().catch(() => (ui.picture.hidden = true));
   const stats = decodeStats(state.current.stats, block);
   const activationBlock = currentBlock("activation") ?? block;
   const dead = decodeStats(state.current.stats, activationBlock).map((s) => s.zeros >= 1);

@@ -1,7 +1,7 @@
 /**
- * The plugin's routes. Every URL is relative: the document's <base> is
- * plugin/cam/ under TensorBoard's /data/, which keeps --path_prefix and
- * /experiment/<id>/ URLs working.
+ * The plugin's routes, and the tab's caches of what they return. Every URL is
+ * relative: the document's <base> is plugin/cam/ under TensorBoard's /data/,
+ * which keeps --path_prefix and /experiment/<id>/ URLs working.
  */
 
 function query(params) {
@@ -14,48 +14,94 @@ async function getJson(path, params) {
   return response.json();
 }
 
-export const listSeries = () => getJson("./series");
-export const listSteps = (run, tag) => getJson("./steps", { run, tag });
-export const getSample = (run, tag, step) => getJson("./sample", { run, tag, step: String(step) });
-
 /** URL of a blob by its opaque key (used for <img> and fetch alike). */
 export const blobUrl = (key) => `./blob?${query({ key })}`;
 
-export async function getBuffer(key) {
+async function getBuffer(key) {
   const response = await fetch(blobUrl(key));
   if (!response.ok) throw new Error(`${response.status}: ${await response.text()}`);
   return response.arrayBuffer();
 }
 
-/** Decodes a stored picture into an ImageBitmap-like drawable. */
-export async function getImage(key) {
+/** Decodes a stored picture into a drawable <img>. */
+async function getImage(key) {
   const image = new Image();
   image.src = blobUrl(key);
   await image.decode();
   return image;
 }
 
-const samples = new Map(); // "run\0tag\0step" -> Promise of the sample with its blobs
+/** A Map that forgets its least recently used entries beyond `limit`. */
+class Recent extends Map {
+  constructor(limit) {
+    super();
+    this.limit = limit;
+  }
+
+  get(key) {
+    const value = super.get(key);
+    if (value !== undefined) {
+      super.delete(key);
+      super.set(key, value);
+    }
+    return value;
+  }
+
+  set(key, value) {
+    super.delete(key);
+    super.set(key, value);
+    while (this.size > this.limit) this.delete(this.keys().next().value);
+    return this;
+  }
+}
+
+/** Keeps one promise per key; a failed one is dropped so that the next call retries. */
+function remember(cache, key, load) {
+  let promise = cache.get(key);
+  if (promise === undefined) {
+    promise = load();
+    promise.catch(() => cache.get(key) === promise && cache.delete(key));
+    cache.set(key, promise);
+  }
+  return promise;
+}
+
+const stepLists = new Map(); // "run\0tag" -> Promise of /steps
+const rangeLists = new Map(); // "run\0tag" -> Promise of /ranges
+const samples = new Recent(128); // "run\0tag\0step" -> Promise of a sample
+
+export const listSeries = () => getJson("./series");
+
+/** The steps of a series ({steps, logged}); kept until `forget()`. */
+export const listSteps = (run, tag) =>
+  remember(stepLists, `${run}\u0000${tag}`, () => getJson("./steps", { run, tag }));
+
+/** Each (method, layer)'s min and max over a CAM series (/ranges); kept until `forget()`. */
+export const listRanges = (run, tag) =>
+  remember(rangeLists, `${run}\u0000${tag}`, () => getJson("./ranges", { run, tag }).then((r) => r.ranges));
+
+/** Drops what a reload may change (step lists and ranges); samples never change once written. */
+export function forget() {
+  stepLists.clear();
+  rangeLists.clear();
+}
 
 /**
- * A sample with every blob it names: {kind, header, model, maps, stats (ArrayBuffers), images}, or
- * {error} for a damaged one. Kept, so that revisiting a step costs nothing; a failed load is retried.
+ * A sample: {kind, header, model, maps, stats (ArrayBuffers), image(i)}, or {error} for a damaged one.
+ * The header and the small blobs come at once; each picture is fetched on its first `image(i)` (as it
+ * comes into view) and kept with the sample. The newest samples are kept, so revisiting a step is free.
  */
 export function loadSample(run, tag, step) {
-  const key = `${run}\u0000${tag}\u0000${step}`;
-  if (!samples.has(key)) {
-    const loading = (async () => {
-      const data = await getSample(run, tag, step);
-      if (data.error) return { error: data.error };
-      const [maps, stats, images] = await Promise.all([
-        data.maps_key ? getBuffer(data.maps_key) : null,
-        data.stats_key ? getBuffer(data.stats_key) : null,
-        Promise.all((data.image_keys ?? []).map(getImage)),
-      ]);
-      return { ...data, maps, stats, images };
-    })();
-    loading.catch(() => samples.delete(key));
-    samples.set(key, loading);
-  }
-  return samples.get(key);
+  return remember(samples, `${run}\u0000${tag}\u0000${step}`, async () => {
+    const data = await getJson("./sample", { run, tag, step: String(step) });
+    if (data.error) return { error: data.error };
+    const [maps, stats] = await Promise.all([
+      data.maps_key ? getBuffer(data.maps_key) : null,
+      data.stats_key ? getBuffer(data.stats_key) : null,
+    ]);
+    const keys = data.image_keys ?? [];
+    const images = new Map();
+    const image = (i) => (i < keys.length ? remember(images, i, () => getImage(keys[i])) : Promise.resolve(null));
+    return { ...data, maps, stats, image };
+  });
 }

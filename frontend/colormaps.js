@@ -91,10 +91,32 @@ const TABLES = {
 
 export const COLORMAPS = Object.freeze(Object.keys(TABLES));
 
+/** Blue, white, red (for differences: negative, zero, positive); not offered as an overlay colour map. */
+export const DIVERGING = "diverging";
+const DIVERGING_STOPS = [
+  [0, [33, 102, 172]],
+  [0.5, [247, 247, 247]],
+  [1, [178, 24, 43]],
+];
+
+function divergingTable() {
+  const bytes = new Uint8Array(256 * 3);
+  for (let i = 0; i < 256; i++) {
+    const t = i / 255;
+    const k = t <= 0.5 ? 0 : 1;
+    const [t0, c0] = DIVERGING_STOPS[k];
+    const [t1, c1] = DIVERGING_STOPS[k + 1];
+    const f = (t - t0) / (t1 - t0);
+    for (let j = 0; j < 3; j++) bytes[3 * i + j] = Math.round(c0[j] + (c1[j] - c0[j]) * f);
+  }
+  return bytes;
+}
+
 const cache = new Map();
 
 /** The colour map as a Uint8Array of 256 * 3 bytes (r, g, b for value 0..255). */
 export function lut(name) {
+  if (!cache.has(name) && name === DIVERGING) cache.set(name, divergingTable());
   if (!cache.has(name)) {
     const hex = TABLES[name] ?? TABLES.jet;
     const bytes = new Uint8Array(hex.length / 2);

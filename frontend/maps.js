@@ -62,6 +62,23 @@ export function bilinear(values, h, w, outH, outW) {
   return out;
 }
 
+/** Nearest-neighbour upsampling, matching torch's mode="nearest" (source index floor(d * in / out)). */
+export function nearest(values, h, w, outH, outW) {
+  const cols = new Int32Array(outW);
+  for (let x = 0; x < outW; x++) cols[x] = Math.min(Math.floor(x * (w / outW)), w - 1);
+  const out = new Float32Array(outH * outW);
+  for (let y = 0; y < outH; y++) {
+    const row = Math.min(Math.floor(y * (h / outH)), h - 1) * w;
+    for (let x = 0; x < outW; x++) out[y * outW + x] = values[row + cols[x]];
+  }
+  return out;
+}
+
+/** Upsamples an (h, w) map to (outH, outW) with "bilinear" or "nearest". */
+export function upsample(values, h, w, outH, outW, mode) {
+  return (mode === "nearest" ? nearest : bilinear)(values, h, w, outH, outW);
+}
+
 /** Min and max of a map. */
 export function range(values) {
   let lo = Infinity;
@@ -73,15 +90,23 @@ export function range(values) {
   return [lo, hi];
 }
 
+/** A map's value scaled to [0, 1] by [lo, hi] (a flat map reads 0). */
+export function normalise(value, lo, hi) {
+  return hi > lo ? Math.min(Math.max((value - lo) / (hi - lo), 0), 1) : 0;
+}
+
 /**
  * Blends a coloured map over RGBA `pixels` (an ImageData's data, same size as
- * the map) in place. Values are scaled to [0, 1] by [lo, hi]; opacity in [0, 1].
+ * the map) in place. Values are scaled to [0, 1] by [lo, hi] and looked up in
+ * `colormap` (a name or a 768-byte table); opacity in [0, 1]. Pixels whose
+ * strength is below `threshold` keep the picture; the strength is the scaled
+ * value, or for a `centered` (signed, diverging) map its distance from the middle.
  */
-export function blend(pixels, values, lo, hi, colormap, opacity) {
-  const table = lut(colormap);
-  const span = hi > lo ? hi - lo : 1;
+export function blend(pixels, values, { lo, hi, colormap, opacity, threshold = 0, centered = false }) {
+  const table = typeof colormap === "string" ? lut(colormap) : colormap;
   for (let i = 0; i < values.length; i++) {
-    const t = Math.min(Math.max((values[i] - lo) / span, 0), 1);
+    const t = normalise(values[i], lo, hi);
+    if ((centered ? Math.abs(2 * t - 1) : t) < threshold) continue;
     const c = Math.round(t * 255) * 3;
     const p = 4 * i;
     pixels[p] = pixels[p] * (1 - opacity) + table[c] * opacity;
