@@ -352,6 +352,7 @@ function drawFilmstrip() {
   const { run, tag } = picker.current();
   const pick = chosen();
   const cards = ensureCards(view.stripCards, picker.steps.length, ui.filmstrip, { className: "card thumb" });
+  markFilmstrip(); // scrolled to the chosen step before any picture is queued, so only those around it load
   picker.steps.forEach((entry, i) => {
     const card = cards[i];
     card.setCaption(`step ${entry.step}`);
@@ -368,7 +369,6 @@ function drawFilmstrip() {
       }, THUMBNAIL),
     );
   });
-  markFilmstrip();
 }
 
 /** Everything the filmstrip's pictures depend on (not the chosen step). */
@@ -426,6 +426,7 @@ export async function open(run, layer) {
 }
 
 async function loadSteps() {
+  view.sample = null; // nothing is drawn for the new series until its step is loaded
   const logged = await picker.loadSteps();
   if (!picker.current()) {
     view.sample = null;

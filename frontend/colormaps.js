@@ -94,19 +94,19 @@ export const COLORMAPS = Object.freeze(Object.keys(TABLES));
 /** Blue, white, red (for differences: negative, zero, positive); not offered as an overlay colour map. */
 export const DIVERGING = "diverging";
 const DIVERGING_STOPS = [
-  [0, [33, 102, 172]],
-  [0.5, [247, 247, 247]],
-  [1, [178, 24, 43]],
+  [33, 102, 172],
+  [247, 247, 247],
+  [178, 24, 43],
 ];
 
+/** Entries 127 and 128 are both white, so that a zero difference (index 128 after rounding) is white. */
 function divergingTable() {
   const bytes = new Uint8Array(256 * 3);
   for (let i = 0; i < 256; i++) {
-    const t = i / 255;
-    const k = t <= 0.5 ? 0 : 1;
-    const [t0, c0] = DIVERGING_STOPS[k];
-    const [t1, c1] = DIVERGING_STOPS[k + 1];
-    const f = (t - t0) / (t1 - t0);
+    const upper = i >= 128;
+    const f = upper ? (i - 128) / 127 : i / 127;
+    const c0 = DIVERGING_STOPS[upper ? 1 : 0];
+    const c1 = DIVERGING_STOPS[upper ? 2 : 1];
     for (let j = 0; j < 3; j++) bytes[3 * i + j] = Math.round(c0[j] + (c1[j] - c0[j]) * f);
   }
   return bytes;

@@ -187,3 +187,26 @@ class TensorBoardProcess:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium for the whole run (each test opens its own context)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def cam_frame(page):
+    """The tab's iframe inside TensorBoard's page, once it has loaded."""
+    page.wait_for_selector("iframe")
+    for _ in range(100):
+        frames = [f for f in page.frames if "plugin_entry.html?name=cam" in f.url]
+        if frames:
+            return frames[0]
+        page.wait_for_timeout(100)
+    raise AssertionError("the CAM iframe never loaded")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from playwright.sync_api import sync_playwright
 from torch import nn
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, TensorBoardProcess, raw_cam_values
+from conftest import TensorBoardProcess, raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
 
@@ -62,15 +60,6 @@ def tensorboard(request, logdir):
         yield tb
     finally:
         tb.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def test_ranges_span_every_step_of_the_series(client):
     """/ranges: min and max of each (method, layer) over all steps, images and targets, from the stored maps."""
     ranges = get_json(client, "/ranges", run="train", tag="cams/probe")["ranges"]
     expected = {}
-    for (run, tag, _), blobs in raw_cam_values(client.logdir).items():
+    for blobs in raw_cam_values(client.logdir).values():
         header = fmt.parse_header(blobs[fmt.HEADER_INDEX])
         for entry in header["maps"]:
             values = fmt.decode_map(blobs[fmt.MAPS_INDEX], entry)
@@ -115,7 +115,7 @@ def test_bad_requests_get_4xx_without_paths(client, path, params, code):
 
 @pytest.mark.parametrize(
     "name", ["index.js", "maps.js", "api.js", "colormaps.js", "host.js", "style.css", "activations.js", "dom.js",
-             "model.js", "picker.js"]
+             "model.js", "picker.js", "cam.js", "cards.js", "urlstate.js"]
 )
 def test_static_files_with_fixed_types(client, name):
     response = client.get(f"{BASE}/static/{name}")

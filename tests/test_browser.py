@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from playwright.sync_api import sync_playwright
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, TensorBoardProcess
+from conftest import TensorBoardProcess, cam_frame
 from writer_ext import SummaryWriter
 from writer_ext.demo import CLASSES, ShapeNet, draw_shapes, train
 
@@ -32,15 +31,6 @@ def logdir(tmp_path_factory):
         writer.add_cam("scored", ShapeNet(), probes, target_layer="features", methods=("gradcam", "cam"),
                        metrics=True, global_step=0)
     return root
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module", params=["true", "false"], ids=["rust-loader", "python-loader"])
@@ -67,19 +57,18 @@ def page(browser, tensorboard):
     context.close()
 
 
-def cam_frame(page):
-    page.wait_for_selector("iframe")
-    for _ in range(100):
-        frames = [f for f in page.frames if "plugin_entry.html?name=cam" in f.url]
-        if frames:
-            return frames[0]
-        page.wait_for_timeout(100)
-    raise AssertionError("the CAM iframe never loaded")
-
-
 def wait_for_cards(frame, count):
     frame.wait_for_function(f"document.querySelectorAll('#grid canvas').length === {count}", timeout=30000)
-    frame.wait_for_timeout(200)
+    wait_for_painted(frame, count)
+
+
+def wait_for_painted(frame, count):
+    """Waits until the grid holds `count` cards, each painted (the tab marks them)."""
+    frame.wait_for_function(
+        f"""() => {{ const cards = [...document.querySelectorAll('#grid .card')];
+                    return cards.length === {count} && cards.every((c) => c.dataset.state === 'painted'); }}""",
+        timeout=30000,
+    )
 
 
 def canvas_pixels(frame):
@@ -142,21 +131,22 @@ def test_html_in_names_is_text_and_raises_no_dialog(page):
     assert page.dialogs == []
 
 
-def test_bilinear_upsampling_matches_torch(page):
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_upsampling_matches_torch(page, mode):
     frame = cam_frame(page)
     frame.wait_for_selector("#run option", state="attached")
     torch.manual_seed(0)
     small = torch.randn(5, 7)
-    for out_h, out_w in ((17, 30), (5, 7), (64, 3)):
+    for out_h, out_w in ((17, 30), (5, 7), (64, 3), (224, 224), (13, 11)):
         js = frame.evaluate(
-            """async ([values, h, w, oh, ow]) => {
+            """async ([values, h, w, oh, ow, mode]) => {
                  const maps = await import('./static/maps.js');
-                 return Array.from(maps.bilinear(Float32Array.from(values), h, w, oh, ow));
+                 return Array.from(maps.upsample(Float32Array.from(values), h, w, oh, ow, mode));
                }""",
-            [small.flatten().tolist(), 5, 7, out_h, out_w],
+            [small.flatten().tolist(), 5, 7, out_h, out_w, mode],
         )
-        expected = torch.nn.functional.interpolate(small[None, None], size=(out_h, out_w), mode="bilinear",
-                                                   align_corners=False)[0, 0]
+        options = {"align_corners": False} if mode == "bilinear" else {}
+        expected = torch.nn.functional.interpolate(small[None, None], size=(out_h, out_w), mode=mode, **options)[0, 0]
         torch.testing.assert_close(torch.tensor(js).view(out_h, out_w), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -264,3 +254,32 @@ def test_arrow_keys_move_the_step(page):
     page.keyboard.press("ArrowRight")  # already at the newest step: stays
     frame.wait_for_selector("#grid[data-step='120']", state="attached")
     assert frame.text_content("#step-label") == "step 120 (3 of 3)"
+
+
+def test_mode_screenshots(page):
+    """Compare, Timeline and Difference on the demo run, each checked for its cards and saved for the README."""
+    frame = cam_frame(page)
+    frame.wait_for_selector("#run option", state="attached")
+    select_run(frame, "shapes", "shapes/probe")
+    wait_for_cards(frame, 16)
+    frame.select_option("#mode", "compare")
+    frame.select_option("#image", "3")
+    methods = frame.eval_on_selector_all("#method option", "os => os.map((o) => o.value)")
+    wait_for_painted(frame, len(methods))
+    assert frame.eval_on_selector_all("#grid figcaption", "els => els.map((e) => e.textContent)") == methods
+    page.screenshot(path=str(DOCS / "compare.png"))
+
+    frame.select_option("#mode", "timeline")
+    wait_for_painted(frame, 1)
+    frame.wait_for_function("[...document.querySelectorAll('#filmstrip .card')].filter("
+                            "(c) => c.dataset.state === 'painted').length === 3")
+    assert frame.eval_on_selector_all("#filmstrip figcaption", "els => els.map((e) => e.textContent)") == [
+        "step 0", "step 60", "step 120"]
+    page.screenshot(path=str(DOCS / "timeline.png"))
+
+    frame.select_option("#mode", "diff")
+    frame.select_option("#against", "step")
+    frame.select_option("#vs-step", "0")
+    wait_for_painted(frame, 3)
+    assert frame.text_content("#grid .card:nth-child(3) figcaption") == "step 120 − step 0"
+    page.screenshot(path=str(DOCS / "difference.png"))

@@ -23,12 +23,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from playwright.sync_api import sync_playwright
 from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from werkzeug import test, wrappers
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, RustProvider, SmallNet, TensorBoardProcess, python_provider
+from conftest import RustProvider, SmallNet, TensorBoardProcess, python_provider
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.plugin import CamPlugin, _frontend_dir
 from writer_ext import SummaryWriter
@@ -398,8 +397,8 @@ def test_ranges_leave_damaged_steps_out(damaged_client):
     """/ranges answers over the good steps only: the damaged ones (NaN, Inf, broken headers) add nothing."""
     response = damaged_client.get(BASE + "/ranges", query_string={"run": RUN, "tag": TAG})
     ranges = json.loads(check_clean(response, damaged_client.logdir))["ranges"]
-    good = [json.loads(damaged_client.get(BASE + "/sample", query_string={"run": RUN, "tag": TAG, "step": s}).get_data())
-            for s in GOOD_STEPS]
+    good = [json.loads(damaged_client.get(BASE + "/sample", query_string={"run": RUN, "tag": TAG, "step": s})
+                       .get_data()) for s in GOOD_STEPS]
     assert sorted((r["method"], r["layer"]) for r in ranges) == sorted(
         {(m["method"], m["layer"]) for sample in good for m in sample["header"]["maps"]})
     assert all(np.isfinite([r["min"], r["max"]]).all() and r["max"] > r["min"] for r in ranges)
@@ -617,42 +616,40 @@ def xss_tb(tmp_path_factory):
         tb.close()
 
 
-def test_html_in_layer_method_and_class_names_is_text(xss_tb):
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required: apt-get install -y chromium"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            dialogs, errors = [], []
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(xss_tb.url + "/data/plugin_entry.html?name=cam")
-            page.wait_for_selector("#run option", state="attached")
-            page.select_option("#run", XSS_RUN)
-            page.select_option("#tag", XSS_TAG)
-            # The newest step is shown first: the damaged one, whose message is text.
-            page.wait_for_selector("#grid .damaged")
-            assert page.text_content("#grid .damaged").startswith("This sample is damaged: ")
-            page.fill("#step", "0")
-            page.dispatch_event("#step", "input")
-            page.wait_for_function("document.querySelectorAll('#grid canvas').length === 2", timeout=30000)
+def test_html_in_layer_method_and_class_names_is_text(xss_tb, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        dialogs, errors = [], []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(xss_tb.url + "/data/plugin_entry.html?name=cam")
+        page.wait_for_selector("#run option", state="attached")
+        page.select_option("#run", XSS_RUN)
+        page.select_option("#tag", XSS_TAG)
+        # The newest step is shown first: the damaged one, whose message is text.
+        page.wait_for_selector("#grid .damaged")
+        assert page.text_content("#grid .damaged").startswith("This sample is damaged: ")
+        page.fill("#step", "0")
+        page.dispatch_event("#step", "input")
+        page.wait_for_function("document.querySelectorAll('#grid canvas').length === 2", timeout=30000)
 
-            def option_text(select):
-                return page.eval_on_selector(select, "s => s.options[s.selectedIndex].textContent")
+        def option_text(select):
+            return page.eval_on_selector(select, "s => s.options[s.selectedIndex].textContent")
 
-            assert option_text("#run") == XSS_RUN
-            assert option_text("#tag") == XSS_TAG
-            assert option_text("#method") == XSS_METHOD
-            assert option_text("#layer") == XSS_LAYER
-            captions = page.eval_on_selector_all("#grid figcaption", "els => els.map(e => e.textContent)")
-            assert [c.split(" (")[0] for c in captions] == [XSS_CLASSES[0], XSS_CLASSES[1]]
-            injected = "document.querySelectorAll('main b, main img, main svg, main script, main iframe').length"
-            assert page.evaluate(injected) == 0
-            for selector in ("#method", "#layer", "#grid figcaption", "#grid canvas"):
-                page.hover(selector)
-            page.select_option("#target", "0")
-            page.wait_for_timeout(500)
-            assert dialogs == []
-            assert errors == []
-        finally:
-            browser.close()
+        assert option_text("#run") == XSS_RUN
+        assert option_text("#tag") == XSS_TAG
+        assert option_text("#method") == XSS_METHOD
+        assert option_text("#layer") == XSS_LAYER
+        captions = page.eval_on_selector_all("#grid figcaption", "els => els.map(e => e.textContent)")
+        assert [c.split(" (")[0] for c in captions] == [XSS_CLASSES[0], XSS_CLASSES[1]]
+        injected = "document.querySelectorAll('main b, main img, main svg, main script, main iframe').length"
+        assert page.evaluate(injected) == 0
+        for selector in ("#method", "#layer", "#grid figcaption", "#grid canvas"):
+            page.hover(selector)
+        page.select_option("#target", "0")
+        page.wait_for_timeout(500)
+        assert dialogs == []
+        assert errors == []
+    finally:
+        context.close()
