@@ -7,7 +7,7 @@
 import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
-import { bilinear, blend, decodeMap, range } from "./maps.js";
+import { blend, decodeMap, range, upsample } from "./maps.js";
 import { SeriesPicker } from "./picker.js";
 
 const STATS = ["mean", "std", "min", "max", "zeros"]; // the order of the stats blob (docs/FORMAT.md)
@@ -82,7 +82,8 @@ export async function update(all) {
 }
 
 async function loadSteps() {
-  await picker.loadSteps();
+  state.token++; // a step of the previous series still loading is dropped
+  if ((await picker.loadSteps()) === undefined) return; // a newer choice is loading
   if (!picker.current()) {
     state.current = null;
     ui.grid.replaceChildren();
@@ -219,7 +220,7 @@ function drawLarge() {
   ui.value.textContent = "";
   if (!shown) return;
   const [lo, hi] = range(shown.values);
-  const up = bilinear(shown.values, block.map_height, block.map_width, LARGE, LARGE);
+  const up = upsample(shown.values, block.map_height, block.map_width, LARGE, LARGE);
   ui.large.getContext("2d").putImageData(paint(up, LARGE, LARGE, lo, hi), 0, 0);
   ui.large.dataset.channel = String(shown.channel);
 }

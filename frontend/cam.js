@@ -94,6 +94,7 @@ const view = {
   mainCards: [],
   stripCards: [],
   stripKey: null, // what the filmstrip was painted for
+  lastIndex: -1, // the step index shown before (to fetch ahead when moving one by one)
   vsMethodChosen: false, // the user picked the other method (else it follows the shown one)
   saveTimer: 0,
   painter: null,
@@ -127,19 +128,30 @@ async function scaleOf(source, raw) {
   return range(raw);
 }
 
-/** A map's values upsampled to w x h, scaled to [0, 1], with what the probe needs. */
+/**
+ * A map to draw at w x h: its raw values, its [lo, hi] scale, `upsampled()` (computed on first use
+ * and kept, for the value under the mouse) and `cell(x, y)`, the stored value a pixel comes from.
+ */
 async function layerOf(source, w, h) {
   const { entry } = source;
   const raw = rawValues(source.sample, entry);
   const [lo, hi] = await scaleOf(source, raw);
-  const values = upsample(raw, entry.height, entry.width, h, w, ui.upsample.value);
-  const scaled = values.map((v) => normalise(v, lo, hi));
+  let values = null;
+  const upsampled = () => (values ??= upsample(raw, entry.height, entry.width, h, w, ui.upsample.value));
   const cell = (x, y) => {
     const r = Math.min(Math.floor((y * entry.height) / h), entry.height - 1);
     const c = Math.min(Math.floor((x * entry.width) / w), entry.width - 1);
     return { r, c, value: raw[r * entry.width + c] };
   };
-  return { values, scaled, lo, hi, cell };
+  return { raw, entry, lo, hi, upsampled, cell };
+}
+
+let scratch = new Float32Array(0); // one map upsampled for drawing; reused, so a redraw allocates nothing
+
+function upsampledForDrawing(layer, w, h) {
+  if (scratch.length < w * h) scratch = new Float32Array(w * h);
+  const { raw, entry } = layer;
+  return upsample(raw, entry.height, entry.width, h, w, ui.upsample.value, scratch);
 }
 
 const fmt = (v) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : v.toFixed(4));
@@ -157,31 +169,37 @@ function paintJob(load, maxSize = Infinity) {
     const w = Math.max(1, Math.round(info.width * f));
     const h = Math.max(1, Math.round(info.height * f));
     const image = await sample.image(index);
-    let overlay = null;
-    let probe = (x, y) => `pixel (${Math.floor(x / f)}, ${Math.floor(y / f)}): no map`;
+    const where = (x, y) => `pixel (${Math.floor(x / f)}, ${Math.floor(y / f)})`;
+    let overlay = null; // () => [values, blend options], run when drawing
+    let probe = (x, y) => `${where(x, y)}: no map`;
     if (source.a && source.b) {
       const [a, b] = await Promise.all([layerOf(source.a, w, h), layerOf(source.b, w, h)]);
-      const values = a.scaled.map((v, i) => v - b.scaled[i]);
-      overlay = { values, lo: -1, hi: 1, colormap: DIVERGING, centered: true };
+      const scaled = (layer, i) => normalise(layer.upsampled()[i], layer.lo, layer.hi);
+      let difference = null;
+      const values = () => (difference ??= a.upsampled().map((_, i) => scaled(a, i) - scaled(b, i)));
+      overlay = () => [values(), { lo: -1, hi: 1, colormap: DIVERGING, centered: true }];
       probe = (x, y) => {
         const i = y * w + x;
-        return `pixel (${Math.floor(x / f)}, ${Math.floor(y / f)}): difference ${fmt(values[i])} = ` +
-          `${fmt(a.scaled[i])} − ${fmt(b.scaled[i])} (each scaled to [0, 1])`;
+        return `${where(x, y)}: difference ${fmt(values()[i])} = ${fmt(scaled(a, i))} − ${fmt(scaled(b, i))} ` +
+          "(each scaled to [0, 1])";
       };
     } else if (source.entry) {
       const layer = await layerOf(source, w, h);
-      overlay = { values: layer.values, lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value };
+      overlay = () => [upsampledForDrawing(layer, w, h), { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value }];
       probe = (x, y) => {
         const { r, c, value } = layer.cell(x, y);
-        return `pixel (${Math.floor(x / f)}, ${Math.floor(y / f)}): value ${fmt(layer.values[y * w + x])}, ` +
-          `scaled ${fmt(layer.scaled[y * w + x])} · map cell (${r}, ${c}) = ${fmt(value)}`;
+        const v = layer.upsampled()[y * w + x];
+        return `${where(x, y)}: value ${fmt(v)}, scaled ${fmt(normalise(v, layer.lo, layer.hi))} · ` +
+          `map cell (${r}, ${c}) = ${fmt(value)}`;
       };
     }
     const opacity = Number(ui.opacity.value);
     const threshold = Number(ui.threshold.value);
     return (canvas) => {
-      canvas.width = w;
-      canvas.height = h;
+      if (canvas.width !== w || canvas.height !== h) {
+        canvas.width = w;
+        canvas.height = h;
+      }
       const context = canvas.getContext("2d", { willReadFrequently: true });
       if (image) context.drawImage(image, 0, 0, w, h);
       else {
@@ -189,8 +207,9 @@ function paintJob(load, maxSize = Infinity) {
         context.fillRect(0, 0, w, h);
       }
       if (overlay) {
+        const [values, options] = overlay();
         const pixels = context.getImageData(0, 0, w, h);
-        blend(pixels.data, overlay.values, { ...overlay, opacity, threshold });
+        blend(pixels.data, values, { ...options, opacity, threshold });
         context.putImageData(pixels, 0, 0);
       }
       return probe;
@@ -427,7 +446,9 @@ export async function open(run, layer) {
 
 async function loadSteps() {
   view.sample = null; // nothing is drawn for the new series until its step is loaded
+  view.token++; // and a step of the old one still loading is dropped
   const logged = await picker.loadSteps();
+  if (logged === undefined) return; // a newer choice is loading
   if (!picker.current()) {
     view.sample = null;
     ui.grid.replaceChildren();
@@ -470,7 +491,7 @@ async function showStep() {
     if (token === view.token) ui.notice.textContent = `Could not load step ${entry.step}: ${error.message}`;
     return;
   }
-  if (token !== view.token) return; // a newer request won
+  if (token !== view.token || picker.current() !== series) return; // a newer request won
   if (sample.error) {
     view.sample = null;
     view.mainCards.splice(0).forEach((c) => view.painter.forget(c));
@@ -489,6 +510,24 @@ async function showStep() {
   if (token !== view.token) return;
   ui.grid.dataset.step = String(entry.step); // which step the grid shows (lets tests wait for a redraw)
   performance.measure("cam:step", { start, detail: { step: entry.step } });
+  prefetchAhead(series, Number(picker.step.value));
+}
+
+/**
+ * After a move by one step (arrow keys, Play), fetches the next step in that direction with the pictures
+ * in view, so that it is ready when asked for. Jumps fetch nothing ahead: they would only fill the cache.
+ */
+function prefetchAhead(series, index) {
+  const direction = index - view.lastIndex;
+  view.lastIndex = index;
+  const entry = Math.abs(direction) === 1 ? picker.steps[index + direction] : null;
+  if (!entry) return;
+  const images =
+    ui.mode.value === "grid" ? view.mainCards.flatMap((card, i) => (card.visible ? [i] : [])) : [chosen().image];
+  api
+    .loadSample(series.run, series.tag, entry.step)
+    .then((sample) => sample.error || Promise.all(images.map((i) => sample.image(i))))
+    .catch(() => {}); // a failure shows when that step is chosen
 }
 
 /** Offers the sample's methods, layers, targets and images, keeping the choices (or the URL's) that still fit. */

@@ -96,7 +96,7 @@ export class Card {
  * replaced while it loads is dropped, so a late answer never overwrites a newer one.
  */
 export class Painter {
-  constructor(root, margin = "100% 100%") {
+  constructor(root, margin = "200px") {
     this.cards = new Map(); // figure -> Card
     this.observer = new IntersectionObserver(
       (entries) => {

@@ -17,7 +17,10 @@ export function labelled(text, control, title) {
 
 /** Replaces a select's options ([value, text] pairs), keeping `keep` selected when it is still there. */
 export function setOptions(select, values, keep) {
-  select.replaceChildren(...values.map(([value, text]) => el("option", { value, textContent: text })));
+  const same =
+    select.options.length === values.length &&
+    values.every(([value, text], i) => select.options[i].value === value && select.options[i].textContent === text);
+  if (!same) select.replaceChildren(...values.map(([value, text]) => el("option", { value, textContent: text })));
   if (values.some(([value]) => value === keep)) select.value = keep;
   select.disabled = values.length === 0;
 }

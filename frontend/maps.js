@@ -1,7 +1,7 @@
 /**
  * Map arithmetic for the tab: decode the stored float16 maps, upsample them
- * exactly like torch.nn.functional.interpolate(mode="bilinear",
- * align_corners=False), normalise, colour and blend over the picture.
+ * exactly like torch.nn.functional.interpolate ("bilinear" with
+ * align_corners=False, or "nearest"), normalise, colour and blend over the picture.
  */
 
 import { lut } from "./colormaps.js";
@@ -25,27 +25,43 @@ export function decodeMap(buffer, entry) {
   return out;
 }
 
-/** Source index and weight along one axis, as torch computes them for align_corners=False. */
-function axisWeights(inSize, outSize) {
-  const scale = inSize / outSize;
-  const i0 = new Int32Array(outSize);
-  const i1 = new Int32Array(outSize);
-  const w1 = new Float32Array(outSize);
-  for (let d = 0; d < outSize; d++) {
-    const src = Math.max(scale * (d + 0.5) - 0.5, 0);
-    const lo = Math.min(Math.floor(src), inSize - 1);
-    i0[d] = lo;
-    i1[d] = lo < inSize - 1 ? lo + 1 : lo;
-    w1[d] = src - lo;
+const axes = new Map(); // "in,out,mode" -> source indices and weights along one axis
+
+/**
+ * Source indices and weight along one axis, as torch computes them: for "bilinear" with
+ * align_corners=False, for "nearest" floor(d * in / out) with weight 0 (the first source only).
+ */
+function axisWeights(inSize, outSize, mode) {
+  const key = `${inSize},${outSize},${mode}`;
+  if (!axes.has(key)) {
+    const scale = inSize / outSize;
+    const i0 = new Int32Array(outSize);
+    const i1 = new Int32Array(outSize);
+    const w1 = new Float32Array(outSize);
+    for (let d = 0; d < outSize; d++) {
+      if (mode === "nearest") {
+        i0[d] = i1[d] = Math.min(Math.floor(d * scale), inSize - 1);
+        continue;
+      }
+      const src = Math.max(scale * (d + 0.5) - 0.5, 0);
+      const lo = Math.min(Math.floor(src), inSize - 1);
+      i0[d] = lo;
+      i1[d] = lo < inSize - 1 ? lo + 1 : lo;
+      w1[d] = src - lo;
+    }
+    if (axes.size > 256) axes.clear();
+    axes.set(key, { i0, i1, w1 });
   }
-  return { i0, i1, w1 };
+  return axes.get(key);
 }
 
-/** Bilinear upsampling of an (h, w) map to (outH, outW), matching torch's align_corners=False. */
-export function bilinear(values, h, w, outH, outW) {
-  const ys = axisWeights(h, outH);
-  const xs = axisWeights(w, outW);
-  const out = new Float32Array(outH * outW);
+/**
+ * Upsamples an (h, w) map to (outH, outW) like torch.nn.functional.interpolate with
+ * mode "bilinear" (align_corners=False) or "nearest"; writes into `out` when given (no allocation).
+ */
+export function upsample(values, h, w, outH, outW, mode = "bilinear", out = new Float32Array(outH * outW)) {
+  const ys = axisWeights(h, outH, mode);
+  const xs = axisWeights(w, outW, mode);
   for (let y = 0; y < outH; y++) {
     const r0 = ys.i0[y] * w;
     const r1 = ys.i1[y] * w;
@@ -60,23 +76,6 @@ export function bilinear(values, h, w, outH, outW) {
     }
   }
   return out;
-}
-
-/** Nearest-neighbour upsampling, matching torch's mode="nearest" (source index floor(d * in / out)). */
-export function nearest(values, h, w, outH, outW) {
-  const cols = new Int32Array(outW);
-  for (let x = 0; x < outW; x++) cols[x] = Math.min(Math.floor(x * (w / outW)), w - 1);
-  const out = new Float32Array(outH * outW);
-  for (let y = 0; y < outH; y++) {
-    const row = Math.min(Math.floor(y * (h / outH)), h - 1) * w;
-    for (let x = 0; x < outW; x++) out[y * outW + x] = values[row + cols[x]];
-  }
-  return out;
-}
-
-/** Upsamples an (h, w) map to (outH, outW) with "bilinear" or "nearest". */
-export function upsample(values, h, w, outH, outW, mode) {
-  return (mode === "nearest" ? nearest : bilinear)(values, h, w, outH, outW);
 }
 
 /** Min and max of a map. */
@@ -98,13 +97,14 @@ export function normalise(value, lo, hi) {
 /**
  * Blends a coloured map over RGBA `pixels` (an ImageData's data, same size as
  * the map) in place. Values are scaled to [0, 1] by [lo, hi] and looked up in
- * `colormap` (a name or a 768-byte table); opacity in [0, 1]. Pixels whose
+ * the named colour map; opacity in [0, 1]. Pixels whose
  * strength is below `threshold` keep the picture; the strength is the scaled
  * value, or for a `centered` (signed, diverging) map its distance from the middle.
  */
 export function blend(pixels, values, { lo, hi, colormap, opacity, threshold = 0, centered = false }) {
-  const table = typeof colormap === "string" ? lut(colormap) : colormap;
-  for (let i = 0; i < values.length; i++) {
+  const table = lut(colormap);
+  const count = pixels.length / 4; // `values` may be a longer scratch buffer
+  for (let i = 0; i < count; i++) {
     const t = normalise(values[i], lo, hi);
     if ((centered ? Math.abs(2 * t - 1) : t) < threshold) continue;
     const c = Math.round(t * 255) * 3;

@@ -73,15 +73,18 @@ export class SeriesPicker {
 
   /**
    * Loads the chosen series' steps; the slider follows the newest step when it was at the end.
-   * Returns how many samples were logged (see /steps), or null without a series.
+   * Returns how many samples were logged (see /steps), null without a series, or undefined when
+   * another series was chosen meanwhile (its own call wins; the caller should stop).
    */
   async loadSteps() {
     const series = this.current();
+    const token = (this.token = (this.token ?? 0) + 1);
     if (!series) {
       this.steps = [];
       return null;
     }
     const { steps, logged } = await api.listSteps(series.run, series.tag);
+    if (token !== this.token) return undefined;
     const atEnd = Number(this.step.value) >= this.steps.length - 1;
     this.steps = steps;
     this.step.max = String(Math.max(steps.length - 1, 0));
