@@ -206,6 +206,12 @@ def test_tensorboard_reload_button_brings_new_steps(browser, tmp_path):
         page.click("app-header-reload button.reload-button")
         frame.wait_for_function("document.querySelector('#step-label').textContent === 'step 7 (2 of 2)'",
                                 timeout=15000)
+        with SummaryWriter(logdir / "run") as writer:  # the tab's own Refresh button does the same
+            writer.add_cam("live", model, probes, target_layer="features", global_step=9)
+        tb.wait_for("/data/plugin/cam/steps?run=run&tag=live", lambda b: len(json.loads(b)["steps"]) == 3)
+        frame.click("#refresh")
+        frame.wait_for_function("document.querySelector('#step-label').textContent === 'step 9 (3 of 3)'",
+                                timeout=15000)
     finally:
         context.close()
         tb.close()

@@ -397,3 +397,14 @@ def test_arrow_keys_move_the_image(frame):
     redrawn(frame, lambda: frame.press("#grid", "ArrowUp"))
     assert frame.eval_on_selector("#image", "e => e.value") == "0"
     assert np.array_equal(card_pixels(frame), first)
+
+
+def test_every_control_explains_itself(frame):
+    """Each select, input and button of the CAM view has a tooltip (its own or its label's)."""
+    untitled = frame.evaluate(
+        """() => [...document.querySelectorAll('#cam-view select, #cam-view input, #cam-view button')]
+                 .filter((c) => !(c.title || c.closest('label')?.title))
+                 .map((c) => c.id)""")
+    assert untitled == []
+    count = frame.evaluate("document.querySelectorAll('#cam-view select, #cam-view input, #cam-view button').length")
+    assert count >= 20
