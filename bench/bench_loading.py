@@ -5,7 +5,8 @@ format, maps of 7x7 for 2 methods) and once as Images-tab samples (the images pl
 own `[width, height, png...]` blob sequences) holding the same 8 pictures. For each, and
 for each loader (the Rust data server and --load_fast=false), it starts `tensorboard` and
 measures:
-  - the time until every tag is listed and the last step of the last tag is served;
+  - the time until every tag is listed, every run's last tag holds every step, and the last step's
+    blobs are served;
   - the peak resident memory of the TensorBoard process tree (the data server included);
   - serving: CLIENTS concurrent clients for SECONDS requesting the tab's routes, errors
     and p50/p95 latency.
@@ -108,7 +109,6 @@ class Routes:
 
     def __init__(self, plugin: str, runs: int, tags: int, steps: int):
         self.plugin, self.runs, self.tags, self.steps = plugin, runs, tags, steps
-        self.last = (f"run{runs - 1:02d}", f"tag{tags - 1:02d}")
 
     def listed(self, base: str) -> bool:
         if self.plugin == "cam":
@@ -116,20 +116,25 @@ class Routes:
         listing = json.loads(get(base + "/data/plugin/images/tags"))
         return sum(len(t) for t in listing.values()) == self.runs * self.tags
 
-    def last_step_urls(self, base: str) -> list[str]:
-        run, tag = self.last
+    def step_count(self, base: str, run: str, tag: str) -> int:
         q = urllib.parse.urlencode
         if self.plugin == "cam":
-            steps = json.loads(get(f"{base}/data/plugin/cam/steps?{q({'run': run, 'tag': tag})}"))["steps"]
-            if len(steps) < self.steps:
-                return []
+            return len(json.loads(get(f"{base}/data/plugin/cam/steps?{q({'run': run, 'tag': tag})}"))["steps"])
+        return len(json.loads(get(f"{base}/data/plugin/images/images?{q({'run': run, 'tag': tag, 'sample': 0})}")))
+
+    def last_step_urls(self, base: str) -> list[str]:
+        """The last step's blobs, once every run's last tag holds every step (the runs load in any order)."""
+        tag = f"tag{self.tags - 1:02d}"
+        if any(self.step_count(base, f"run{r:02d}", tag) < self.steps for r in range(self.runs)):
+            return []
+        run = f"run{self.runs - 1:02d}"
+        q = urllib.parse.urlencode
+        if self.plugin == "cam":
             sample = json.loads(get(f"{base}/data/plugin/cam/sample?"
-                                    f"{q({'run': run, 'tag': tag, 'step': steps[-1]['step']})}"))
+                                    f"{q({'run': run, 'tag': tag, 'step': self.steps - 1})}"))
             return [f"{base}/data/plugin/cam/blob?{q({'key': sample['maps_key']})}",
                     f"{base}/data/plugin/cam/blob?{q({'key': sample['image_keys'][0]})}"]
         images = json.loads(get(f"{base}/data/plugin/images/images?{q({'run': run, 'tag': tag, 'sample': 0})}"))
-        if len(images) < self.steps:
-            return []
         return [f"{base}/data/plugin/images/individualImage?{images[-1]['query']}"]
 
     def request_mix(self, base: str, rng: np.random.Generator) -> str:

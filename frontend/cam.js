@@ -253,8 +253,8 @@ function chosen() {
   };
 }
 
-/** The card list of the shown mode: [{caption, load, onClick?}]. */
-function mainSpecs() {
+/** The card list of the shown mode: [{caption, load, image?}] (`image`: the image a grid card selects). */
+async function mainSpecs() {
   const sample = view.sample;
   const series = picker.current();
   const { run, tag } = series;
@@ -292,20 +292,28 @@ function compareSpecs(source, header, pick, series) {
       load: async () => source({ target: k }),
     }));
   }
+  return runSpecs(source, series);
+}
+
+/** The same tag in every run, at the shown step or, where a run has none, its last step before it. */
+async function runSpecs(source, series) {
   const step = picker.entry().step;
-  return picker.series
-    .filter((s) => s.tag === series.tag)
-    .map((s) => ({
-      caption: `${s.run}  (step ${step})`,
+  const runs = picker.series.filter((s) => s.tag === series.tag);
+  const lists = await Promise.all(runs.map((s) => api.listSteps(s.run, s.tag)));
+  return runs.flatMap((s, i) => {
+    const { steps } = lists[i];
+    const earlier = steps.filter((e) => e.step <= step);
+    const entry = earlier[earlier.length - 1] ?? steps[0];
+    if (!entry) return [];
+    return {
+      caption: entry.step === step ? `${s.run}  (step ${step})` : `${s.run}  (step ${entry.step}, nearest to ${step})`,
       load: async () => {
-        const { steps } = await api.listSteps(s.run, s.tag);
-        const earlier = steps.filter((e) => e.step <= step);
-        const entry = earlier[earlier.length - 1] ?? steps[0];
         const sample = await api.loadSample(s.run, s.tag, entry.step);
         if (sample.error) throw new Error(sample.error);
         return { ...source({}, sample), run: s.run };
       },
-    }));
+    };
+  });
 }
 
 function diffSpecs(source, pick, series) {
@@ -347,8 +355,8 @@ function hover(text) {
 }
 
 /** Redraws the shown mode's cards; resolves when those in view are painted. */
-function drawMain() {
-  const specs = mainSpecs();
+async function drawMain() {
+  const specs = await mainSpecs();
   ui.grid.classList.toggle("single", ui.mode.value === "timeline");
   const cards = ensureCards(view.mainCards, specs.length, ui.grid, { lens, onHover: hover });
   const pick = chosen();

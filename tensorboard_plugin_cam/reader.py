@@ -21,9 +21,16 @@ from tensorboard_plugin_cam import format as fmt
 # uses 0 for "nothing", so 0 is read as this.
 ALL_SAMPLES = 2**31 - 1
 
-# Checked CAM headers kept in memory (a few KB each): /sample and /ranges read
-# the same steps again and again, and a step's blobs never change.
+# Checked CAM headers (a few KB each) and header sequences kept in memory: /steps,
+# /sample and /ranges read the same steps again and again, and a step's blobs never change.
 HEADER_CACHE_SIZE = 4096
+
+
+def _remember(cache: OrderedDict, key, value) -> None:
+    """Keeps the newest HEADER_CACHE_SIZE entries of a cache of things that never change (a step's blobs)."""
+    cache[key] = value
+    if len(cache) > HEADER_CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class CamReader:
         self._provider = data_provider
         self._downsample = downsample or ALL_SAMPLES
         self._headers: OrderedDict[tuple, tuple[dict, list[tuple[float, float]]]] = OrderedDict()
+        self._sequences: OrderedDict[tuple, int] = OrderedDict()
+        self._kinds: dict[tuple[str, str, str], str] = {}  # a tag's kind is fixed by its first summary
 
     def series(self, ctx, experiment_id: str) -> list[Series]:
         """Every CAM series, sorted by run then tag; foreign or newer data is skipped."""
@@ -61,6 +70,7 @@ class CamReader:
                 kind = self._kind(ts)
                 if kind is None:
                     continue
+                self._kinds[(experiment_id, run, tag)] = kind
                 found.append(
                     Series(
                         run=run,
@@ -85,6 +95,9 @@ class CamReader:
 
     def kind(self, ctx, experiment_id: str, run: str, tag: str) -> str:
         """The kind of one series ("cam", "activations", "model"); 404 if there is no such series."""
+        known = self._kinds.get((experiment_id, run, tag))
+        if known is not None:
+            return known
         mapping = self._provider.list_blob_sequences(
             ctx, experiment_id=experiment_id, plugin_name=fmt.PLUGIN_NAME,
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
@@ -93,6 +106,7 @@ class CamReader:
         kind = None if ts is None else self._kind(ts)
         if kind is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+        self._kinds[(experiment_id, run, tag)] = kind
         return kind
 
     def steps(self, ctx, experiment_id: str, run: str, tag: str) -> list[Step]:
@@ -138,10 +152,14 @@ class CamReader:
         """The header's "sequence" of a step: one blob read, no check of the maps (cheap enough for /steps)."""
         if not step.keys:
             raise fmt.FormatError("step holds no blobs")
-        sequence = fmt.parse_json_object(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), "header").get("sequence")
-        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
-            raise fmt.FormatError("header has no non-negative integer 'sequence'")
-        return sequence
+        cache_key = (step.keys[fmt.HEADER_INDEX], step.wall_time)
+        if cache_key not in self._sequences:
+            header = fmt.parse_json_object(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), "header")
+            sequence = header.get("sequence")
+            if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+                raise fmt.FormatError("header has no non-negative integer 'sequence'")
+            _remember(self._sequences, cache_key, sequence)
+        return self._sequences[cache_key]
 
     def header(self, ctx, step: Step) -> dict:
         """The checked header of a step (raises `fmt.FormatError` if it is damaged)."""
@@ -170,9 +188,7 @@ class CamReader:
         for entry in header["maps"]:
             values = fmt.decode_map(maps, entry)
             extents.append((float(values.min()), float(values.max())))
-        self._headers[cache_key] = (header, extents)
-        if len(self._headers) > HEADER_CACHE_SIZE:
-            self._headers.popitem(last=False)
+        _remember(self._headers, cache_key, (header, extents))
         return header, extents
 
     def ranges(self, ctx, experiment_id: str, run: str, tag: str) -> list[dict]:

@@ -50,6 +50,9 @@ def logdir(tmp_path_factory):
         for step in range(LONG_STEPS):
             add_cam_maps(writer, "long", grey[:1, :32, :32], moving_spot(step)[None], method="grad", layer="l",
                          global_step=step)
+    with SummaryWriter(root / "later") as writer:  # the known tag in a second run, at a step the first lacks
+        add_cam_maps(writer, "known", grey, np.stack([known_map(1).T, known_map(1)]), method="grad", layer="l",
+                     class_ids=[0, 1], class_names=["zero", "one"], global_step=15)
     probes = draw_shapes(3, np.random.default_rng(5))[0]
     for run, seed in (("shapes", 0), ("shapes2", 1)):
         torch.manual_seed(seed)
@@ -63,7 +66,7 @@ def logdir(tmp_path_factory):
 def tensorboard(request, logdir):
     tb = TensorBoardProcess(logdir, load_fast=request.param)
     try:
-        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 4)
+        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 5)
         tb.wait_for("/data/plugin/cam/steps?run=known&tag=long",
                     lambda b: len(json.loads(b)["steps"]) == LONG_STEPS)
         yield tb
@@ -294,6 +297,14 @@ def test_compare_methods_classes_and_runs(frame, tensorboard):
     assert captions == ["shapes  (step 5)", "shapes2  (step 5)"]
     assert np.array_equal(card_pixels(frame, 0), grid_cam)  # the chosen method (cam) of this run
     assert not np.array_equal(card_pixels(frame, 1), grid_cam)  # another model's map
+
+    grey_known(frame)  # step 20 of "known"; "later" has only step 15
+    frame.select_option("#mode", "compare")
+    frame.select_option("#axis", "run")
+    wait_painted(frame, 2)
+    captions = frame.eval_on_selector_all("#grid figcaption", "els => els.map((e) => e.textContent)")
+    assert captions == ["known  (step 20)", "later  (step 15, nearest to 20)"]
+    assert np.array_equal(card_pixels(frame, 1), card_pixels(frame, 0).transpose(1, 0, 2))  # later logged known.T
 
 
 def test_timeline_fetches_what_is_in_view_and_plays(page, frame):
