@@ -458,7 +458,6 @@ async function loadSteps() {
   const logged = await picker.loadSteps();
   if (logged === undefined) return; // a newer choice is loading
   if (!picker.current()) {
-    view.sample = null;
     ui.grid.replaceChildren();
     ui.filmstrip.replaceChildren();
     view.mainCards.splice(0).forEach((c) => view.painter.forget(c));
