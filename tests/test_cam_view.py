@@ -251,7 +251,7 @@ def test_difference_against_another_method_is_their_scaled_maps(page, frame, log
     frame.select_option("#mode", "diff")
     frame.select_option("#against", "method")
     frame.select_option("#method", "gradcam")
-    frame.select_option("#vs-method", "cam")
+    redrawn(frame, lambda: frame.select_option("#vs-method", "cam"))
     wait_painted(frame, 3)
     assert frame.text_content("#grid .card:nth-child(3) figcaption") == "gradcam − cam"
     side = card_pixels(frame, 2).shape[0]
@@ -283,25 +283,21 @@ def test_compare_methods_classes_and_runs(frame, tensorboard):
     compared_gradcam = card_pixels(frame, 0)
     assert not np.array_equal(compared_gradcam, grid_cam)
 
-    frame.select_option("#axis", "target")
-    wait_painted(frame, 2)
+    redrawn(frame, lambda: frame.select_option("#axis", "target"))
     header = json.loads(tensorboard.get("/data/plugin/cam/sample?run=shapes&tag=probe&step=5"))["header"]
     targets = header["images"][1]["targets"]
     captions = frame.eval_on_selector_all("#grid figcaption", "els => els.map((e) => e.textContent)")
     assert [c.split(" (")[0] for c in captions] == [t["class_name"] for t in targets]
     assert f"p={targets[1]['prob']:.3f}" in captions[1]
 
-    frame.select_option("#axis", "run")
-    wait_painted(frame, 2)
+    redrawn(frame, lambda: frame.select_option("#axis", "run"))
     captions = frame.eval_on_selector_all("#grid figcaption", "els => els.map((e) => e.textContent)")
     assert captions == ["shapes  (step 5)", "shapes2  (step 5)"]
     assert np.array_equal(card_pixels(frame, 0), grid_cam)  # the chosen method (cam) of this run
     assert not np.array_equal(card_pixels(frame, 1), grid_cam)  # another model's map
 
-    grey_known(frame)  # step 20 of "known"; "later" has only step 15
-    frame.select_option("#mode", "compare")
-    frame.select_option("#axis", "run")
-    wait_painted(frame, 2)
+    grey_known(frame)  # step 20 of "known"; "later" has only step 15 (the axis is still "run")
+    redrawn(frame, lambda: frame.select_option("#mode", "compare"))
     captions = frame.eval_on_selector_all("#grid figcaption", "els => els.map((e) => e.textContent)")
     assert captions == ["known  (step 20)", "later  (step 15, nearest to 20)"]
     assert np.array_equal(card_pixels(frame, 1), card_pixels(frame, 0).transpose(1, 0, 2))  # later logged known.T
