@@ -10,8 +10,9 @@ measures:
   - the peak resident memory of the TensorBoard process tree (the data server included);
   - serving: CLIENTS concurrent clients for SECONDS requesting the tab's routes, errors
     and p50/p95 latency.
-Both tabs keep every sample (--samples_per_plugin <plugin>=STEPS; the images plugin reads 0,
-TensorBoard's "keep all", as "keep none"), so both hold the same images.
+Both tabs keep every sample, so both hold the same images: the CAM plugin by its own default
+(no flag), the Images tab with --samples_per_plugin images=STEPS (it reads 0, TensorBoard's
+"keep all", as "keep none").
 The issue's full size is --runs 20 --tags 10 --steps 1000 (200,000 samples per tab; minutes
 to generate and GBs of disk); the defaults are smaller.
 Usage: python bench/bench_loading.py [--runs 20 --tags 10 --steps 100]
@@ -155,10 +156,11 @@ class Routes:
 
 def measure(logdir: Path, routes: Routes, load_fast: str, clients: int, seconds: float) -> dict:
     port = 6100 + int(time.time() * 1000) % 800
+    # The CAM plugin keeps every step unless told otherwise; the images plugin needs the count (it reads 0 as none).
+    keep_all = [] if routes.plugin == "cam" else [f"--samples_per_plugin=images={routes.steps}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
-         f"--load_fast={load_fast}", f"--samples_per_plugin={routes.plugin}={routes.steps}",
-         "--reload_interval=0"],
+         f"--load_fast={load_fast}", *keep_all, "--reload_interval=0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base, start, peak = f"http://127.0.0.1:{port}", time.time(), 0.0
     try:
@@ -212,8 +214,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.time()
         cam_dir, img_dir = write_logdirs(Path(tmp), args.runs, args.tags, args.steps)
+        sizes = [sum(f.stat().st_size for f in d.rglob("*events*")) / 2**20 for d in (cam_dir, img_dir)]
         print(f"{args.runs} runs x {args.tags} tags x {args.steps} steps x 8 images (64x64) per tab, generated in "
-              f"{time.time() - started:.0f} s")
+              f"{time.time() - started:.0f} s; event files: cam {sizes[0]:.1f} MiB, images {sizes[1]:.1f} MiB")
         for load_fast in ("true", "false"):
             print(f"loader: {'Rust data server' if load_fast == 'true' else 'Python (--load_fast=false)'}")
             results = {}

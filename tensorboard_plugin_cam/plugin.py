@@ -123,10 +123,11 @@ class CamPlugin(base_plugin.TBPlugin):
         """How many samples the writer logged, from the newest header's sequence.
 
         TensorBoard always keeps the newest step, so comparing this with the
-        number of loaded steps tells the tab whether steps were dropped.
+        number of loaded steps tells the tab whether steps were dropped. With
+        fewer steps than TensorBoard keeps, none were: no header is read.
         """
-        if not steps:
-            return 0
+        if len(steps) < self._reader.capacity:
+            return len(steps)
         try:
             return self._reader.sequence(ctx, steps[-1]) + 1
         except (fmt.FormatError, errors.NotFoundError):

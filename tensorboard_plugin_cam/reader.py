@@ -61,6 +61,11 @@ class CamReader:
         self._sequences: OrderedDict[tuple, int] = OrderedDict()
         self._kinds: dict[tuple[str, str, str], str] = {}  # a tag's kind is fixed by its first summary
 
+    @property
+    def capacity(self) -> int:
+        """How many steps per series TensorBoard keeps (reservoir sampling drops steps only beyond this)."""
+        return self._downsample
+
     def series(self, ctx, experiment_id: str) -> list[Series]:
         """Every CAM series, sorted by run then tag; foreign or newer data is skipped."""
         mapping = self._provider.list_blob_sequences(ctx, experiment_id=experiment_id, plugin_name=fmt.PLUGIN_NAME)

@@ -48,8 +48,9 @@ FUZZ = settings(
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def make_client(logdir: Path, provider) -> test.Client:
-    ctx = base_plugin.TBContext(logdir=str(logdir), data_provider=provider, sampling_hints={"cam": 0})
+def make_client(logdir: Path, provider, keep: int = 0) -> test.Client:
+    """The plugin's app over `provider`; `keep` is --samples_per_plugin cam=... (0: all)."""
+    ctx = base_plugin.TBContext(logdir=str(logdir), data_provider=provider, sampling_hints={"cam": keep})
     client = test.Client(application.TensorBoardWSGI([CamPlugin(ctx)], data_provider=provider), wrappers.Response)
     client.logdir = logdir
     return client
@@ -362,7 +363,20 @@ def test_damaged_series_lists_every_step(damaged_client):
     assert response.status_code == 200, body[:300]
     steps = json.loads(body)
     assert [s["step"] for s in steps["steps"]] == sorted([*GOOD_STEPS, *DAMAGED_STEPS.values()])
-    assert steps["logged"] == 3  # the newest header (written by add_cam) says it is the third sample
+    assert steps["logged"] == len(steps["steps"])  # TensorBoard keeps all: nothing was dropped, no header read
+
+
+def test_logged_count_comes_from_the_newest_header_when_tensorboard_may_have_dropped_steps(damaged_logdir):
+    """Keeping exactly as many steps as are loaded, the count is the newest header's (add_cam's third sample)."""
+    count = len(GOOD_STEPS) + len(DAMAGED_STEPS)
+    client = make_client(damaged_logdir, python_provider(damaged_logdir), keep=count)
+    steps = json.loads(client.get(BASE + "/steps", query_string={"run": RUN, "tag": TAG}).get_data())
+    assert len(steps["steps"]) == count and steps["logged"] == 3
+    deep = json.loads(client.get(BASE + "/steps", query_string={"run": RUN, "tag": "deep/newest"}).get_data())
+    assert [s["step"] for s in deep["steps"]] == [EXTRA_STEP] and deep["logged"] == 1  # 1 < count: none dropped
+    one = make_client(damaged_logdir, python_provider(damaged_logdir), keep=1)
+    deep = json.loads(one.get(BASE + "/steps", query_string={"run": RUN, "tag": "deep/newest"}).get_data())
+    assert deep["logged"] is None  # its newest header is damaged: unknown, and the tab says nothing
 
 
 @pytest.mark.parametrize("step", GOOD_STEPS)
@@ -410,7 +424,7 @@ def test_series_with_a_damaged_newest_header_still_lists_its_steps(damaged_clien
     assert response.status_code == 200, body[:300]
     steps = json.loads(body)
     assert [s["step"] for s in steps["steps"]] == [EXTRA_STEP]
-    assert steps["logged"] is None
+    assert steps["logged"] == 1
 
 
 def test_series_with_hostile_plugin_content_are_left_out(damaged_client):
