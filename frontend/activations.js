@@ -273,10 +273,7 @@ export function mount({ onError }) {
   const detail = el("div", { className: "detail" }, [ui.picture, el("div", {}, [ui.detailTitle, ui.large, ui.value])]);
   const chart = el("div", { className: "chart-box" }, [labelled("Chart", ui.chartStat, "Statistic of every channel"), ui.chart]);
   node.append(bar, notice, ui.empty, detail, chart, ui.grid);
-  picker.run.addEventListener("change", guarded(async () => { picker.updateTags(); await loadSteps(); }));
-  picker.tag.addEventListener("change", guarded(loadSteps));
-  picker.step.addEventListener("input", guarded(showStep));
-  picker.bindArrowKeys(guarded(showStep));
+  picker.wire(guarded(loadSteps), guarded(showStep));
   for (const control of [ui.layer, ui.image, ui.kind, ui.order, ui.scale, ui.colormap, ui.chartStat]) {
     control.addEventListener("change", draw);
   }

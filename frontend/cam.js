@@ -722,13 +722,7 @@ export function mount({ root, reload, onError }) {
   ]);
   node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.metrics, ui.readout, ui.empty, ui.grid, ui.filmstrip);
 
-  picker.run.addEventListener("change", guarded(async () => {
-    picker.updateTags();
-    await loadSteps();
-  }));
-  picker.tag.addEventListener("change", guarded(loadSteps));
-  picker.step.addEventListener("input", guarded(showStep));
-  picker.bindArrowKeys(guarded(showStep));
+  picker.wire(guarded(loadSteps), guarded(showStep));
   const redraw = guarded(draw);
   for (const control of [ui.mode, ui.axis, ui.against, ui.vsStep, ui.image, ui.method, ui.layer, ui.target,
     ui.colormap, ui.norm, ui.upsample]) {

@@ -24,6 +24,17 @@ export class SeriesPicker {
     ];
   }
 
+  /** Calls `loadSteps()` when the run or tag changes and `showStep()` when the step does (slider or arrow keys). */
+  wire(loadSteps, showStep) {
+    this.run.addEventListener("change", () => {
+      this.updateTags();
+      loadSteps();
+    });
+    this.tag.addEventListener("change", loadSteps);
+    this.step.addEventListener("input", showStep);
+    this.bindArrowKeys(showStep);
+  }
+
   /**
    * Left and right arrow keys move the step while this picker is visible and no other control has the
    * keyboard (the slider itself already answers them); `onChange` redraws.
