@@ -15,7 +15,7 @@ async function getJson(path, params) {
 }
 
 /** URL of a blob by its opaque key (used for <img> and fetch alike). */
-export const blobUrl = (key) => `./blob?${query({ key })}`;
+const blobUrl = (key) => `./blob?${query({ key })}`;
 
 async function getBuffer(key) {
   const response = await fetch(blobUrl(key));

@@ -7,7 +7,7 @@
 import { lut } from "./colormaps.js";
 
 /** IEEE half-precision bits to a JS number. */
-export function halfToFloat(bits) {
+function halfToFloat(bits) {
   const sign = bits & 0x8000 ? -1 : 1;
   const exponent = (bits >> 10) & 0x1f;
   const fraction = bits & 0x3ff;
