@@ -8,7 +8,7 @@ import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { blend, decodeMap, range, upsample } from "./maps.js";
-import { SeriesPicker } from "./picker.js";
+import { SeriesPicker, bindOptionKeys } from "./picker.js";
 
 const STATS = ["mean", "std", "min", "max", "zeros"]; // the order of the stats blob (docs/FORMAT.md)
 const LARGE = 256; // pixels a side of the enlarged tile
@@ -274,6 +274,7 @@ export function mount({ onError }) {
   const chart = el("div", { className: "chart-box" }, [labelled("Chart", ui.chartStat, "Statistic of every channel"), ui.chart]);
   node.append(bar, notice, ui.empty, detail, chart, ui.grid);
   picker.wire(guarded(loadSteps), guarded(showStep));
+  bindOptionKeys(ui.image, draw);
   for (const control of [ui.layer, ui.image, ui.kind, ui.order, ui.scale, ui.colormap, ui.chartStat]) {
     control.addEventListener("change", draw);
   }

@@ -15,7 +15,7 @@ import { Card, Lens, Painter, composePng } from "./cards.js";
 import { COLORMAPS, DIVERGING } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { blend, decodeMap, normalise, range, upsample } from "./maps.js";
-import { SeriesPicker } from "./picker.js";
+import { SeriesPicker, bindOptionKeys, pageKey } from "./picker.js";
 import * as urlstate from "./urlstate.js";
 
 const MODES = [
@@ -604,16 +604,13 @@ async function download() {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-/** Up and down arrows choose the image (in the modes that show one), Space plays or pauses. */
-function bindKeys() {
+/** Space plays or pauses (the arrow keys: see SeriesPicker.wire and bindOptionKeys). */
+function bindPlayKey() {
   document.addEventListener("keydown", (event) => {
-    if (node.hidden || event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
+    if (node.hidden || !pageKey(event)) return;
     if (event.key === " " || event.key === "Spacebar") {
       event.preventDefault();
       guarded(play)();
-    } else if (event.key === "ArrowUp" || event.key === "ArrowDown") {
-      event.preventDefault();
-      chooseImage(Number(ui.image.value || 0) + (event.key === "ArrowDown" ? 1 : -1));
     }
   });
 }
@@ -741,5 +738,6 @@ export function mount({ root, reload, onError }) {
   ui.play.addEventListener("click", guarded(play));
   ui.download.addEventListener("click", guarded(download));
   ui.refresh.addEventListener("click", guarded(reload));
-  bindKeys();
+  bindPlayKey();
+  bindOptionKeys(ui.image, redraw); // up and down: the image, where one image is shown
 }

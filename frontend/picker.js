@@ -3,6 +3,33 @@
 import * as api from "./api.js";
 import { el, labelled, setOptions } from "./dom.js";
 
+/** Whether a key press is the page's: another input or select answers keys itself. */
+export function pageKey(event) {
+  return !(event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement);
+}
+
+/**
+ * Calls `move(-1)` or `move(+1)` for the `back` or `forward` key while `control` is shown and the key is
+ * the page's; `move` returns whether it moved.
+ */
+function bindKeys(control, back, forward, move) {
+  document.addEventListener("keydown", (event) => {
+    if (![back, forward].includes(event.key) || control.offsetParent === null || !pageKey(event)) return;
+    if (move(event.key === forward ? 1 : -1)) event.preventDefault();
+  });
+}
+
+/** Up and down arrow keys choose the previous or next option of `select` while it is shown. */
+export function bindOptionKeys(select, onChange) {
+  bindKeys(select, "ArrowUp", "ArrowDown", (delta) => {
+    const next = select.selectedIndex + delta;
+    if (next < 0 || next >= select.options.length) return false;
+    select.selectedIndex = next;
+    onChange();
+    return true;
+  });
+}
+
 export class SeriesPicker {
   /** `prefix` keeps element ids distinct per view ("" gives #run, #tag, #step, #step-label). */
   constructor(prefix) {
@@ -35,19 +62,14 @@ export class SeriesPicker {
     this.bindArrowKeys(showStep);
   }
 
-  /**
-   * Left and right arrow keys move the step while this picker is visible and no other control has the
-   * keyboard (the slider itself already answers them); `onChange` redraws.
-   */
+  /** Left and right arrow keys move the step while this picker is shown; `onChange` redraws. */
   bindArrowKeys(onChange) {
-    document.addEventListener("keydown", (event) => {
-      if (!["ArrowLeft", "ArrowRight"].includes(event.key) || this.step.offsetParent === null) return;
-      if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-      const next = Number(this.step.value) + (event.key === "ArrowRight" ? 1 : -1);
-      if (next < 0 || next > Number(this.step.max)) return;
-      event.preventDefault();
+    bindKeys(this.step, "ArrowLeft", "ArrowRight", (delta) => {
+      const next = Number(this.step.value) + delta;
+      if (next < 0 || next > Number(this.step.max)) return false;
       this.step.value = String(next);
       onChange();
+      return true;
     });
   }
 

@@ -205,3 +205,20 @@ def test_tab_lists_the_views_inside_tensorboard(browser, tensorboard):
         frame.wait_for_function("document.querySelectorAll('#act-grid .tile').length === 8")
     finally:
         context.close()
+
+
+def test_up_and_down_keys_choose_the_image(page, stored):
+    """The tiles follow the image: ArrowDown shows image 2's maps (as stored), ArrowUp image 1's again."""
+    header, _, maps = stored
+    open_activations(page, "features.1")
+    page.wait_for_function("document.querySelectorAll('#act-grid .tile').length === 8")
+    page.click("#act-grid")
+    for key, image in (("ArrowDown", 1), ("ArrowDown", 1), ("ArrowUp", 0)):  # the second Down: no image 3
+        page.keyboard.press(key)
+        page.wait_for_function(f"document.querySelector('#act-image').value === '{image}'")
+        b = block(header, "features.1", image, "activation")
+        page.wait_for_function(f"[...document.querySelectorAll('#act-grid .tile')].map((t) => t.dataset.channel)"
+                               f".join() === '{','.join(map(str, b['map_channels']))}'")
+        values = fmt.decode_map(maps, fmt.block_map_entries(b)[0]).ravel()
+        rgba = np.array(tile_pixels(page, 0)).reshape(-1, 4)
+        np.testing.assert_array_equal(rgba[:, :3], expected_rgb(page, values, values.min(), values.max()))
