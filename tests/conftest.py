@@ -3,10 +3,12 @@ TensorBoard data providers, and a real `tensorboard` process."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -210,3 +212,19 @@ def cam_frame(page):
             return frames[0]
         page.wait_for_timeout(100)
     raise AssertionError("the CAM iframe never loaded")
+
+
+# The parameters of a module-scoped `tensorboard` fixture that runs every test under both loaders.
+BOTH_LOADERS = {"params": ["true", "false"], "ids": ["rust-loader", "python-loader"]}
+
+
+def serve_when_loaded(logdir: Path, load_fast: str, series: int, run: str, tag: str, steps: int):
+    """Yields a real `tensorboard` over `logdir` once it lists `series` CAM series and `run`/`tag` holds `steps`."""
+    tb = TensorBoardProcess(logdir, load_fast=load_fast)
+    try:
+        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == series)
+        query = urllib.parse.urlencode({"run": run, "tag": tag})
+        tb.wait_for(f"/data/plugin/cam/steps?{query}", lambda b: len(json.loads(b)["steps"]) == steps)
+        yield tb
+    finally:
+        tb.close()

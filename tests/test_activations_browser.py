@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import TensorBoardProcess, raw_cam_values
+from conftest import BOTH_LOADERS, raw_cam_values, serve_when_loaded
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
 
@@ -51,15 +49,9 @@ def stored(logdir):
     return fmt.parse_activation_header(blobs[0]), blobs[1], blobs[2]
 
 
-@pytest.fixture(scope="module", params=["true", "false"], ids=["rust-loader", "python-loader"])
+@pytest.fixture(scope="module", **BOTH_LOADERS)
 def tensorboard(request, logdir):
-    tb = TensorBoardProcess(logdir, load_fast=request.param)
-    try:
-        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 3)
-        tb.wait_for("/data/plugin/cam/steps?run=run&tag=acts", lambda b: len(json.loads(b)["steps"]) == 2)
-        yield tb
-    finally:
-        tb.close()
+    yield from serve_when_loaded(logdir, request.param, series=3, run="run", tag="acts", steps=2)
 
 
 @pytest.fixture

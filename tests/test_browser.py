@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TensorBoardProcess, cam_frame
+from conftest import BOTH_LOADERS, TensorBoardProcess, cam_frame, serve_when_loaded
 from writer_ext import SummaryWriter
 from writer_ext.demo import CLASSES, ShapeNet, draw_shapes, train
 
@@ -33,15 +33,9 @@ def logdir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module", params=["true", "false"], ids=["rust-loader", "python-loader"])
+@pytest.fixture(scope="module", **BOTH_LOADERS)
 def tensorboard(request, logdir):
-    tb = TensorBoardProcess(logdir, load_fast=request.param)
-    try:
-        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 5)
-        tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=shapes%2Fprobe", lambda b: len(json.loads(b)["steps"]) == 3)
-        yield tb
-    finally:
-        tb.close()
+    yield from serve_when_loaded(logdir, request.param, series=5, run="shapes", tag="shapes/probe", steps=3)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TensorBoardProcess, cam_frame, raw_cam_values
+from conftest import BOTH_LOADERS, cam_frame, raw_cam_values, serve_when_loaded
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam_maps
 from writer_ext.demo import ShapeNet, draw_shapes
@@ -62,16 +62,9 @@ def logdir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module", params=["true", "false"], ids=["rust-loader", "python-loader"])
+@pytest.fixture(scope="module", **BOTH_LOADERS)
 def tensorboard(request, logdir):
-    tb = TensorBoardProcess(logdir, load_fast=request.param)
-    try:
-        tb.wait_for("/data/plugin/cam/series", lambda b: len(json.loads(b)["series"]) == 5)
-        tb.wait_for("/data/plugin/cam/steps?run=known&tag=long",
-                    lambda b: len(json.loads(b)["steps"]) == LONG_STEPS)
-        yield tb
-    finally:
-        tb.close()
+    yield from serve_when_loaded(logdir, request.param, series=5, run="known", tag="long", steps=LONG_STEPS)
 
 
 @pytest.fixture
