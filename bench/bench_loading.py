@@ -1,10 +1,12 @@
 """Loading and serving a large log dir: the CAM tab against TensorBoard's own Images tab.
 
 Generates RUNS x TAGS x STEPS samples of 8 images each, once as CAM samples (the real
-format, maps of 7x7 for 2 methods) and once as Images-tab samples (the images plugin's
-own `[width, height, png...]` blob sequences) holding the same 8 pictures. For each, and
-for each loader (the Rust data server and --load_fast=false), it starts `tensorboard` and
-measures:
+format and the writer's own `add_sample`: maps of 16x16 for 2 methods) and once as
+Images-tab samples (the images plugin's own `[width, height, png...]` blob sequences)
+holding the same 8 pictures, in two cases: the same pictures at every step (a monitor's
+probe images, which the writer stores once) and new pictures at every step (a training
+batch, stored with every sample). For each, and for each loader (the Rust data server and
+--load_fast=false), it starts `tensorboard` and measures:
   - the time until every tag is listed, every run's last tag holds every step, and the last step's
     blobs are served;
   - the peak resident memory of the TensorBoard process tree (the data server included);
@@ -13,15 +15,16 @@ measures:
 Both tabs keep every sample, so both hold the same images: the CAM plugin by its own default
 (no flag), the Images tab with --samples_per_plugin images=STEPS (it reads 0, TensorBoard's
 "keep all", as "keep none").
-The issue's full size is --runs 20 --tags 10 --steps 1000 (200,000 samples per tab; minutes
-to generate and GBs of disk); the defaults are smaller.
-Usage: python bench/bench_loading.py [--runs 20 --tags 10 --steps 100]
+The issue's full size is --runs 20 --tags 10 --steps 1000 (200,000 samples per tab; tens of
+GBs of disk and memory for the Images tab); the defaults are smaller.
+Usage: python bench/bench_loading.py [--runs 20 --tags 10 --steps 100 --pictures both --loaders both]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,13 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
+from writer_ext import images as img
 from writer_ext.demo import ShapeNet, draw_shapes
+from writer_ext.records import add_sample
 
 
 def one_cam_sample(tmp: Path) -> list[bytes]:
@@ -58,30 +62,41 @@ def one_cam_sample(tmp: Path) -> list[bytes]:
     raise RuntimeError("no CAM sample written")
 
 
-def write_logdirs(root: Path, runs: int, tags: int, steps: int) -> tuple[Path, Path]:
-    blobs = one_cam_sample(root)
-    pngs = blobs[fmt.FIRST_IMAGE_INDEX:]
-    image_blobs = [b"64", b"64", *pngs]
-    cam_dir, img_dir = root / "cam", root / "images"
+def picture_sets(count: int) -> list[list[bytes]]:
+    """`count` different sets of 8 drawn 64x64 pictures, PNG-encoded as the writer encodes them."""
+    sets = []
+    for seed in range(count):
+        pictures = draw_shapes(8, np.random.default_rng(1000 + seed))[0]
+        sets.append([img.encode(p, "png") for p in img.images_for(pictures, None)])
+    return sets
+
+
+def write_logdirs(root: Path, runs: int, tags: int, steps: int, pictures: str) -> tuple[Path, Path]:
+    """The two log dirs. pictures="repeat": the same 8 pictures at every step (a monitor's probes);
+    "new": new pictures at every step (a training batch). Both tabs get the same pictures."""
+    sample = one_cam_sample(root / pictures)
+    header, maps = json.loads(sample[fmt.HEADER_INDEX]), sample[fmt.MAPS_INDEX]
+    sets = [sample[fmt.FIRST_IMAGE_INDEX:]] if pictures == "repeat" else picture_sets(steps)
+    cam_dir, img_dir = root / pictures / "cam", root / pictures / "images"
     image_meta = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images", content=b""),
         data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
     )
     for r in range(runs):
-        cam_writer = EventFileWriter(str(cam_dir / f"run{r:02d}"))
-        img_writer = EventFileWriter(str(img_dir / f"run{r:02d}"))
-        for step in range(steps):
-            cam_values, img_values = [], []
-            for t in range(tags):
-                cam_values.extend(fmt.cam_summary(f"tag{t:02d}", blobs[0], blobs[1], pngs).value)
-                img_values.append(summary_pb2.Summary.Value(
-                    tag=f"tag{t:02d}", metadata=image_meta,
-                    tensor=tensor_util.make_tensor_proto(image_blobs, shape=[len(image_blobs)])))
-            for w, values in ((cam_writer, cam_values), (img_writer, img_values)):
-                summary = summary_pb2.Summary(value=values)
-                w.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
-        cam_writer.close()
-        img_writer.close()
+        # The CAM samples go through the writer's own add_sample, which decides what pictures to share.
+        with SummaryWriter(str(cam_dir / f"run{r:02d}")) as cam_writer, \
+                SummaryWriter(str(img_dir / f"run{r:02d}")) as img_writer:
+            for step in range(steps):
+                pngs = sets[step % len(sets)]
+                image_blobs = [b"64", b"64", *pngs]
+                for t in range(tags):
+                    tag = f"tag{t:02d}"
+                    add_sample(cam_writer, tag, fmt.KIND_CAM, lambda sequence: {**header, "sequence": sequence},
+                               [maps], pngs, step, None)
+                    value = summary_pb2.Summary.Value(
+                        tag=tag, metadata=image_meta,
+                        tensor=tensor_util.make_tensor_proto(image_blobs, shape=[len(image_blobs)]))
+                    img_writer._get_file_writer().add_summary(summary_pb2.Summary(value=[value]), step)
     return cam_dir, img_dir
 
 
@@ -210,27 +225,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--pictures", choices=("repeat", "new", "both"), default="both",
+                        help="the same pictures at every step (a monitor's probes), new ones each step, or both")
+    parser.add_argument("--loaders", choices=("rust", "python", "both"), default="both")
     args = parser.parse_args()
+    loaders = {"rust": ["true"], "python": ["false"], "both": ["true", "false"]}[args.loaders]
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.time()
-        cam_dir, img_dir = write_logdirs(Path(tmp), args.runs, args.tags, args.steps)
-        sizes = [sum(f.stat().st_size for f in d.rglob("*events*")) / 2**20 for d in (cam_dir, img_dir)]
-        print(f"{args.runs} runs x {args.tags} tags x {args.steps} steps x 8 images (64x64) per tab, generated in "
-              f"{time.time() - started:.0f} s; event files: cam {sizes[0]:.1f} MiB, images {sizes[1]:.1f} MiB")
-        for load_fast in ("true", "false"):
-            print(f"loader: {'Rust data server' if load_fast == 'true' else 'Python (--load_fast=false)'}")
-            results = {}
-            for name, logdir in (("cam", cam_dir), ("images", img_dir)):
-                results[name] = measure(logdir, Routes(name, args.runs, args.tags, args.steps), load_fast,
-                                        args.clients, args.seconds)
-                r = results[name]
-                print(f"  {name:<7} ready {r['ready_s']:7.1f} s   peak RSS {r['peak_mib']:7.0f} MiB   "
-                      f"{args.clients} clients: {r['requests']} requests, {r['errors']} errors, "
-                      f"p50 {r['p50_ms']:6.1f} ms, p95 {r['p95_ms']:6.1f} ms")
-            c, i = results["cam"], results["images"]
-            print(f"  ratios cam/images: ready {c['ready_s'] / i['ready_s']:.2f}, "
-                  f"peak RSS {c['peak_mib'] / i['peak_mib']:.2f}, p95 {c['p95_ms'] / i['p95_ms']:.2f} "
-                  "(goal: ready and RSS <= 1)")
+        for pictures in ("repeat", "new") if args.pictures == "both" else (args.pictures,):
+            started = time.time()
+            cam_dir, img_dir = write_logdirs(Path(tmp), args.runs, args.tags, args.steps, pictures)
+            sizes = [sum(f.stat().st_size for f in d.rglob("*events*")) / 2**20 for d in (cam_dir, img_dir)]
+            print(f"pictures: {pictures}. {args.runs} runs x {args.tags} tags x {args.steps} steps x 8 images (64x64) "
+                  f"per tab, generated in {time.time() - started:.0f} s; event files: cam {sizes[0]:.1f} MiB, "
+                  f"images {sizes[1]:.1f} MiB ({sizes[0] / sizes[1]:.2f}x)", flush=True)
+            for load_fast in loaders:
+                print(f"  loader: {'Rust data server' if load_fast == 'true' else 'Python (--load_fast=false)'}")
+                results = {}
+                for name, logdir in (("cam", cam_dir), ("images", img_dir)):
+                    results[name] = measure(logdir, Routes(name, args.runs, args.tags, args.steps), load_fast,
+                                            args.clients, args.seconds)
+                    r = results[name]
+                    print(f"    {name:<7} ready {r['ready_s']:7.1f} s   peak RSS {r['peak_mib']:7.0f} MiB   "
+                          f"{args.clients} clients: {r['requests']} requests, {r['errors']} errors, "
+                          f"p50 {r['p50_ms']:6.1f} ms, p95 {r['p95_ms']:6.1f} ms", flush=True)
+                c, i = results["cam"], results["images"]
+                print(f"    ratios cam/images: ready {c['ready_s'] / i['ready_s']:.2f}, "
+                      f"peak RSS {c['peak_mib'] / i['peak_mib']:.2f}, p95 {c['p95_ms'] / i['p95_ms']:.2f} "
+                      "(goal: ready and RSS <= 1)", flush=True)
+            shutil.rmtree(cam_dir.parent)
 
 
 if __name__ == "__main__":

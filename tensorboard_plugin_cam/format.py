@@ -32,6 +32,9 @@ KIND_CAM = "cam"
 KIND_ACTIVATIONS = "activations"
 KIND_MODEL = "model"
 KINDS = (KIND_CAM, KIND_ACTIVATIONS, KIND_MODEL)
+# Pictures that several samples of a series share are stored once, in a series of this kind
+# under `pictures_tag(tag)`; it holds only the pictures and is not listed in the tab.
+KIND_PICTURES = "pictures"
 MAPS_DTYPE = "<f2"  # little-endian IEEE half precision
 IMAGE_FORMATS = ("png", "jpeg")
 
@@ -51,6 +54,11 @@ BLOCK_KINDS = ("activation", "gradient")
 def first_image_index(kind: str) -> int:
     """Index of the first picture blob in a step of a series of `kind` (no pictures in a model series)."""
     return {KIND_CAM: FIRST_IMAGE_INDEX, KIND_ACTIVATIONS: ACTIVATION_FIRST_IMAGE_INDEX}.get(kind, 1)
+
+
+def pictures_tag(tag: str) -> str:
+    """The tag of the series that holds the shared pictures of series `tag` (header "pictures_step")."""
+    return f"{tag}/_pictures"
 
 
 class FormatError(ValueError):
@@ -146,6 +154,13 @@ def _optional_number(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
 
 
+def pictures_step(header: dict) -> int | None:
+    """The step whose shared pictures a sample shows (its own blobs then hold none), or None."""
+    step = header.get("pictures_step")
+    _require(step is None or (_is_int(step) and step >= 0), "header 'pictures_step' must be a non-negative integer")
+    return step
+
+
 def parse_header(data: bytes, maps_size: int | None = None) -> dict:
     """Decodes and checks a step header.
 
@@ -162,6 +177,7 @@ def parse_header(data: bytes, maps_size: int | None = None) -> dict:
     _require(_is_int(version), "header has no integer 'version'")
     _require(version <= VERSION, f"header version {version} is newer than this plugin ({VERSION})")
     _require(header.get("maps_dtype") == MAPS_DTYPE, f"header 'maps_dtype' must be {MAPS_DTYPE!r}")
+    pictures_step(header)
     images = header.get("images")
     _require(isinstance(images, list), "header has no 'images' list")
     for i, image in enumerate(images):
@@ -343,6 +359,7 @@ def parse_activation_header(data: bytes, stats_size: int | None = None, maps_siz
              f"header dtypes must be {MAPS_DTYPE!r} and {STATS_DTYPE!r}")
     _require(header.get("stats") == list(STATS), f"header 'stats' must be {list(STATS)}")
     _require(header.get("pictures") in (None, *IMAGE_FORMATS), "header 'pictures' must be null, png or jpeg")
+    pictures_step(header)
     _require(isinstance(header.get("layers"), list) and all(isinstance(n, str) for n in header["layers"]),
              "header 'layers' must list names")
     images = header.get("images")

@@ -144,7 +144,11 @@ class CamPlugin(base_plugin.TBPlugin):
         read = {fmt.KIND_CAM: self._cam_sample, fmt.KIND_ACTIVATIONS: self._activation_sample,
                 fmt.KIND_MODEL: self._model_sample}[kind]
         try:
-            body.update(read(ctx, step))
+            sample = read(ctx, step)
+            if kind != fmt.KIND_MODEL:
+                sample["image_keys"] = self._reader.picture_keys(ctx, eid, run, tag, step, sample["header"],
+                                                                 fmt.first_image_index(kind))
+            body.update(sample)
         except fmt.FormatError as e:
             body["error"] = f"This sample is damaged: {e}"
         return http_util.Respond(request, body, "application/json")
@@ -152,13 +156,11 @@ class CamPlugin(base_plugin.TBPlugin):
     def _cam_sample(self, ctx, step) -> dict:
         header = self._reader.header(ctx, step)
         header = {**header, "maps": [dataclasses.asdict(m) for m in header["maps"]]}  # the cached one stays intact
-        return {"header": header, "maps_key": step.keys[fmt.MAPS_INDEX],
-                "image_keys": list(step.keys[fmt.FIRST_IMAGE_INDEX:])}
+        return {"header": header, "maps_key": step.keys[fmt.MAPS_INDEX]}
 
     def _activation_sample(self, ctx, step) -> dict:
         return {"header": self._reader.activation_header(ctx, step), "stats_key": step.keys[fmt.STATS_INDEX],
-                "maps_key": step.keys[fmt.ACTIVATION_MAPS_INDEX],
-                "image_keys": list(step.keys[fmt.ACTIVATION_FIRST_IMAGE_INDEX:])}
+                "maps_key": step.keys[fmt.ACTIVATION_MAPS_INDEX]}
 
     def _model_sample(self, ctx, step) -> dict:
         return {"model": self._reader.model_table(ctx, step)}

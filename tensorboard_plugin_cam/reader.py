@@ -33,6 +33,14 @@ def _remember(cache: OrderedDict, key, value) -> None:
         cache.popitem(last=False)
 
 
+def _check_inline_pictures(header: dict, expected: int, held: int) -> None:
+    """A step holds its `expected` pictures, or none when its header names shared ones ("pictures_step")."""
+    if fmt.pictures_step(header) is not None and held:
+        raise fmt.FormatError(f"header names shared pictures ('pictures_step'), the step holds {held} more")
+    if fmt.pictures_step(header) is None and held != expected:
+        raise fmt.FormatError(f"header lists {expected} pictures, the step holds {held}")
+
+
 @dataclass(frozen=True)
 class Series:
     """What is fixed for one (run, tag)."""
@@ -185,16 +193,29 @@ class CamReader:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and maps")
         maps = self.blob(ctx, step.keys[fmt.MAPS_INDEX])
         header = fmt.parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), maps_size=len(maps))
-        if len(step.keys) - fmt.FIRST_IMAGE_INDEX != len(header["images"]):
-            raise fmt.FormatError(
-                f"header lists {len(header['images'])} images, the step holds {len(step.keys) - fmt.FIRST_IMAGE_INDEX}"
-            )
+        _check_inline_pictures(header, len(header["images"]), len(step.keys) - fmt.FIRST_IMAGE_INDEX)
         extents = []
         for entry in header["maps"]:
             values = fmt.decode_map(maps, entry)
             extents.append((float(values.min()), float(values.max())))
         _remember(self._headers, cache_key, (header, extents))
         return header, extents
+
+    def picture_keys(self, ctx, experiment_id: str, run: str, tag: str, step: Step, header: dict,
+                     first: int) -> list[str]:
+        """The blob keys of a checked sample's pictures: its own, or the shared ones its "pictures_step" names."""
+        at = fmt.pictures_step(header)
+        if at is None:
+            return list(step.keys[first:])
+        try:
+            keys = self.step(ctx, experiment_id, run, fmt.pictures_tag(tag), at).keys
+        except errors.NotFoundError:
+            raise fmt.FormatError(f"its pictures are stored with step {at}, which TensorBoard has not kept "
+                                  "(--samples_per_plugin cam=0 keeps every step)") from None
+        expected = len(header["images"])
+        if len(keys) != expected:
+            raise fmt.FormatError(f"header lists {expected} pictures, step {at} of its pictures holds {len(keys)}")
+        return list(keys)
 
     def ranges(self, ctx, experiment_id: str, run: str, tag: str) -> list[dict]:
         """Min and max of each (method, layer) over every loaded step, image and target of a CAM series.
@@ -221,10 +242,8 @@ class CamReader:
         stats = self.blob(ctx, step.keys[fmt.STATS_INDEX])
         maps = self.blob(ctx, step.keys[fmt.ACTIVATION_MAPS_INDEX])
         header = fmt.parse_activation_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), len(stats), len(maps))
-        pictures = len(step.keys) - fmt.ACTIVATION_FIRST_IMAGE_INDEX
         expected = len(header["images"]) if header["pictures"] else 0
-        if pictures != expected:
-            raise fmt.FormatError(f"header lists {expected} pictures, the step holds {pictures}")
+        _check_inline_pictures(header, expected, len(step.keys) - fmt.ACTIVATION_FIRST_IMAGE_INDEX)
         for block in header["blocks"]:
             if not np.all(np.isfinite(fmt.decode_stats(stats, block))):
                 raise fmt.FormatError("statistics hold NaN or Inf")

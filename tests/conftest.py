@@ -71,8 +71,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def raw_cam_values(logdir: Path) -> dict[tuple[str, str, int], list[bytes]]:
-    """The blob lists exactly as they are in the event files: (run, tag, step) -> blobs."""
+def raw_cam_values(logdir: Path, *, as_stored: bool = False) -> dict[tuple[str, str, int], list[bytes]]:
+    """The blob lists from the event files: (run, tag, step) -> blobs.
+
+    Samples that name shared pictures ("pictures_step") get them appended, as
+    the tab shows them, and the pictures series are left out, unless
+    `as_stored`: then every series' blobs are exactly as stored.
+    """
     found = {}
     for path in sorted(logdir.rglob("events.out.tfevents.*")):
         run = path.parent.relative_to(logdir).as_posix()
@@ -80,7 +85,29 @@ def raw_cam_values(logdir: Path) -> dict[tuple[str, str, int], list[bytes]]:
             for value in event.summary.value:
                 if value.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME:
                     found[(run, value.tag, event.step)] = list(value.tensor.string_val)
-    return found
+    if as_stored:
+        return found
+    samples = {}
+    for (run, tag, step), blobs in found.items():
+        if tag.endswith("/_pictures"):
+            continue
+        try:
+            at = json.loads(blobs[0]).get("pictures_step")
+        except (ValueError, UnicodeDecodeError, AttributeError, IndexError):
+            at = None
+        samples[(run, tag, step)] = blobs if at is None else blobs + found[(run, fmt.pictures_tag(tag), at)]
+    return samples
+
+
+def cam_sample_steps(path: Path) -> list[int]:
+    """The step of every sample event in an event file or log dir, in writing order (shared pictures left out)."""
+    steps = []
+    for file in [path] if path.is_file() else sorted(path.rglob("events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(str(file)).Load():
+            if any(v.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME and not v.tag.endswith("/_pictures")
+                   for v in event.summary.value):
+                steps.append(event.step)
+    return steps
 
 
 def python_provider(logdir: Path):

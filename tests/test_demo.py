@@ -29,7 +29,9 @@ def test_shapes_demo_gradcam_beats_the_random_baseline(tmp_path):
     assert run.pointing["gradcam"] >= run.pointing["random"] + 0.4, run.pointing
     assert run.pointing["random"] <= 3 * run.pointing["box_area_fraction"] + 0.15
     tags = _plugins(tmp_path)
-    assert tags["cam"] == {"shapes/probe", "shapes/probe/activations", "model/summary"}
+    # The probe pictures repeat at every logged step: each series stores them once more, beside it.
+    assert tags["cam"] == {"shapes/probe", "shapes/probe/activations", "model/summary", "shapes/probe/_pictures",
+                           "shapes/probe/activations/_pictures"}
     assert {"train/loss", "train/accuracy", "pointing_game/gradcam", "pointing_game/random"} <= tags["scalars"]
     assert any(t.startswith("weights/") for t in tags["histograms"])
     assert "inputs/probe_grid" in tags["images"]
@@ -39,7 +41,8 @@ def test_digits_dataset(tmp_path):
     run = train(str(tmp_path / "run"), steps=20, cam_every=20, seed=0, quiet=True, dataset="digits")
     run.writer.close()
     assert run.pointing == {}  # no boxes for real digits
-    assert _plugins(tmp_path)["cam"] == {"digits/probe", "digits/probe/activations", "model/summary"}
+    assert _plugins(tmp_path)["cam"] == {"digits/probe", "digits/probe/activations", "model/summary",
+                                         "digits/probe/_pictures", "digits/probe/activations/_pictures"}
 
 
 SCRIPTS = ["-m writer_ext.demo", "bench/bench_cam.py", "bench/bench_memory.py", "bench/bench_monitor.py",

@@ -7,10 +7,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tensorboard.backend.event_processing import event_file_loader
 
-from conftest import SmallNet, free_port
-from tensorboard_plugin_cam import format as fmt
+from conftest import SmallNet, cam_sample_steps, free_port
 from writer_ext import CamMonitor
 
 
@@ -35,11 +33,6 @@ def _worker(rank: int, port: int, logdir: str, all_ranks: bool, out: str) -> Non
         dist.destroy_process_group()
 
 
-def _cam_steps(path):
-    return [e.step for e in event_file_loader.EventFileLoader(str(path)).Load()
-            if any(v.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME for v in e.summary.value)]
-
-
 @pytest.mark.parametrize("all_ranks", [False, True])
 def test_ddp_two_processes(tmp_path, all_ranks):
     logdir, out = tmp_path / "logs", tmp_path / "out"
@@ -48,6 +41,6 @@ def test_ddp_two_processes(tmp_path, all_ranks):
     files = sorted(p.relative_to(logdir).parent.as_posix() for p in logdir.rglob("events.out.tfevents.*"))
     assert files == (["rank0", "rank1"] if all_ranks else ["."])
     for path in logdir.rglob("events.out.tfevents.*"):
-        assert _cam_steps(path) == [0, 1, 2]
+        assert cam_sample_steps(path) == [0, 1, 2]
     states = [torch.load(out / f"rank{r}.pt") for r in range(2)]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])  # gradients were still all-reduced

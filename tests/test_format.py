@@ -12,7 +12,7 @@ from tensorboard import context
 from conftest import raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.reader import CamReader
-from writer_ext import SummaryWriter
+from writer_ext import SummaryWriter, add_activations
 
 
 def test_maps_round_trip_keeps_raw_values_to_half_precision():
@@ -96,8 +96,12 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
         results[step] = writer.add_cam("probe", small_net, x, methods=["gradcam", "cam"], topk=2,
                                        class_names=list("abcde"), global_step=step)
     writer.close()
-    written = raw_cam_values(tmp_path)
-    assert sorted(written) == [("run", "probe", 5), ("run", "probe", 9)]
+    written = raw_cam_values(tmp_path, as_stored=True)
+    # The same pictures twice: the second sample names them, stored once under the pictures tag.
+    assert sorted(written) == [("run", "probe", 5), ("run", "probe", 9), ("run", "probe/_pictures", 9)]
+    pictures = written[("run", "probe", 5)][fmt.FIRST_IMAGE_INDEX:]
+    assert written[("run", "probe/_pictures", 9)] == pictures
+    assert len(written[("run", "probe", 9)]) == fmt.FIRST_IMAGE_INDEX
 
     reader = CamReader(provider_factory(tmp_path))
     ctx = context.RequestContext()
@@ -111,6 +115,9 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
         maps_blob = reader.blob(ctx, s.keys[fmt.MAPS_INDEX])
         result = results[s.step]
         assert header["sequence"] == (0 if s.step == 5 else 1)
+        assert header.get("pictures_step") == (None if s.step == 5 else 9)
+        keys = reader.picture_keys(ctx, "", "run", "probe", s, header, fmt.FIRST_IMAGE_INDEX)
+        assert [reader.blob(ctx, k) for k in keys] == pictures
         assert header["methods"] == ["gradcam", "cam"]
         for entry in header["maps"]:
             expected = result.maps[entry.method][entry.layer][entry.image, entry.target].numpy()
@@ -119,4 +126,47 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
         for i, image in enumerate(header["images"]):
             assert [t["class_id"] for t in image["targets"]] == result.class_ids[i].tolist()
             assert [t["class_name"] for t in image["targets"]] == ["abcde"[c] for c in result.class_ids[i]]
-            assert fmt.image_mime_type(reader.blob(ctx, s.keys[fmt.FIRST_IMAGE_INDEX + i])) == "image/png"
+            assert fmt.image_mime_type(reader.blob(ctx, keys[i])) == "image/png"
+
+
+def _pictures_steps(logdir, tag: str) -> tuple[dict, list]:
+    """(step -> the sample's "pictures_step" or the number of pictures it holds), and the pictures series' steps."""
+    stored = raw_cam_values(logdir, as_stored=True)
+    samples = {}
+    for (_, t, step), blobs in stored.items():
+        if t == tag:
+            header = json.loads(blobs[fmt.HEADER_INDEX])
+            samples[step] = header["pictures_step"] if "pictures_step" in header else len(blobs) - 2
+    shared = sorted(step for (_, t, step) in stored if t == fmt.pictures_tag(tag))
+    return samples, shared
+
+
+def test_pictures_are_stored_once_while_they_repeat(tmp_path, small_net):
+    """Inline while new; from their first repeat, once in the pictures series and named by step."""
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    with SummaryWriter(tmp_path / "run") as writer:
+        for step, x in [(0, a), (10, a), (20, a), (30, b), (40, a), (50, a), (25, a), (60, a)]:
+            writer.add_cam("probe", small_net, x, methods="gradcam", global_step=step)
+        for x in (a, a):
+            writer.add_cam("no_step", small_net, x, methods="gradcam")  # global_step None: always inline
+    samples, shared = _pictures_steps(tmp_path, "probe")
+    # 2 = two pictures held inline; otherwise the step whose shared pictures it shows. Step 25 goes back
+    # before the shared step 50 (TensorBoard would purge that), so its pictures are stored again at 25.
+    assert samples == {0: 2, 10: 10, 20: 10, 30: 2, 40: 2, 50: 50, 25: 25, 60: 25}
+    assert shared == [10, 25, 50]
+    assert _pictures_steps(tmp_path, "no_step") == ({0: 2}, [])
+    stored = raw_cam_values(tmp_path, as_stored=True)
+    assert stored[("run", "probe/_pictures", 10)] == stored[("run", "probe", 0)][fmt.FIRST_IMAGE_INDEX:]
+
+
+def test_activation_pictures_are_shared_too(tmp_path, small_net):
+    x = torch.rand(2, 3, 16, 16)
+    with SummaryWriter(tmp_path / "run") as writer:
+        for step in (1, 2, 3):
+            add_activations(writer, "acts", small_net, x, global_step=step)
+    stored = raw_cam_values(tmp_path, as_stored=True)
+    first = stored[("run", "acts", 1)][fmt.ACTIVATION_FIRST_IMAGE_INDEX:]
+    assert len(first) == 2 and stored[("run", "acts/_pictures", 2)] == first
+    for step in (2, 3):
+        blobs = stored[("run", "acts", step)]
+        assert len(blobs) == fmt.ACTIVATION_FIRST_IMAGE_INDEX and json.loads(blobs[0])["pictures_step"] == 2

@@ -6,9 +6,8 @@ import copy
 
 import pytest
 import torch
-from tensorboard.backend.event_processing import event_file_loader
 
-from tensorboard_plugin_cam import format as fmt
+from conftest import cam_sample_steps
 from writer_ext import CamMonitor, SummaryWriter, add_cam, compute_cams
 
 
@@ -48,15 +47,6 @@ def test_monitoring_leaves_training_bit_for_bit_the_same(small_net, tmp_path):
     assert torch.equal(plain[3], watched[3])  # the random stream (dropout, data order)
 
 
-def _cam_steps(logdir):
-    steps = []
-    for path in sorted(logdir.rglob("events.out.tfevents.*")):
-        for event in event_file_loader.EventFileLoader(str(path)).Load():
-            if any(v.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME for v in event.summary.value):
-                steps.append(event.step)
-    return steps
-
-
 def test_logs_only_when_due(small_net, tmp_path):
     writer = SummaryWriter(tmp_path)
     monitor = CamMonitor(writer, small_net, torch.rand(2, 3, 12, 12), every=3, target_layer="features")
@@ -64,7 +54,7 @@ def test_logs_only_when_due(small_net, tmp_path):
     assert [r is not None for r in results] == [True, False, False, False, True, False, True]
     monitor.close()
     writer.close()
-    assert _cam_steps(tmp_path) == [0, 3, 6]
+    assert cam_sample_steps(tmp_path) == [0, 3, 6]
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

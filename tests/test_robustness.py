@@ -300,6 +300,10 @@ DAMAGED = {  # case -> the blobs of one step
     "maps_nan": _with_blob(lambda b: b[:6] + _half(np.nan) + b[8:]),
     "maps_inf": _with_blob(lambda b: _half(np.inf) + b[2:]),
     "maps_minus_inf": _with_blob(lambda b: b[:-2] + _half(-np.inf)),
+    "pictures_step_negative": _edit(lambda h: h.update(pictures_step=-1)),
+    "pictures_step_and_pictures": _edit(lambda h: h.update(pictures_step=0)),
+    "pictures_step_not_kept": lambda: _template_blobs(pictures_step=1)[:fmt.FIRST_IMAGE_INDEX],
+    "pictures_step_short": lambda: _template_blobs(pictures_step=SHORT_PICTURES_STEP)[:fmt.FIRST_IMAGE_INDEX],
     "image_missing": lambda: _template_blobs()[:-1],
     "image_extra": lambda: [*_template_blobs(), _template_blobs()[-1]],
     "header_only": lambda: _template_blobs()[:1],
@@ -307,9 +311,9 @@ DAMAGED = {  # case -> the blobs of one step
 }
 
 
-def _template_blobs():
+def _template_blobs(**fields):
     header, blob, pngs = _template()
-    return [fmt.encode_header(header), blob, *pngs]
+    return [fmt.encode_header({**header, **fields}), blob, *pngs]
 
 
 # Steps in writing order (TensorBoard's Python loader drops data when steps go backwards): a good sample
@@ -318,6 +322,8 @@ _PLAN = [None, *list(DAMAGED)[:5], None, *list(DAMAGED)[5:], None]
 DAMAGED_STEPS = {name: 10 * (i + 1) for i, name in enumerate(_PLAN) if name is not None}
 GOOD_STEPS = tuple(10 * (i + 1) for i, name in enumerate(_PLAN) if name is None)
 EXTRA_STEP = 10 * (len(_PLAN) + 1)
+# The shared pictures of case "pictures_step_short": one picture where the header lists two.
+SHORT_PICTURES_STEP = DAMAGED_STEPS["pictures_step_short"]
 HOSTILE_CONTENT = {  # tag -> plugin content of a series of otherwise good samples
     "content/not_json": b"{not JSON",
     "content/not_utf8": b"\xff\xfe",
@@ -335,6 +341,10 @@ def damaged_logdir(tmp_path_factory):
             if name is None:
                 add_probe(writer, TAG, 10 * (i + 1))
             else:
+                if name == "pictures_step_short":
+                    pictures = _template_blobs()[fmt.FIRST_IMAGE_INDEX:][:1]
+                    file_writer.add_summary(fmt.blob_summary(fmt.pictures_tag(TAG), pictures, fmt.KIND_PICTURES),
+                                            SHORT_PICTURES_STEP)
                 file_writer.add_summary(raw_summary(TAG, DAMAGED[name]()), 10 * (i + 1))
         # A series whose newest (and only) step has a header too deep for json.loads.
         file_writer.add_summary(raw_summary("deep/newest", DAMAGED["header_deeply_nested"]()), EXTRA_STEP)
@@ -405,6 +415,11 @@ def test_damaged_sample_is_reported_not_raised(damaged_client, case):
     assert message.startswith("This sample is damaged: "), message
     detail = message[len("This sample is damaged: "):]
     assert 3 < len(detail) < 300 and detail.isprintable(), message
+    expected = {"pictures_step_negative": "'pictures_step' must be a non-negative integer",
+                "pictures_step_and_pictures": "header names shared pictures ('pictures_step'), the step holds 2 more",
+                "pictures_step_not_kept": "its pictures are stored with step 1, which TensorBoard has not kept",
+                "pictures_step_short": f"header lists 2 pictures, step {SHORT_PICTURES_STEP} of its pictures holds 1"}
+    assert expected.get(case, "") in detail
 
 
 def test_ranges_leave_damaged_steps_out(damaged_client):

@@ -119,7 +119,7 @@ def stored_blobs(endpoint, tmp_path):
     assert len(keys) == 1, keys
     local = tmp_path / "copy.tfevents"
     local.write_bytes(client.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read())
-    return {event.step: list(value.tensor.string_val)
+    return {(value.tag, event.step): list(value.tensor.string_val)
             for event in event_file_loader.EventFileLoader(str(local)).Load() for value in event.summary.value
             if value.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME}
 
@@ -162,8 +162,8 @@ def wait_for(tb, path, predicate, timeout=60, **params):
 def test_writer_puts_the_run_in_the_bucket(s3, written, tmp_path):
     endpoint, _ = s3
     blobs = stored_blobs(endpoint, tmp_path)
-    assert sorted(blobs) == [1, 2]
-    header = fmt.parse_header(blobs[2][fmt.HEADER_INDEX], maps_size=len(blobs[2][fmt.MAPS_INDEX]))
+    assert sorted(blobs) == [(TAG, 1), (TAG, 2), (fmt.pictures_tag(TAG), 2)]
+    header = fmt.parse_header(blobs[(TAG, 2)][fmt.HEADER_INDEX], maps_size=len(blobs[(TAG, 2)][fmt.MAPS_INDEX]))
     assert header["methods"] == list(METHODS)
 
 
@@ -181,11 +181,13 @@ def test_tensorboard_serves_the_s3_run(s3, written, tensorboard, tmp_path):
     assert len(header["maps"]) == 2 * len(METHODS)
     assert all(t["class_name"] in CLASSES for image in header["images"] for t in image["targets"])
 
-    stored = stored_blobs(endpoint, tmp_path)[2]
-    assert get(tensorboard, "/blob", key=sample["maps_key"]) == stored[fmt.MAPS_INDEX]
-    assert len(sample["image_keys"]) == len(stored) - fmt.FIRST_IMAGE_INDEX == 2
-    for key, expected in zip(sample["image_keys"], stored[fmt.FIRST_IMAGE_INDEX:]):
-        assert get(tensorboard, "/blob", key=key) == expected
+    stored = stored_blobs(endpoint, tmp_path)
+    assert get(tensorboard, "/blob", key=sample["maps_key"]) == stored[(TAG, 2)][fmt.MAPS_INDEX]
+    # Step 2 shows the same pictures as step 1: stored once more, under the pictures tag, and named.
+    assert header["pictures_step"] == 2 and len(stored[(TAG, 2)]) == fmt.FIRST_IMAGE_INDEX
+    pictures = stored[(TAG, 1)][fmt.FIRST_IMAGE_INDEX:]
+    assert len(pictures) == 2 and stored[(fmt.pictures_tag(TAG), 2)] == pictures
+    assert [get(tensorboard, "/blob", key=key) for key in sample["image_keys"]] == pictures
 
 
 def test_a_step_flushed_later_to_s3_appears(written, tensorboard):

@@ -211,8 +211,8 @@ def add_activations(
         block["scales"] = [scale for _, scale in placement[first:first + count]]
     encoded = [] if pictures is None else [img.encode(p, "png") for p in pictures]
 
-    def build(sequence: int):
-        header = fmt.build_activation_header(
+    def header(sequence: int) -> dict:
+        return fmt.build_activation_header(
             images=[{"height": int(inputs.shape[2]), "width": int(inputs.shape[3]),
                      "target": None if records is None else records[i][0]} for i in range(inputs.shape[0])],
             layers=names,
@@ -221,7 +221,6 @@ def add_activations(
             channel_order=order,
             sequence=sequence,
         )
-        blobs = [fmt.encode_header(header), b"".join(stats_parts), maps_blob, *encoded]
-        return fmt.blob_summary(tag, blobs, fmt.KIND_ACTIVATIONS)
 
-    add_sample(writer, tag, build, global_step, walltime)
+    add_sample(writer, tag, fmt.KIND_ACTIVATIONS, header, [b"".join(stats_parts), maps_blob], encoded, global_step,
+               walltime)

@@ -84,8 +84,8 @@ def _write(
     blob, placement = fmt.encode_maps(arrays)
     encoded = [img.encode(p, image_format) for p in pictures]
 
-    def build(sequence: int):
-        header = fmt.build_header(
+    def header(sequence: int) -> dict:
+        return fmt.build_header(
             images=[
                 {"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
                 for p, t in zip(pictures, targets)
@@ -95,9 +95,8 @@ def _write(
             sequence=sequence,
             metrics=metrics,
         )
-        return fmt.cam_summary(tag, fmt.encode_header(header), blob, encoded)
 
-    add_sample(writer, tag, build, global_step, walltime)
+    add_sample(writer, tag, fmt.KIND_CAM, header, [blob], encoded, global_step, walltime)
 
 
 def add_cam(
