@@ -2,20 +2,21 @@
 
 One line per check, PASS or FAIL with the figure measured (INFO lines inform and never fail):
   1. every method in writer_ext.METHODS runs on the device, and its maps equal the same model's maps
-     computed on the CPU (a copy with the same weights): Pearson r >= 0.999 per map and max |difference|
-     <= 0.01 of the CPU map's value range; worst figures per method. Models: resnet18 (BatchNorm; layer3 and
-     layer4, Score-CAM and Ablation-CAM on a small input) and a small torchvision VisionTransformer (a token
-     layer; every method but ablationcam, which needs an (N, C, H, W) output). TF32 is off for this
-     comparison; an INFO line gives the figures with PyTorch's default (TF32 cuDNN convolutions);
+     computed on the CPU (a copy with the same weights, the same inputs and target classes): Pearson
+     r >= 0.999 per map and max |difference| <= 0.01 of the CPU map's value range; worst figures per method.
+     Models: resnet18 (BatchNorm; layer3 and layer4, Score-CAM and Ablation-CAM on layer2 of a small input)
+     and a small torchvision VisionTransformer (LayerNorm'd tokens; see cases() for the layers some methods
+     need). TF32 is off for this comparison; an INFO line gives the figures with PyTorch's defaults
+     (TF32 cuDNN convolutions);
   2. under torch.autocast (float16 on CUDA, bfloat16 on the CPU) the maps are float32 and agree with the
      plain call's, and the model leaves the call as it came;
   3. training safety on the device, mid training step (resnet18 in train mode after a backward, some .grad
      replaced by known tensors, some None, one parameter frozen, user hooks on modules and a parameter),
-     after an add_cam call and after two that raise (a bad layer name; a class id out of range, raised
-     after the forward pass): every .grad the same tensor with the same values (None stays None),
-     parameters and buffers (BatchNorm statistics, num_batches_tracked) bit for bit, training and
-     requires_grad flags, every hook dict of the modules and parameters, the global module hooks and
-     the CPU and CUDA random streams;
+     after an add_cam call (Grad-CAM, Grad-CAM++, Ablation-CAM and random on two layers, top-2) and after
+     two that raise (a bad layer name; a class id out of range, raised after the forward pass): every .grad
+     the same tensor with the same values (None stays None), parameters and buffers (BatchNorm statistics,
+     num_batches_tracked) bit for bit, training and requires_grad flags, every hook dict of the modules and
+     parameters, the global module hooks and the CPU and CUDA random streams;
   4. a short SGD run of mobilenet_v3_small (dropout and BatchNorm) on random data, from one seed, with a
      CamMonitor logging every step to a temporary directory and without: losses, gradients, parameters,
      buffers and random streams bit for bit. Deterministic algorithms are on (warn-only); a second run
@@ -46,7 +47,7 @@ import time
 import traceback
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, TypeVar
 
 import torch
@@ -94,7 +95,7 @@ class Report:
         """Whatever raises inside is a FAIL line with the last frames of its traceback; the script goes on."""
         try:
             yield
-        except Exception as e:  # noqa: BLE001 - every error is a finding to report, not a reason to stop
+        except Exception as e:  # every error is a finding to report, not a reason to stop
             self.line(check, False, f"{what}: raised {type(e).__name__}: {e}")
             traceback.print_exc(limit=-4, file=sys.stdout)
 
@@ -115,13 +116,15 @@ def resnet18(classes: int = 10) -> nn.Module:
 
 def small_vit() -> nn.Module:
     torch.manual_seed(0)
-    return VisionTransformer(image_size=64, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
-                             num_classes=10)
+    model = VisionTransformer(image_size=64, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+                              num_classes=10)
+    nn.init.normal_(model.heads.head.weight, std=0.1)  # torchvision starts the head at zero: every gradient would be 0
+    return model
 
 
 @dataclass
 class Case:
-    """One model and input batch, the methods computed on it and the target layers."""
+    """One model and input batch, the methods computed on it and their target layers."""
 
     name: str
     model: Callable[[], nn.Module]
@@ -129,54 +132,97 @@ class Case:
     size: int
     layers: list[str]
     methods: list[str]
+    layers_of: dict[str, list[str]] = field(default_factory=dict)  # methods that need other layers
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded batch on the CPU and fixed (B, 2) target classes (no near-tie in a top-k to flip)."""
         torch.manual_seed(1)
         return torch.rand(self.batch, 3, self.size, self.size), torch.arange(2 * self.batch).view(-1, 2) % 10
 
-    def layers_for(self, method: str) -> list[str]:
-        # CAM reads the linear head, which takes layer4's 512 channels, not layer3's 256.
-        return ["layer4"] if method == "cam" and "layer4" in self.layers else self.layers
+    def groups(self) -> dict[tuple[str, ...], list[str]]:
+        """The methods by the layers they are computed on: one compute_cams call each."""
+        found: dict[tuple[str, ...], list[str]] = {}
+        for method in self.methods:
+            found.setdefault(tuple(self.layers_of.get(method, self.layers)), []).append(method)
+        return found
 
 
 def cases() -> list[Case]:
     every = list(writer_ext.METHODS)
+    vit_block = "encoder.layers.encoder_layer_1"
     return [
-        Case("resnet18 layer3+layer4 4x3x112x112", resnet18, 4, 112, ["layer3", "layer4"],
-             [m for m in every if m not in PERTURBATION]),
-        Case("resnet18 layer3 2x3x64x64", resnet18, 2, 64, ["layer3"], list(PERTURBATION)),
-        Case("vit tokens 2x3x64x64", small_vit, 2, 64, ["encoder.layers.encoder_layer_1"],
-             [m for m in every if m != "ablationcam"]),
+        # CAM reads the linear head, which takes layer4's 512 channels, not layer3's 256.
+        Case("resnet18 layer3+layer4 2x3x112x112", resnet18, 2, 112, ["layer3", "layer4"],
+             [m for m in every if m not in PERTURBATION], {"cam": ["layer4"]}),
+        Case("resnet18 layer2 2x3x48x48", resnet18, 2, 48, ["layer2"], list(PERTURBATION)),
+        # Tokens after the last block's LayerNorm, as pytorch-grad-cam advises for ViTs (the block's output has
+        # grad . activation = 0 per token, LayerNorm being scale invariant, so HiResCAM there is rounding noise);
+        # EigenCAM on the block's input (each LayerNorm'd token sums to ~0 over channels, which leaves the sign
+        # of its principal component to rounding); Ablation-CAM on the patch embedding, the one (N, C, H, W) output.
+        Case("vit tokens 2x3x64x64", small_vit, 2, 64, [f"{vit_block}.ln_1"], every,
+             {"eigencam": ["encoder.layers.encoder_layer_0"], "ablationcam": ["conv_proj"]}),
     ]
 
 
 # Comparisons
 
 
-def agreement(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
-    """(worst Pearson r, worst max |difference| / the reference map's range) over the maps of (..., h, w).
+@dataclass
+class Agreement:
+    """How closely maps agree with reference maps: the worst figures over every map compared."""
 
-    A reference map that is constant (range below 1e-6 of the tensor's largest value, e.g. all zero after
-    ReLU) has no r; its difference is measured against that largest value instead.
-    """
-    if reference.shape != other.shape:
-        return 0.0, float("inf")
-    a = reference.double().flatten(-2).flatten(0, -2)
-    b = other.double().flatten(-2).flatten(0, -2)
-    top = a.abs().max().clamp(min=1e-30)
-    span = a.amax(1) - a.amin(1)
-    flat = span <= 1e-6 * top
-    diff = ((a - b).abs().amax(1) / torch.where(flat, top, span)).max()
-    ac, bc = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    r = (ac * bc).sum(1) / (ac.norm(dim=1) * bc.norm(dim=1)).clamp(min=1e-300)
-    return float(r[~flat].min()) if bool((~flat).any()) else 1.0, float(diff)
+    r: float = 1.0  # worst Pearson r, over the maps that are not constant
+    diff: float = 0.0  # worst max |difference|, as a fraction of the reference map's value range
+    constant: int = 0  # reference maps that are constant (all zero after ReLU, say): no r, diff against the tensor
+    maps: int = 0
+    bitwise: bool = True
+
+    def add(self, reference: torch.Tensor, other: torch.Tensor) -> None:
+        """Takes in the maps of one (..., h, w) tensor and those it should equal."""
+        self.maps += reference.shape[:-2].numel()
+        self.bitwise = self.bitwise and same_bits(reference, other)
+        if reference.shape != other.shape:
+            self.r, self.diff = 0.0, float("inf")
+            return
+        a = reference.double().flatten(-2).flatten(0, -2)
+        b = other.double().flatten(-2).flatten(0, -2)
+        top = a.abs().max().clamp(min=1e-30)
+        span = a.amax(1) - a.amin(1)
+        flat = span <= 1e-6 * top
+        self.constant += int(flat.sum())
+        self.diff = max(self.diff, float(((a - b).abs().amax(1) / torch.where(flat, top, span)).max()))
+        ac, bc = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        r = (ac * bc).sum(1) / (ac.norm(dim=1) * bc.norm(dim=1)).clamp(min=1e-300)
+        if bool((~flat).any()):
+            self.r = min(self.r, float(r[~flat].min()))
+
+    def merge(self, other: Optional[Agreement]) -> None:
+        """Takes in another comparison's figures; None (a comparison that raised) fails this one."""
+        if other is None:
+            self.r, self.diff, self.bitwise = 0.0, float("inf"), False
+            return
+        self.r, self.diff = min(self.r, other.r), max(self.diff, other.diff)
+        self.constant, self.maps = self.constant + other.constant, self.maps + other.maps
+        self.bitwise = self.bitwise and other.bitwise
+
+    @property
+    def ok(self) -> bool:
+        return self.r >= MIN_R and self.diff <= MAX_DIFF and self.constant < self.maps
+
+    def __str__(self) -> str:
+        constant = f", {self.constant} of them constant" if self.constant else ""
+        return (f"worst r {self.r:.7f}, max |diff| {self.diff:.1e} of the map range ({self.maps} maps{constant})"
+                f"{', bitwise equal' if self.bitwise and self.maps else ''}")
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bit-for-bit equality (NaN equals NaN, -0.0 differs from 0.0)."""
     return (a.dtype == b.dtype and a.shape == b.shape
             and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+
+
+def streams(device: torch.device) -> list[str]:
+    return ["CPU", "CUDA"] if device.type == "cuda" else ["CPU"]
 
 
 def rng_states(device: torch.device) -> list[torch.Tensor]:
@@ -256,57 +302,65 @@ def exact_float32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def figures(r: float, diff: float) -> str:
-    return f"worst r {r:.7f}, max |diff| {diff:.1e} of the map range"
-
-
 # The checks
 
 
-def compare_devices(case: Case, method: str, cpu_model: nn.Module, dev_model: nn.Module,
-                    device: torch.device) -> tuple[float, float]:
-    """(worst r, worst difference) of one method's maps on the device against the CPU, over the case's layers."""
+def maps_of(model: nn.Module, case: Case, methods: list[str], layers: tuple[str, ...],
+            device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
     x, targets = case.inputs()
-    layers = case.layers_for(method)
-    with exact_float32():
-        ref = compute_cams(cpu_model, x, target_layer=layers, targets=targets, methods=method)
-        got = compute_cams(dev_model, x.to(device), target_layer=layers, targets=targets, methods=method)
-    pairs = [agreement(ref.maps[method][layer], got.maps[method][layer]) for layer in layers]
-    return min(p[0] for p in pairs), max(p[1] for p in pairs)
+    return compute_cams(model, x.to(device), target_layer=list(layers), targets=targets, methods=methods).maps
+
+
+def compare_method(case: Case, method: str, layers: tuple[str, ...], reference: Optional[dict],
+                   cpu_model: nn.Module, dev_model: nn.Module, device: torch.device) -> Agreement:
+    """One method's maps on the device against those on the CPU (computed here when not given)."""
+    expected = reference if reference is not None else maps_of(cpu_model, case, [method], layers, torch.device("cpu"))
+    got = maps_of(dev_model, case, [method], layers, device)
+    agree = Agreement()
+    for layer in layers:
+        agree.add(expected[method][layer], got[method][layer])
+    return agree
 
 
 def check_devices_agree(report: Report, device: torch.device) -> None:
     """1. every method on the device against the CPU"""
-    worst: dict[str, tuple[float, float]] = {}
+    found: dict[str, Agreement] = {}
     where: dict[str, list[str]] = {}
     for case in cases():
         cpu_model = case.model()
         dev_model = copy.deepcopy(cpu_model).to(device)
-        for method in case.methods:
-            found = report.attempt("1", f"{method} on {case.name}", compare_devices, case, method, cpu_model,
-                                   dev_model, device)
-            where.setdefault(method, []).append(case.name if found else f"{case.name}: RAISED")
-            before = worst.get(method, (1.0, 0.0))
-            r, diff = found or (0.0, float("inf"))
-            worst[method] = (min(before[0], r), max(before[1], diff))
+        for layers, methods in case.groups().items():
+            with exact_float32():
+                try:  # the CPU maps of the group in one call ...
+                    reference = maps_of(cpu_model, case, methods, layers, torch.device("cpu"))
+                except Exception:  # ... or one call per method, so that only the method that raises fails
+                    reference = None
+                for method in methods:  # one call each on the device, so that one method's error fails only it
+                    agree = report.attempt("1", f"{method} on {case.name}", compare_method, case, method, layers,
+                                           reference, cpu_model, dev_model, device)
+                    found.setdefault(method, Agreement()).merge(agree)
+                    where.setdefault(method, []).append(case.name if agree else f"{case.name}: RAISED")
     for method in writer_ext.METHODS:
-        if method not in worst:
+        if method not in found:
             report.line("1", False, f"{method}: in writer_ext.METHODS but in no case of this script")
             continue
-        r, diff = worst[method]
-        report.line("1", r >= MIN_R and diff <= MAX_DIFF,
-                    f"{method:20} {device.type} vs cpu: {figures(r, diff)} [{'; '.join(where[method])}]")
+        report.line("1", found[method].ok, f"{method:20} {device.type} vs cpu: {found[method]} "
+                    f"[{'; '.join(where[method])}]")
     if device.type == "cuda":
         case = cases()[0]
-        cpu_model, x, targets = case.model(), *case.inputs()
+        cpu_model = case.model()
         dev_model = copy.deepcopy(cpu_model).to(device)
-        methods = ["gradcam", "gradcam++"]
-        ref = compute_cams(cpu_model, x, target_layer=case.layers, targets=targets, methods=methods)
-        got = compute_cams(dev_model, x.to(device), target_layer=case.layers, targets=targets, methods=methods)
-        pairs = [agreement(ref.maps[m][layer], got.maps[m][layer]) for m in methods for layer in case.layers]
-        report.line("1", None, f"with PyTorch's default TF32 (cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}), "
-                    f"gradcam and gradcam++ on {case.name}: "
-                    f"{figures(min(p[0] for p in pairs), max(p[1] for p in pairs))}")
+        per_method: dict[str, Agreement] = {}
+        for layers, methods in case.groups().items():
+            expected = maps_of(cpu_model, case, methods, layers, torch.device("cpu"))
+            got = maps_of(dev_model, case, methods, layers, device)
+            for method in methods:
+                for layer in layers:
+                    per_method.setdefault(method, Agreement()).add(expected[method][layer], got[method][layer])
+        method, worst = min(per_method.items(), key=lambda item: item[1].r)
+        report.line("1", None, f"with PyTorch's default TF32 settings (cudnn.allow_tf32="
+                    f"{torch.backends.cudnn.allow_tf32}, matmul {torch.backends.cuda.matmul.allow_tf32}) on "
+                    f"{case.name}, the least agreeing method, {method}: {worst}")
 
 
 def check_autocast(report: Report, device: torch.device) -> None:
@@ -317,23 +371,20 @@ def check_autocast(report: Report, device: torch.device) -> None:
             model = case.model().to(device)
             x, targets = case.inputs()
             x = x.to(device)
-            r, diff, bitwise, dtypes, changed = 1.0, 0.0, True, set(), []
-            for method in case.methods:
-                layers = case.layers_for(method)
-                plain = compute_cams(model, x, target_layer=layers, targets=targets, methods=method)
+            agree, dtypes, changed = Agreement(), set(), []
+            for layers, methods in case.groups().items():
+                plain = compute_cams(model, x, target_layer=list(layers), targets=targets, methods=methods)
                 before = snapshot(model, device)
                 with torch.autocast(device.type, dtype=dtype):
-                    mixed = compute_cams(model, x, target_layer=layers, targets=targets, methods=method)
+                    mixed = compute_cams(model, x, target_layer=list(layers), targets=targets, methods=methods)
                 changed += changes(model, before, device)
-                for layer in layers:
-                    a, b = plain.maps[method][layer], mixed.maps[method][layer]
-                    dtypes.add(b.dtype)
-                    r_one, diff_one = agreement(a, b)
-                    r, diff, bitwise = min(r, r_one), max(diff, diff_one), bitwise and same_bits(a, b)
-            ok = dtypes == {torch.float32} and r >= MIN_R and diff <= MAX_DIFF and not changed
-            report.line("2", ok, f"autocast {str(dtype).replace('torch.', '')} on {case.name}, {len(case.methods)} "
-                        f"methods: maps {', '.join(sorted(str(d).replace('torch.', '') for d in dtypes))}, "
-                        f"vs plain call {figures(r, diff)}{' (bitwise equal)' if bitwise else ''}; "
+                for method in methods:
+                    for layer in layers:
+                        dtypes.add(str(mixed.maps[method][layer].dtype).replace("torch.", ""))
+                        agree.add(plain.maps[method][layer], mixed.maps[method][layer])
+            report.line("2", dtypes == {"float32"} and agree.ok and not changed,
+                        f"autocast {str(dtype).replace('torch.', '')} on {case.name}, {len(case.methods)} methods: "
+                        f"maps {', '.join(sorted(dtypes))}; vs the plain call: {agree}; "
                         f"model changed: {', '.join(sorted(set(changed))[:6]) or 'nothing'}")
 
 
@@ -359,21 +410,22 @@ def check_training_safety(report: Report, device: torch.device) -> None:
             p.grad = None
         elif i % 5 == 2:
             p.grad = torch.randn(p.shape, generator=generator, device=device)  # a known tensor
-    probe = torch.rand(4, 3, 64, 64, generator=generator, device=device)
+    probe = torch.rand(2, 3, 32, 32, generator=generator, device=device)
     known = sum(i % 5 == 2 for i in range(len(params)))
     nones = sum(p.grad is None for p in params)
     counts = (f"{len(params)} parameters ({known} .grad known tensors, {nones} None), "
               f"{len(list(model.buffers()))} buffers, {len(list(model.modules()))} modules")
-    good = dict(target_layer=["layer3", "layer4"], methods=("gradcam", "gradcam++", "scorecam", "random"), topk=2)
+    good = dict(target_layer=["layer2", "layer3"], methods=("gradcam", "gradcam++", "ablationcam", "random"), topk=2)
     calls_to_make = {
         "an add_cam call": {},
         "an add_cam call raising on a bad layer name": {"target_layer": "layer9"},
-        "an add_cam call raising after the forward pass (class id 99 of 10)": {"targets": [99, 0, 0, 0]},
+        "an add_cam call raising after the forward pass (class id 99 of 10)": {"targets": [99, 0]},
     }
     with tempfile.TemporaryDirectory() as logdir:
         writer = SummaryWriter(logdir)
         for label, bad in calls_to_make.items():
             with report.guard("3", f"training safety after {label}"):
+                model.train()  # each call starts mid step in train mode, whatever the one before left
                 before = snapshot(model, device)
                 calls.update(forward=0, backward=0)
                 raised = None
@@ -388,7 +440,7 @@ def check_training_safety(report: Report, device: torch.device) -> None:
                             f"training safety on {device.type} after {label}: {counts}; "
                             f"changed: {', '.join(changed[:6]) or 'nothing'}{wrong}")
                 if calls["backward"]:
-                    report.line("3", None, f"the user's full backward hook on fc ran {calls['backward']} times "
+                    report.line("3", None, f"the user's full backward hook on fc ran {calls['backward']} time(s) "
                                 f"during {label} (its forward hook on layer1: {calls['forward']})")
         writer.close()
 
@@ -410,11 +462,11 @@ def train(model: nn.Module, device: torch.device, steps: int, monitor: Optional[
     data = torch.rand(32, 3, 64, 64, device=device)
     labels = torch.randint(0, 10, (32,), device=device)
     losses, grads, logged = [], [], 0
+    model.train()  # once, as many loops do: a monitor that left eval mode behind would change the next steps
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in range(steps):
             idx = torch.randperm(32, device=device)[:8]
-            model.train()
             loss = nn.functional.cross_entropy(model(data[idx]), labels[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -467,17 +519,17 @@ def check_monitor_training(report: Report, device: torch.device) -> None:
     """4. training with and without CamMonitor"""
     torch.manual_seed(0)
     start = torchvision.models.mobilenet_v3_small(num_classes=10).to(device)
-    steps = 5
+    steps = 4
     torch.manual_seed(5)
     probes = torch.rand(2, 3, 64, 64, device=device)
     with deterministic(), tempfile.TemporaryDirectory() as logdir:
         plain = train(copy.deepcopy(start), device, steps)
         control = train(copy.deepcopy(start), device, steps)
         with CamMonitor(logdir, copy.deepcopy(start), probes, every=1, target_layer="features",
-                        methods=("gradcam", "gradcam++", "random"), smooth="noise", smooth_samples=2, metrics=True,
+                        methods=("gradcam", "random"), smooth="noise", smooth_samples=2, metrics=True,
                         activations=True) as monitor:
             watched = train(monitor.model, device, steps, monitor)
-    compared = "losses, gradients, parameters, BatchNorm statistics, CPU and CUDA random streams"
+    compared = f"losses, gradients, parameters, BatchNorm statistics, {' and '.join(streams(device))} random streams"
     label = (f"mobilenet_v3_small (dropout, BatchNorm), {steps} SGD steps on {device.type}, with CamMonitor "
              f"(logged {watched.logged} of {steps} steps)")
     drift = run_differences(plain, watched)

@@ -8,8 +8,11 @@ input into `tensorboard.errors` (400/404), never a raw exception.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from tensorboard import errors
@@ -24,13 +27,34 @@ ALL_SAMPLES = 2**31 - 1
 # Checked CAM headers (a few KB each) and header sequences kept in memory: /steps,
 # /sample and /ranges read the same steps again and again, and a step's blobs never change.
 HEADER_CACHE_SIZE = 4096
+# Steps (time and blob keys) of the series read last, kept while the series is unchanged: every
+# data-provider call that returns more than a few bytes costs the Rust loader about 40 ms.
+STEPS_CACHE_SIZE = 100_000
 
 
-def _remember(cache: OrderedDict, key, value) -> None:
-    """Keeps the newest HEADER_CACHE_SIZE entries of a cache of things that never change (a step's blobs)."""
-    cache[key] = value
-    if len(cache) > HEADER_CACHE_SIZE:
-        cache.popitem(last=False)
+class _Cache:
+    """The newest entries up to a total weight, safe across TensorBoard's request threads."""
+
+    def __init__(self, capacity: int):
+        self._capacity, self._weight = capacity, 0
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is None:
+                return None
+            self._items.move_to_end(key)
+            return entry[0]
+
+    def put(self, key, value, weight: int = 1) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._weight += weight - (old[1] if old else 0)
+            self._items[key] = (value, weight)
+            while self._weight > self._capacity and len(self._items) > 1:
+                self._weight -= self._items.popitem(last=False)[1][1]
 
 
 def _check_inline_pictures(header: dict, expected: int, held: int) -> None:
@@ -65,8 +89,10 @@ class CamReader:
     def __init__(self, data_provider: provider.DataProvider, downsample: int = ALL_SAMPLES):
         self._provider = data_provider
         self._downsample = downsample or ALL_SAMPLES
-        self._headers: OrderedDict[tuple, tuple[dict, list[tuple[float, float]]]] = OrderedDict()
-        self._sequences: OrderedDict[tuple, int] = OrderedDict()
+        self._headers = _Cache(HEADER_CACHE_SIZE)  # (keys, wall time) -> (checked header, each map's range)
+        self._sequences = _Cache(HEADER_CACHE_SIZE)  # (header key, wall time) -> the header's "sequence"
+        self._steps = _Cache(STEPS_CACHE_SIZE)  # (experiment, run, tag) -> (what the series was, its steps)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cam-blobs")
         self._kinds: dict[tuple[str, str, str], str] = {}  # a tag's kind is fixed by its first summary
 
     @property
@@ -106,16 +132,20 @@ class CamReader:
             return None
         return kind if kind in fmt.KINDS else None
 
+    def _time_series(self, ctx, experiment_id: str, run: str, tag: str):
+        """One series' metadata (a cheap provider call: no blob keys), or None if there is no such series."""
+        mapping = self._provider.list_blob_sequences(
+            ctx, experiment_id=experiment_id, plugin_name=fmt.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        return mapping.get(run, {}).get(tag)
+
     def kind(self, ctx, experiment_id: str, run: str, tag: str) -> str:
         """The kind of one series ("cam", "activations", "model"); 404 if there is no such series."""
         known = self._kinds.get((experiment_id, run, tag))
         if known is not None:
             return known
-        mapping = self._provider.list_blob_sequences(
-            ctx, experiment_id=experiment_id, plugin_name=fmt.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        ts = mapping.get(run, {}).get(tag)
+        ts = self._time_series(ctx, experiment_id, run, tag)
         kind = None if ts is None else self._kind(ts)
         if kind is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
@@ -123,7 +153,18 @@ class CamReader:
         return kind
 
     def steps(self, ctx, experiment_id: str, run: str, tag: str) -> list[Step]:
-        """The loaded steps of one series, oldest first; 404 if there is no such series."""
+        """The loaded steps of one series, oldest first; 404 if there is no such series.
+
+        Read again only when the series' newest step, wall time or length has
+        changed (new steps, or a restarted writer); callers must not mutate it.
+        """
+        ts = self._time_series(ctx, experiment_id, run, tag)
+        if ts is None:
+            raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+        version = (int(ts.max_step), float(ts.max_wall_time), int(ts.max_length))
+        known = self._steps.get((experiment_id, run, tag))
+        if known is not None and known[0] == version:
+            return known[1]
         result = self._provider.read_blob_sequences(
             ctx,
             experiment_id=experiment_id,
@@ -134,10 +175,12 @@ class CamReader:
         data = result.get(run, {}).get(tag)
         if data is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
-        return [
+        steps = [
             Step(step=int(d.step), wall_time=float(d.wall_time), keys=tuple(ref.blob_key for ref in d.values))
             for d in data
         ]
+        self._steps.put((experiment_id, run, tag), (version, steps), weight=max(len(steps), 1))
+        return steps
 
     def step(self, ctx, experiment_id: str, run: str, tag: str, step: int) -> Step:
         for s in self.steps(ctx, experiment_id, run, tag):
@@ -161,18 +204,24 @@ class CamReader:
             raise errors.NotFoundError("no blob for this key")
         return data
 
+    def blobs(self, ctx, keys: Sequence[str]) -> list[bytes]:
+        """Several blobs at once: the Rust loader answers each read after ~40 ms, so they are read side by side."""
+        pending = [self._pool.submit(self.blob, ctx, key) for key in keys[1:]]
+        return [self.blob(ctx, keys[0]), *(future.result() for future in pending)] if keys else []
+
     def sequence(self, ctx, step: Step) -> int:
         """The header's "sequence" of a step: one blob read, no check of the maps (cheap enough for /steps)."""
         if not step.keys:
             raise fmt.FormatError("step holds no blobs")
         cache_key = (step.keys[fmt.HEADER_INDEX], step.wall_time)
-        if cache_key not in self._sequences:
+        sequence = self._sequences.get(cache_key)
+        if sequence is None:
             header = fmt.parse_json_object(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), "header")
             sequence = header.get("sequence")
             if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
                 raise fmt.FormatError("header has no non-negative integer 'sequence'")
-            _remember(self._sequences, cache_key, sequence)
-        return self._sequences[cache_key]
+            self._sequences.put(cache_key, sequence)
+        return sequence
 
     def header(self, ctx, step: Step) -> dict:
         """The checked header of a step (raises `fmt.FormatError` if it is damaged)."""
@@ -186,19 +235,19 @@ class CamReader:
         by the step's blob keys and wall time; callers must not mutate them.
         """
         cache_key = (step.keys, step.wall_time)
-        if cache_key in self._headers:
-            self._headers.move_to_end(cache_key)
-            return self._headers[cache_key]
+        known = self._headers.get(cache_key)
+        if known is not None:
+            return known
         if len(step.keys) < fmt.FIRST_IMAGE_INDEX:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and maps")
-        maps = self.blob(ctx, step.keys[fmt.MAPS_INDEX])
-        header = fmt.parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), maps_size=len(maps))
+        header_data, maps = self.blobs(ctx, step.keys[:fmt.FIRST_IMAGE_INDEX])
+        header = fmt.parse_header(header_data, maps_size=len(maps))
         _check_inline_pictures(header, len(header["images"]), len(step.keys) - fmt.FIRST_IMAGE_INDEX)
         extents = []
         for entry in header["maps"]:
             values = fmt.decode_map(maps, entry)
             extents.append((float(values.min()), float(values.max())))
-        _remember(self._headers, cache_key, (header, extents))
+        self._headers.put(cache_key, (header, extents))
         return header, extents
 
     def picture_keys(self, ctx, experiment_id: str, run: str, tag: str, step: Step, header: dict,
@@ -239,9 +288,8 @@ class CamReader:
         """The checked header of an activation step (raises `fmt.FormatError` if it is damaged)."""
         if len(step.keys) < fmt.ACTIVATION_FIRST_IMAGE_INDEX:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header, stats and maps")
-        stats = self.blob(ctx, step.keys[fmt.STATS_INDEX])
-        maps = self.blob(ctx, step.keys[fmt.ACTIVATION_MAPS_INDEX])
-        header = fmt.parse_activation_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), len(stats), len(maps))
+        header_data, stats, maps = self.blobs(ctx, step.keys[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
+        header = fmt.parse_activation_header(header_data, len(stats), len(maps))
         expected = len(header["images"]) if header["pictures"] else 0
         _check_inline_pictures(header, expected, len(step.keys) - fmt.ACTIVATION_FIRST_IMAGE_INDEX)
         for block in header["blocks"]:

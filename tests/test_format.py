@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from tensorboard import context
+from tensorboard import context, errors
 
-from conftest import raw_cam_values
+from conftest import python_provider, raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.reader import CamReader
 from writer_ext import SummaryWriter, add_activations
@@ -170,3 +170,38 @@ def test_activation_pictures_are_shared_too(tmp_path, small_net):
     for step in (2, 3):
         blobs = stored[("run", "acts", step)]
         assert len(blobs) == fmt.ACTIVATION_FIRST_IMAGE_INDEX and json.loads(blobs[0])["pictures_step"] == 2
+
+
+class _CountingProvider:
+    """The real Python provider, counting the calls that return every step's blob keys."""
+
+    def __init__(self, inner):
+        self._inner, self.reads = inner, 0
+
+    def read_blob_sequences(self, *args, **kwargs):
+        self.reads += 1
+        return self._inner.read_blob_sequences(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_steps_are_read_again_only_when_the_series_changed(tmp_path, small_net):
+    x = torch.rand(2, 3, 16, 16)
+    writer = SummaryWriter(tmp_path / "run")
+    for step in (1, 2):
+        writer.add_cam("probe", small_net, x, methods="gradcam", global_step=step)
+    writer.flush()
+    inner = python_provider(tmp_path)
+    counting = _CountingProvider(inner)
+    reader = CamReader(counting)
+    ctx = context.RequestContext()
+    first = reader.steps(ctx, "", "run", "probe")
+    assert [s.step for s in first] == [1, 2] and counting.reads == 1
+    assert reader.steps(ctx, "", "run", "probe") is first and counting.reads == 1
+    writer.add_cam("probe", small_net, torch.rand(2, 3, 16, 16), methods="gradcam", global_step=3)
+    writer.close()
+    inner._multiplexer.Reload()
+    assert [s.step for s in reader.steps(ctx, "", "run", "probe")] == [1, 2, 3] and counting.reads == 2
+    with pytest.raises(errors.NotFoundError):
+        reader.steps(ctx, "", "run", "no such tag")
