@@ -10,8 +10,9 @@ batch, stored with every sample). For each, and for each loader (the Rust data s
   - the time until every tag is listed, every run's last tag holds every step, and the last step's
     blobs are served;
   - the peak resident memory of the TensorBoard process tree (the data server included);
-  - serving: CLIENTS concurrent clients for SECONDS requesting the tab's routes, errors
-    and p50/p95 latency.
+  - serving: CLIENTS concurrent clients for SECONDS requesting the tab's routes (each as likely:
+    the listing, a series' steps, for CAM a step's sample, and one picture of a random step),
+    errors and p50/p95 latency.
 Both tabs keep every sample, so both hold the same images: the CAM plugin by its own default
 (no flag), the Images tab with --samples_per_plugin images=STEPS (it reads 0, TensorBoard's
 "keep all", as "keep none").
@@ -33,6 +34,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +143,9 @@ class Routes:
     def last_step_urls(self, base: str) -> list[str]:
         """The last step's blobs, once every run's last tag holds every step (the runs load in any order)."""
         tag = f"tag{self.tags - 1:02d}"
-        if any(self.step_count(base, f"run{r:02d}", tag) < self.steps for r in range(self.runs)):
+        with ThreadPoolExecutor(self.runs) as pool:  # side by side: the check must not blur the time it measures
+            counts = list(pool.map(lambda r: self.step_count(base, f"run{r:02d}", tag), range(self.runs)))
+        if min(counts) < self.steps:
             return []
         run = f"run{self.runs - 1:02d}"
         q = urllib.parse.urlencode
@@ -153,19 +157,38 @@ class Routes:
         images = json.loads(get(f"{base}/data/plugin/images/images?{q({'run': run, 'tag': tag, 'sample': 0})}"))
         return [f"{base}/data/plugin/images/individualImage?{images[-1]['query']}"]
 
-    def request_mix(self, base: str, rng: np.random.Generator) -> str:
+    def picture_urls(self, base: str, rng: np.random.Generator, count: int) -> list[str]:
+        """URLs of one picture each of `count` random samples (found before the clock starts)."""
+        urls, q = [], urllib.parse.urlencode
+        for _ in range(count):
+            run, tag = f"run{rng.integers(self.runs):02d}", f"tag{rng.integers(self.tags):02d}"
+            step, image = int(rng.integers(self.steps)), int(rng.integers(8))
+            if self.plugin == "cam":
+                sample = json.loads(get(f"{base}/data/plugin/cam/sample?{q({'run': run, 'tag': tag, 'step': step})}"))
+                urls.append(f"{base}/data/plugin/cam/blob?{q({'key': sample['image_keys'][image]})}")
+            else:
+                query = q({"run": run, "tag": tag, "sample": image})
+                listing = json.loads(get(f"{base}/data/plugin/images/images?{query}"))
+                urls.append(f"{base}/data/plugin/images/individualImage?{listing[step]['query']}")
+        return urls
+
+    def request_mix(self, base: str, rng: np.random.Generator, pictures: list[str]) -> str:
+        """One request to one of the tab's routes, each route as likely: listing, steps, (sample,) picture."""
         run, tag = f"run{rng.integers(self.runs):02d}", f"tag{rng.integers(self.tags):02d}"
         q = urllib.parse.urlencode
+        picture = pictures[int(rng.integers(len(pictures)))]
         if self.plugin == "cam":
             step = int(rng.integers(self.steps))
             return rng.choice([
                 f"{base}/data/plugin/cam/series",
                 f"{base}/data/plugin/cam/steps?{q({'run': run, 'tag': tag})}",
                 f"{base}/data/plugin/cam/sample?{q({'run': run, 'tag': tag, 'step': step})}",
+                picture,
             ])
         return rng.choice([
             f"{base}/data/plugin/images/tags",
             f"{base}/data/plugin/images/images?{q({'run': run, 'tag': tag, 'sample': 0})}",
+            picture,
         ])
 
 
@@ -189,7 +212,8 @@ def measure(logdir: Path, routes: Routes, load_fast: str, clients: int, seconds:
                         ready = time.time() - start
             except OSError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
+        pictures = routes.picture_urls(base, np.random.default_rng(1), 100)
         latencies, errors, stop = [], [0], time.time() + seconds
 
         def client(seed):
@@ -197,7 +221,7 @@ def measure(logdir: Path, routes: Routes, load_fast: str, clients: int, seconds:
             while time.time() < stop:
                 t = time.perf_counter()
                 try:
-                    get(routes.request_mix(base, rng))
+                    get(routes.request_mix(base, rng, pictures))
                     latencies.append(time.perf_counter() - t)
                 except OSError as e:
                     errors[0] += 1

@@ -101,11 +101,8 @@ class CamPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_series(self, request):
         ctx, eid = self._where(request)
-        series = []
-        for s in self._reader.series(ctx, eid):
-            item = dataclasses.asdict(s)
-            item["description"] = plugin_util.markdown_to_safe_html(s.description)
-            series.append(item)
+        series = [{**vars(s), "description": plugin_util.markdown_to_safe_html(s.description)}
+                  for s in self._reader.series(ctx, eid)]
         return http_util.Respond(request, {"series": series}, "application/json")
 
     @wrappers.Request.application

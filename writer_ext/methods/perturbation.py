@@ -60,7 +60,7 @@ class AblationCAM(CamMethod):
             if not isinstance(output, torch.Tensor) or output.shape[1:] != inputs.activations.shape[1:]:
                 raise ValueError(f"methods: 'ablationcam' needs an (N, C, H, W) output at layer {inputs.layer!r}")
             output = output.clone()
-            output[torch.arange(len(ablate["channels"])), ablate["channels"]] = 0
+            output[torch.arange(len(ablate["channels"]), device=output.device), ablate["channels"]] = 0
             return output
 
         handle = inputs.module.register_forward_hook(hook)
