@@ -104,6 +104,8 @@ def diverging(difference):
 
 
 def choose(frame, run, tag):
+    """Picks a series; the cards shown so far count as stale, so `wait_painted` waits for the new ones."""
+    frame.evaluate("document.querySelectorAll('.card').forEach((c) => (c.dataset.state = 'stale'))")
     frame.select_option("#run", run)
     frame.select_option("#tag", tag)
 
