@@ -59,9 +59,10 @@ class _Cache:
 
 def _check_inline_pictures(header: dict, expected: int, held: int) -> None:
     """A step holds its `expected` pictures, or none when its header names shared ones ("pictures_step")."""
-    if fmt.pictures_step(header) is not None and held:
-        raise fmt.FormatError(f"header names shared pictures ('pictures_step'), the step holds {held} more")
-    if fmt.pictures_step(header) is None and held != expected:
+    if fmt.pictures_step(header) is not None:
+        if held:
+            raise fmt.FormatError(f"header names shared pictures ('pictures_step'), the step holds {held} more")
+    elif held != expected:
         raise fmt.FormatError(f"header lists {expected} pictures, the step holds {held}")
 
 
