@@ -682,3 +682,29 @@ def test_html_in_layer_method_and_class_names_is_text(xss_tb, browser):
         assert errors == []
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("load", ["python", "rust"])
+def test_shared_pictures_survive_tensorboard_dropping_steps(tmp_path, load):
+    """With --samples_per_plugin cam=5, every kept sample of 30 with repeated pictures still shows them."""
+    x = torch.rand(2, 3, 16, 16)
+    with SummaryWriter(tmp_path / RUN) as writer:
+        for step in range(30):
+            writer.add_cam(TAG, SmallNet(), x, target_layer="features", methods="gradcam", global_step=step)
+    rust = None if load == "python" else RustProvider(tmp_path)
+    try:
+        client = make_client(tmp_path, python_provider(tmp_path) if rust is None else rust.provider, keep=5)
+        steps = json.loads(client.get(BASE + "/steps", query_string={"run": RUN, "tag": TAG}).get_data())
+        assert len(steps["steps"]) == 5 and steps["logged"] == 30
+        expected = None
+        for entry in steps["steps"]:
+            sample = json.loads(client.get(BASE + "/sample", query_string={"run": RUN, "tag": TAG,
+                                                                           "step": entry["step"]}).get_data())
+            assert "error" not in sample, sample
+            pictures = [client.get(BASE + "/blob", query_string={"key": k}).get_data() for k in sample["image_keys"]]
+            assert len(pictures) == 2 and all(fmt.image_mime_type(p) == "image/png" for p in pictures)
+            expected = expected or pictures
+            assert pictures == expected
+    finally:
+        if rust is not None:
+            rust.close()
