@@ -24,12 +24,14 @@ from tensorboard_plugin_cam import format as fmt
 # uses 0 for "nothing", so 0 is read as this.
 ALL_SAMPLES = 2**31 - 1
 
-# Checked CAM headers (a few KB each) and header sequences kept in memory: /steps,
-# /sample and /ranges read the same steps again and again, and a step's blobs never change.
-HEADER_CACHE_SIZE = 4096
-# Steps (time and blob keys) of the series read last, kept while the series is unchanged: every
-# data-provider call that returns more than a few bytes costs the Rust loader about 40 ms.
-STEPS_CACHE_SIZE = 100_000
+# Checked CAM headers and header sequences kept in memory: /steps, /sample and /ranges read the
+# same steps again and again, and a step's blobs never change. A checked header of 8 images and
+# 16 maps takes about 12 KB: at most about 12 MB (TensorBoard may run for days).
+HEADER_CACHE_SIZE = 1024
+# Steps (time and blob keys, about 1 KB a step of 10 blobs) of the series read last, kept while the
+# series is unchanged: every data-provider call that returns more than a few bytes costs the Rust
+# loader about 40 ms. At most about 20 MB.
+STEPS_CACHE_SIZE = 20_000
 
 
 class _Cache:

@@ -11,7 +11,7 @@ from tensorboard import context, errors
 
 from conftest import python_provider, raw_cam_values
 from tensorboard_plugin_cam import format as fmt
-from tensorboard_plugin_cam.reader import CamReader
+from tensorboard_plugin_cam.reader import CamReader, _Cache
 from writer_ext import SummaryWriter, add_activations
 
 
@@ -205,3 +205,15 @@ def test_steps_are_read_again_only_when_the_series_changed(tmp_path, small_net):
     assert [s.step for s in reader.steps(ctx, "", "run", "probe")] == [1, 2, 3] and counting.reads == 2
     with pytest.raises(errors.NotFoundError):
         reader.steps(ctx, "", "run", "no such tag")
+
+
+def test_reader_caches_keep_the_newest_entries_up_to_their_weight():
+    cache = _Cache(10)
+    cache.put("a", 1, weight=4)
+    cache.put("b", 2, weight=4)
+    assert cache.get("a") == 1  # now the newest
+    cache.put("c", 3, weight=4)  # 12 > 10: the oldest ("b") goes
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    cache.put("a", 5, weight=1)  # replacing an entry replaces its weight
+    cache.put("big", 6, weight=50)  # heavier than the whole cache: kept alone, the others go
+    assert (cache.get("a"), cache.get("c"), cache.get("big")) == (None, None, 6)
