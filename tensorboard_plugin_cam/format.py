@@ -268,18 +268,6 @@ def blob_summary(tag: str, blobs: Sequence[bytes], kind: str, *, description: st
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
 
 
-def cam_summary(
-    tag: str,
-    header: bytes,
-    maps_blob: bytes,
-    images: Sequence[bytes],
-    *,
-    description: str = "",
-) -> summary_pb2.Summary:
-    """The `Summary` protobuf for one step of a CAM series."""
-    return blob_summary(tag, [header, maps_blob, *images], KIND_CAM, description=description)
-
-
 # -- activation series ---------------------------------------------------------------------------------
 
 

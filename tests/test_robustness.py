@@ -81,12 +81,7 @@ def blob_key(*fields) -> str:
 
 def raw_summary(tag: str, blobs: list[bytes]):
     """A CAM summary holding exactly these blobs (a rank-1 string tensor of len(blobs))."""
-    summary = fmt.cam_summary(tag, b"", b"", [])
-    tensor = summary.value[0].tensor
-    del tensor.string_val[:]
-    tensor.string_val.extend(blobs)
-    tensor.tensor_shape.dim[0].size = len(blobs)
-    return summary
+    return fmt.blob_summary(tag, blobs, fmt.KIND_CAM)
 
 
 # -- 1a. fuzzing every route -------------------------------------------------------------------------
