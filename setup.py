@@ -54,7 +54,7 @@ setup(
             "torchcam>=0.4",
         ],
         # bench/ also times Captum beside pytorch-grad-cam and torchcam
-        "bench": ["captum>=0.7", "grad-cam>=1.5", "torchcam>=0.4"],
+        "bench": ["captum>=0.7", "grad-cam>=1.5", "torchcam>=0.4", "scikit-learn>=1.0"],
     },
     entry_points={
         "tensorboard_plugins": ["cam = tensorboard_plugin_cam.plugin:CamLoader"],

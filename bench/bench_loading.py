@@ -1,9 +1,10 @@
 """Loading and serving a large log dir: the CAM tab against TensorBoard's own Images tab.
 
 Generates RUNS x TAGS x STEPS samples of 8 images each, once as CAM samples (the real
-format and the writer's own `add_sample`: maps of 16x16 for 2 methods) and once as
-Images-tab samples (the images plugin's own `[width, height, png...]` blob sequences)
-holding the same 8 pictures, in two cases: the same pictures at every step (a monitor's
+format and the writer's own `add_sample`: maps of 16x16 for 2 methods, pictures encoded as
+the writer encodes them) and once as Images-tab samples (the images plugin's own
+`[width, height, png...]` blob sequences, PNG as `add_image` writes) holding the same 8
+pictures, in two cases: the same pictures at every step (a monitor's
 probe images, which the writer stores once) and new pictures at every step (a training
 batch, stored with every sample). For each, and for each loader (the Rust data server and
 --load_fast=false), it starts `tensorboard` and measures:
@@ -34,6 +35,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,7 +53,7 @@ from writer_ext.records import add_sample
 
 
 def one_cam_sample(tmp: Path) -> list[bytes]:
-    """The blobs of one real CAM sample (8 images 64x64, 2 methods), read back from its event file."""
+    """The blobs of one real CAM sample (8 images 64x64, 2 methods), read back from its event file, as stored."""
     torch.manual_seed(0)
     with SummaryWriter(str(tmp / "seed")) as writer:
         writer.add_cam("x", ShapeNet(), draw_shapes(8, np.random.default_rng(0))[0], target_layer="features",
@@ -64,12 +66,12 @@ def one_cam_sample(tmp: Path) -> list[bytes]:
     raise RuntimeError("no CAM sample written")
 
 
-def picture_sets(count: int) -> list[list[bytes]]:
-    """`count` different sets of 8 drawn 64x64 pictures, PNG-encoded as the writer encodes them."""
+def picture_sets(count: int, image_format: str) -> list[list[bytes]]:
+    """`count` different sets of 8 drawn 64x64 pictures (the first those of `one_cam_sample`), encoded."""
     sets = []
     for seed in range(count):
-        pictures = draw_shapes(8, np.random.default_rng(1000 + seed))[0]
-        sets.append([img.encode(p, "png") for p in img.images_for(pictures, None)])
+        pictures = draw_shapes(8, np.random.default_rng(seed))[0]
+        sets.append([img.encode(p, image_format) for p in img.images_for(pictures, None)])
     return sets
 
 
@@ -77,8 +79,16 @@ def write_logdirs(root: Path, runs: int, tags: int, steps: int, pictures: str) -
     """The two log dirs. pictures="repeat": the same 8 pictures at every step (a monitor's probes);
     "new": new pictures at every step (a training batch). Both tabs get the same pictures."""
     sample = one_cam_sample(root / pictures)
-    header, maps = json.loads(sample[fmt.HEADER_INDEX]), sample[fmt.MAPS_INDEX]
-    sets = [sample[fmt.FIRST_IMAGE_INDEX:]] if pictures == "repeat" else picture_sets(steps)
+    header = fmt.parse_json_object(sample[fmt.HEADER_INDEX], "header")
+    header.pop("compression")  # add_sample compresses the raw maps again
+    _, maps = fmt.parse_sample(*sample[:fmt.FIRST_IMAGE_INDEX])
+    count = 1 if pictures == "repeat" else steps
+    cam_sets, img_sets = picture_sets(count, img.DEFAULT_FORMAT), picture_sets(count, "png")
+    assert cam_sets[0] == sample[fmt.FIRST_IMAGE_INDEX:]
+    stored_header = sample[fmt.HEADER_INDEX]
+    print(f"  one CAM sample: header {len(stored_header)} B ({len(zlib.decompress(stored_header))} B as JSON), "
+          f"maps {len(sample[fmt.MAPS_INDEX])} B ({len(maps)} B raw), 8 pictures "
+          f"{sum(map(len, cam_sets[0]))} B as {img.DEFAULT_FORMAT} ({sum(map(len, img_sets[0]))} B as PNG)", flush=True)
     cam_dir, img_dir = root / pictures / "cam", root / pictures / "images"
     image_meta = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images", content=b""),
@@ -89,12 +99,12 @@ def write_logdirs(root: Path, runs: int, tags: int, steps: int, pictures: str) -
         with SummaryWriter(str(cam_dir / f"run{r:02d}")) as cam_writer, \
                 SummaryWriter(str(img_dir / f"run{r:02d}")) as img_writer:
             for step in range(steps):
-                pngs = sets[step % len(sets)]
+                cam_pictures, pngs = cam_sets[step % count], img_sets[step % count]
                 image_blobs = [b"64", b"64", *pngs]
                 for t in range(tags):
                     tag = f"tag{t:02d}"
                     add_sample(cam_writer, tag, fmt.KIND_CAM, lambda sequence: {**header, "sequence": sequence},
-                               [maps], pngs, step, None)
+                               [maps], cam_pictures, step, None)
                     value = summary_pb2.Summary.Value(
                         tag=tag, metadata=image_meta,
                         tensor=tensor_util.make_tensor_proto(image_blobs, shape=[len(image_blobs)]))
@@ -208,8 +218,9 @@ def measure(logdir: Path, routes: Routes, load_fast: str, clients: int, seconds:
             try:
                 if routes.listed(base):
                     urls = routes.last_step_urls(base)
-                    if urls and all(get(u) for u in urls):
-                        ready = time.time() - start
+                    with ThreadPoolExecutor(4) as pool:  # side by side, as a browser fetches a step's blobs
+                        if urls and all(pool.map(get, urls)):
+                            ready = time.time() - start
             except OSError:
                 pass
             time.sleep(0.05)

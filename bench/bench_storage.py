@@ -4,22 +4,29 @@ One sample: 8 images at 224x224 (drawn shapes), resnet18 (random weights) at lay
 top-3 classes = 120 maps. The usual way is one rendered colour overlay PNG per image, method and
 class through `add_image` (pytorch-grad-cam's `show_cam_on_image`, OpenCV's JET). Goal: every map
 beyond the first per image costs under 1% of one rendered overlay.
+Then the pictures alone: the writer's lossless WebP against the PNG that `add_image` writes, in bytes
+and encoding time, for the drawn shapes and for photos (crops of scikit-learn's two sample photos).
 Usage: python bench/bench_storage.py
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
+from PIL import Image
 from pytorch_grad_cam.utils.image import show_cam_on_image
+from sklearn.datasets import load_sample_images
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from writer_ext import SummaryWriter, compute_cams
+from writer_ext import images as img
 from writer_ext.demo import draw_shapes
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam")
@@ -35,6 +42,40 @@ def event_bytes(write) -> int:
         write(writer)
         writer.close()
         return sum(p.stat().st_size for p in Path(logdir, "run").glob("events*")) - base
+
+
+def photo_crops(count: int, size: int) -> list[np.ndarray]:
+    """`count` random size x size crops of scikit-learn's sample photos (shipped with the package)."""
+    photos, rng = load_sample_images().images, np.random.default_rng(0)
+    crops = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        y, x = rng.integers(0, photo.shape[0] - size), rng.integers(0, photo.shape[1] - size)
+        crops.append(np.ascontiguousarray(photo[y:y + size, x:x + size]))
+    return crops
+
+
+def encoded(pictures: list[np.ndarray], image_format: str) -> tuple[int, float]:
+    """Total bytes and milliseconds (best of 3) of encoding `pictures`; checks that nothing is lost."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        blobs = [img.encode(p, image_format) for p in pictures]
+        best = min(best, time.perf_counter() - start)
+    for blob, picture in zip(blobs, pictures):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(blob)).convert("RGB")), picture), image_format
+    return sum(map(len, blobs)), 1000 * best
+
+
+def compare_picture_formats() -> None:
+    shapes = [np.ascontiguousarray(p) for p in img.images_for(draw_shapes(8, np.random.default_rng(0), size=224)[0],
+                                                              None)]
+    print(f"pictures: the writer's {img.DEFAULT_FORMAT} (lossless) against add_image's PNG, 8 pictures")
+    for name, pictures in (("drawn shapes 224x224", shapes), ("photo crops 224x224", photo_crops(8, 224)),
+                           ("photo crops 64x64", photo_crops(8, 64))):
+        (png, png_ms), (ours, ours_ms) = encoded(pictures, "png"), encoded(pictures, img.DEFAULT_FORMAT)
+        print(f"  {name:<22} PNG {png / 1024:7.1f} KiB {png_ms:6.1f} ms   {img.DEFAULT_FORMAT} {ours / 1024:7.1f} KiB "
+              f"{ours_ms:6.1f} ms   ({ours / png:.2f}x the bytes, {ours_ms / png_ms:.2f}x the time)")
 
 
 def main() -> None:
@@ -70,6 +111,7 @@ def main() -> None:
     print(f"  one rendered overlay (mean)              {per_overlay / 1024:8.1f} KiB")
     print(f"  each map beyond the first per image      {per_map:8.0f} B   = {100 * per_map / per_overlay:.2f}% of "
           "one overlay (goal < 1%)")
+    compare_picture_formats()
 
 
 if __name__ == "__main__":

@@ -17,10 +17,12 @@ async function getJson(path, params) {
 /** URL of a blob by its opaque key (used for <img> and fetch alike). */
 const blobUrl = (key) => `./blob?${query({ key })}`;
 
-async function getBuffer(key) {
+/** A blob's bytes; `compressed` (the header's "compression" is "zlib") inflates them. */
+async function getBuffer(key, compressed) {
   const response = await fetch(blobUrl(key));
   if (!response.ok) throw new Error(`${response.status}: ${await response.text()}`);
-  return response.arrayBuffer();
+  if (!compressed) return response.arrayBuffer();
+  return new Response(response.body.pipeThrough(new DecompressionStream("deflate"))).arrayBuffer();
 }
 
 /** Decodes a stored picture into a drawable <img>. */
@@ -95,9 +97,10 @@ export function loadSample(run, tag, step) {
   return remember(samples, `${run}\u0000${tag}\u0000${step}`, async () => {
     const data = await getJson("./sample", { run, tag, step: String(step) });
     if (data.error) return { error: data.error };
+    const compressed = data.header?.compression === "zlib";
     const [maps, stats] = await Promise.all([
-      data.maps_key ? getBuffer(data.maps_key) : null,
-      data.stats_key ? getBuffer(data.stats_key) : null,
+      data.maps_key ? getBuffer(data.maps_key, compressed) : null,
+      data.stats_key ? getBuffer(data.stats_key, compressed) : null,
     ]);
     const keys = data.image_keys ?? [];
     const images = new Map();

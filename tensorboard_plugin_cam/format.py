@@ -5,12 +5,14 @@ data class BLOB_SEQUENCE. Its plugin-data content (fixed for the series) is a
 JSON object ``{"version": 1, "kind": "cam"}``. Each step is a rank-1 string
 tensor::
 
-    [header (UTF-8 JSON), maps (raw float16), image_0, ..., image_{n-1}]
+    [header (UTF-8 JSON), maps (float16), image_0, ..., image_{n-1}]
 
 The header says which map is which: image, target class, method, layer,
 shape, and where its numbers lie in the maps blob. Maps are stored raw (not
 normalised, not coloured) so that the browser can re-colour, re-threshold and
-compare them. docs/FORMAT.md is the prose version of this module.
+compare them. Headers and data blobs may be zlib-compressed (`compress`):
+a header that does not start with ``{``, data blobs when the header says
+``"compression": "zlib"``. docs/FORMAT.md is the prose version of this module.
 
 Only numpy, json and TensorBoard's own protos are imported here: the plugin
 loads this module inside TensorBoard, where torch must not be imported.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -36,7 +39,13 @@ KINDS = (KIND_CAM, KIND_ACTIVATIONS, KIND_MODEL)
 # under `pictures_tag(tag)`; it holds only the pictures and is not listed in the tab.
 KIND_PICTURES = "pictures"
 MAPS_DTYPE = "<f2"  # little-endian IEEE half precision
-IMAGE_FORMATS = ("png", "jpeg")
+IMAGE_FORMATS = ("webp", "png", "jpeg")  # "webp": lossless WebP
+# Data blobs (maps, statistics) are stored raw, or zlib-compressed when the header says
+# "compression": COMPRESSION. A compressed header is told apart by its first byte (JSON's is "{").
+COMPRESSION = "zlib"
+COMPRESSION_LEVEL = 6
+# The most any compressed blob may inflate to: a small blob must not fill the server's memory.
+MAX_INFLATED_BYTES = 256 * 2**20
 
 HEADER_INDEX = 0
 MAPS_INDEX = 1
@@ -136,9 +145,40 @@ def decode_map(blob: bytes, entry: MapEntry) -> np.ndarray:
     return values
 
 
+def compress(data: bytes) -> bytes:
+    """A blob as stored compressed (zlib, RFC 1950: what browsers' DecompressionStream("deflate") reads)."""
+    return zlib.compress(data, COMPRESSION_LEVEL)
+
+
+def _inflate(blob: bytes, limit: int, what: str) -> bytes:
+    """A zlib stream's content, refusing more than `limit` bytes (a few bytes can inflate to gigabytes)."""
+    _require(limit <= MAX_INFLATED_BYTES, f"{what} would inflate to {limit} bytes, more than {MAX_INFLATED_BYTES}")
+    stream = zlib.decompressobj()
+    try:
+        data = stream.decompress(blob, limit + 1)  # a max_length of 0 would mean "no limit"
+    except zlib.error as e:
+        raise FormatError(f"{what} is not a valid zlib stream") from e
+    if len(data) > limit:
+        raise FormatError(f"{what} inflates to more than the {limit} bytes it may hold")
+    if not stream.eof:
+        raise FormatError(f"{what} is cut short (its zlib stream does not end)")
+    return data
+
+
+def expand(blob: bytes, header: dict, size: int, what: str) -> bytes:
+    """A data blob as its header describes it: inflated if the header says "compression": "zlib".
+
+    `size`: the bytes the header's entries place in it; a compressed blob may
+    not inflate to more (a raw one is what it is: its length was read).
+    """
+    compression = header.get("compression")
+    _require(compression in (None, COMPRESSION), f"header 'compression' must be null or {COMPRESSION!r}")
+    return blob if compression is None else _inflate(blob, size, what)
+
+
 def encode_header(header: dict) -> bytes:
-    """Serialises a step header (NaN is not valid JSON, so it is refused)."""
-    return json.dumps(header, sort_keys=True, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    """Serialises a step header as compressed JSON (NaN is not valid JSON, so it is refused)."""
+    return compress(json.dumps(header, sort_keys=True, allow_nan=False, separators=(",", ":")).encode("utf-8"))
 
 
 def _require(cond: bool, message: str) -> None:
@@ -161,21 +201,13 @@ def pictures_step(header: dict) -> int | None:
     return step
 
 
-def parse_header(data: bytes, maps_size: int | None = None) -> dict:
+def parse_header(data: bytes) -> dict:
     """Decodes and checks a step header.
 
     Returns the header dict with its "maps" list turned into `MapEntry`s.
-    If `maps_size` (the maps blob's length) is given, every map must fit it.
     Raises `FormatError` with a readable message on any defect.
     """
-    try:
-        header = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
-        raise FormatError("header is not valid UTF-8 JSON") from e
-    _require(isinstance(header, dict), "header is not a JSON object")
-    version = header.get("version")
-    _require(_is_int(version), "header has no integer 'version'")
-    _require(version <= VERSION, f"header version {version} is newer than this plugin ({VERSION})")
+    header = parse_json_object(data, "header")
     _require(header.get("maps_dtype") == MAPS_DTYPE, f"header 'maps_dtype' must be {MAPS_DTYPE!r}")
     pictures_step(header)
     images = header.get("images")
@@ -210,8 +242,6 @@ def parse_header(data: bytes, maps_size: int | None = None) -> dict:
         _require(entry.height > 0 and entry.width > 0 and entry.offset >= 0, f"maps[{k}] has an empty shape")
         _require(_optional_number(entry.scale) and entry.scale is not None and entry.scale > 0,
                  f"maps[{k}].scale must be a positive finite number")
-        if maps_size is not None:
-            _require(entry.offset + entry.nbytes <= maps_size, f"maps[{k}] runs past the maps blob")
         entries.append(entry)
     header["maps"] = entries
     metrics = header.get("metrics", [])
@@ -222,6 +252,15 @@ def parse_header(data: bytes, maps_size: int | None = None) -> dict:
         _require(all(_optional_number(v) for f, v in m.items() if f not in ("method", "layer")),
                  f"metrics[{k}] values must be finite numbers")
     return header
+
+
+def parse_sample(header_data: bytes, maps: bytes) -> tuple[dict, bytes]:
+    """Decodes and checks a CAM step's header and maps blob: `parse_header`'s header and the raw float16 maps."""
+    header = parse_header(header_data)
+    maps = expand(maps, header, max((m.offset + m.nbytes for m in header["maps"]), default=0), "maps blob")
+    for k, entry in enumerate(header["maps"]):
+        _require(entry.offset + entry.nbytes <= len(maps), f"maps[{k}] runs past the maps blob")
+    return header, maps
 
 
 def build_header(
@@ -306,7 +345,7 @@ def block_map_entries(block: dict) -> list[MapEntry]:
     ]
 
 
-def _check_block(k: int, b: object, images: int, stats_size: int | None, maps_size: int | None) -> None:
+def _check_block(k: int, b: object, images: int) -> None:
     _require(isinstance(b, dict), f"blocks[{k}] is not an object")
     ints = ("image", "channels", "height", "width", "stats_offset", "map_height", "map_width", "maps_offset")
     _require(all(_is_int(b.get(f)) and b[f] >= 0 for f in ints), f"blocks[{k}] needs non-negative integers {ints}")
@@ -321,14 +360,15 @@ def _check_block(k: int, b: object, images: int, stats_size: int | None, maps_si
     _require(all(_optional_number(s) and s is not None and s > 0 for s in scales),
              f"blocks[{k}].scales must be positive finite numbers")
     _require(not chans or (b["map_height"] > 0 and b["map_width"] > 0), f"blocks[{k}] has an empty map size")
-    if stats_size is not None:
-        _require(b["stats_offset"] + block_stats_bytes(b) <= stats_size, f"blocks[{k}] runs past the stats blob")
-    if maps_size is not None:
-        _require(b["maps_offset"] + block_maps_bytes(b) <= maps_size, f"blocks[{k}] runs past the maps blob")
 
 
 def parse_json_object(data: bytes, what: str) -> dict:
-    """A UTF-8 JSON object with an integer 'version' no newer than this plugin's; `FormatError` otherwise."""
+    """A UTF-8 JSON object, maybe compressed, with an integer 'version' no newer than this plugin's.
+
+    Raises `FormatError` otherwise.
+    """
+    if not data.startswith(b"{"):  # a JSON object starts with "{", a zlib stream never does
+        data = _inflate(data, MAX_INFLATED_BYTES, f"{what} (not JSON, so compressed JSON)")
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
@@ -340,13 +380,14 @@ def parse_json_object(data: bytes, what: str) -> dict:
     return value
 
 
-def parse_activation_header(data: bytes, stats_size: int | None = None, maps_size: int | None = None) -> dict:
+def parse_activation_header(data: bytes) -> dict:
     """Decodes and checks an activation step's header (docs/FORMAT.md); `FormatError` on any defect."""
     header = parse_json_object(data, "header")
     _require(header.get("maps_dtype") == MAPS_DTYPE and header.get("stats_dtype") == STATS_DTYPE,
              f"header dtypes must be {MAPS_DTYPE!r} and {STATS_DTYPE!r}")
     _require(header.get("stats") == list(STATS), f"header 'stats' must be {list(STATS)}")
-    _require(header.get("pictures") in (None, *IMAGE_FORMATS), "header 'pictures' must be null, png or jpeg")
+    _require(header.get("pictures") in (None, *IMAGE_FORMATS),
+             f"header 'pictures' must be null or one of {IMAGE_FORMATS}")
     pictures_step(header)
     _require(isinstance(header.get("layers"), list) and all(isinstance(n, str) for n in header["layers"]),
              "header 'layers' must list names")
@@ -361,8 +402,21 @@ def parse_activation_header(data: bytes, stats_size: int | None = None, maps_siz
     blocks = header.get("blocks")
     _require(isinstance(blocks, list), "header has no 'blocks' list")
     for k, block in enumerate(blocks):
-        _check_block(k, block, len(images), stats_size, maps_size)
+        _check_block(k, block, len(images))
     return header
+
+
+def parse_activation_sample(header_data: bytes, stats: bytes, maps: bytes) -> tuple[dict, bytes, bytes]:
+    """Decodes and checks an activation step: its header and its raw stats and maps blobs."""
+    header = parse_activation_header(header_data)
+    blocks = header["blocks"]
+    stats = expand(stats, header, max((b["stats_offset"] + block_stats_bytes(b) for b in blocks), default=0),
+                   "stats blob")
+    maps = expand(maps, header, max((b["maps_offset"] + block_maps_bytes(b) for b in blocks), default=0), "maps blob")
+    for k, b in enumerate(blocks):
+        _require(b["stats_offset"] + block_stats_bytes(b) <= len(stats), f"blocks[{k}] runs past the stats blob")
+        _require(b["maps_offset"] + block_maps_bytes(b) <= len(maps), f"blocks[{k}] runs past the maps blob")
+    return header, stats, maps
 
 
 def build_activation_header(*, images: Sequence[dict], layers: Sequence[str], blocks: Sequence[dict],
@@ -399,9 +453,11 @@ def parse_model_table(data: bytes) -> dict:
 
 
 def image_mime_type(data: bytes) -> str | None:
-    """The MIME type of a stored image, from its magic bytes (None if neither)."""
+    """The MIME type of a stored image, from its magic bytes (None if none of IMAGE_FORMATS)."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
     if data.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
     return None

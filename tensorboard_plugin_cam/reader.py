@@ -243,8 +243,7 @@ class CamReader:
             return known
         if len(step.keys) < fmt.FIRST_IMAGE_INDEX:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and maps")
-        header_data, maps = self.blobs(ctx, step.keys[:fmt.FIRST_IMAGE_INDEX])
-        header = fmt.parse_header(header_data, maps_size=len(maps))
+        header, maps = fmt.parse_sample(*self.blobs(ctx, step.keys[:fmt.FIRST_IMAGE_INDEX]))
         _check_inline_pictures(header, len(header["images"]), len(step.keys) - fmt.FIRST_IMAGE_INDEX)
         extents = []
         for entry in header["maps"]:
@@ -291,8 +290,8 @@ class CamReader:
         """The checked header of an activation step (raises `fmt.FormatError` if it is damaged)."""
         if len(step.keys) < fmt.ACTIVATION_FIRST_IMAGE_INDEX:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header, stats and maps")
-        header_data, stats, maps = self.blobs(ctx, step.keys[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
-        header = fmt.parse_activation_header(header_data, len(stats), len(maps))
+        blobs = self.blobs(ctx, step.keys[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
+        header, stats, maps = fmt.parse_activation_sample(*blobs)
         expected = len(header["images"]) if header["pictures"] else 0
         _check_inline_pictures(header, expected, len(step.keys) - fmt.ACTIVATION_FIRST_IMAGE_INDEX)
         for block in header["blocks"]:

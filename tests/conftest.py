@@ -92,8 +92,8 @@ def raw_cam_values(logdir: Path, *, as_stored: bool = False) -> dict[tuple[str, 
         if tag.endswith("/_pictures"):
             continue
         try:
-            at = json.loads(blobs[0]).get("pictures_step")
-        except (ValueError, UnicodeDecodeError, AttributeError, IndexError):
+            at = fmt.parse_json_object(blobs[0], "header").get("pictures_step")
+        except (ValueError, IndexError):
             at = None
         samples[(run, tag, step)] = blobs if at is None else blobs + found[(run, fmt.pictures_tag(tag), at)]
     return samples

@@ -25,8 +25,8 @@ BASE = "/data/plugin/cam"
 
 def read_sample(logdir, tag, step):
     blobs = raw_cam_values(logdir)[("run", tag, step)]
-    header = fmt.parse_activation_header(blobs[0], len(blobs[1]), len(blobs[2]))
-    return header, blobs
+    header, stats, maps = fmt.parse_activation_sample(*blobs[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
+    return header, [blobs[0], stats, maps, *blobs[fmt.ACTIVATION_FIRST_IMAGE_INDEX:]]
 
 
 def block(header, layer, image, kind="activation"):
@@ -42,7 +42,7 @@ def test_stored_statistics_and_maps_match_the_layer(tmp_path, small_net):
     header, blobs = read_sample(tmp_path, "act", 4)
     assert header["layers"] == ["features.2", "features.3"]
     assert [i["target"]["class_id"] for i in header["images"]] == [1, 3]
-    assert header["pictures"] == "png" and len(blobs) == 3 + 2
+    assert header["pictures"] == "webp" and len(blobs) == 3 + 2
     small_net.eval()
     with capture(small_net, ["features.2", "features.3"], gradients=True) as seen:
         small_net(x).gather(1, torch.tensor([[1], [3]])).sum().backward()

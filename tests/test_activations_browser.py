@@ -44,9 +44,9 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stored(logdir):
-    """The newest activation sample as written: header, stats blob, maps blob."""
+    """The newest activation sample as written: header, raw stats blob, raw maps blob."""
     blobs = raw_cam_values(logdir)[("run", "acts", 5)]
-    return fmt.parse_activation_header(blobs[0]), blobs[1], blobs[2]
+    return fmt.parse_activation_sample(*blobs[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
 
 
 @pytest.fixture(scope="module", **BOTH_LOADERS)

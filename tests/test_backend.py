@@ -67,7 +67,7 @@ def test_series_steps_sample_and_blobs(client):
     for key, expected in zip(sample["image_keys"], written[fmt.FIRST_IMAGE_INDEX:]):
         image = client.get(BASE + "/blob", query_string={"key": key})
         assert image.get_data() == expected
-        assert image.headers["Content-Type"] == "image/png"
+        assert image.headers["Content-Type"] == "image/webp"
         assert image.headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -76,9 +76,9 @@ def test_ranges_span_every_step_of_the_series(client):
     ranges = get_json(client, "/ranges", run="train", tag="cams/probe")["ranges"]
     expected = {}
     for blobs in raw_cam_values(client.logdir).values():
-        header = fmt.parse_header(blobs[fmt.HEADER_INDEX])
+        header, maps = fmt.parse_sample(*blobs[:fmt.FIRST_IMAGE_INDEX])
         for entry in header["maps"]:
-            values = fmt.decode_map(blobs[fmt.MAPS_INDEX], entry)
+            values = fmt.decode_map(maps, entry)
             lo, hi = expected.get((entry.method, entry.layer), (float("inf"), float("-inf")))
             expected[(entry.method, entry.layer)] = (min(lo, float(values.min())), max(hi, float(values.max())))
     assert {(r["method"], r["layer"]): (r["min"], r["max"]) for r in ranges} == expected

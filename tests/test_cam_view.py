@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,18 @@ def logdir(tmp_path_factory):
         for step in range(LONG_STEPS):
             add_cam_maps(writer, "long", grey[:1, :32, :32], moving_spot(step)[None], method="grad", layer="l",
                          global_step=step)
-    with SummaryWriter(root / "later") as writer:  # the known tag in a second run, at a step the first lacks
+    # The known tag in a second run, at a step the first lacks, stored as the format also allows: a plain JSON
+    # header, raw maps and PNG pictures (the writer compresses the first two and writes WebP).
+    staging = tmp_path_factory.mktemp("staging")
+    with SummaryWriter(staging / "later") as writer:
         add_cam_maps(writer, "known", grey, np.stack([known_map(1).T, known_map(1)]), method="grad", layer="l",
-                     class_ids=[0, 1], class_names=["zero", "one"], global_step=15)
+                     class_ids=[0, 1], class_names=["zero", "one"], image_format="png", global_step=15)
+    [blobs] = raw_cam_values(staging).values()
+    header = fmt.parse_json_object(blobs[fmt.HEADER_INDEX], "header")
+    assert header.pop("compression") == "zlib"
+    blobs = [json.dumps(header).encode(), zlib.decompress(blobs[fmt.MAPS_INDEX]), *blobs[fmt.FIRST_IMAGE_INDEX:]]
+    with SummaryWriter(root / "later") as writer:
+        writer._get_file_writer().add_summary(fmt.blob_summary("known", blobs, fmt.KIND_CAM), 15)
     probes = draw_shapes(3, np.random.default_rng(5))[0]
     for run, seed in (("shapes", 0), ("shapes2", 1)):
         torch.manual_seed(seed)
@@ -89,10 +99,10 @@ def frame(page):
 def stored_map(logdir, run, tag, step, image=0, method=None):
     """A map as the tab must read it back (float16 with its scale), from the event file."""
     blobs = raw_cam_values(logdir)[(run, tag, step)]
-    header = fmt.parse_header(blobs[fmt.HEADER_INDEX])
+    header, maps = fmt.parse_sample(*blobs[:fmt.FIRST_IMAGE_INDEX])
     entry = next(m for m in header["maps"] if m.image == image and m.target == 0
                  and (method is None or m.method == method))
-    return fmt.decode_map(blobs[fmt.MAPS_INDEX], entry), header
+    return fmt.decode_map(maps, entry), header
 
 
 def diverging(difference):

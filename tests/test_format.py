@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -48,18 +49,32 @@ def _header(**over):
     return header, blob
 
 
-def test_header_round_trip():
+def test_header_round_trip_compressed_or_plain():
     header, blob = _header()
-    parsed = fmt.parse_header(fmt.encode_header(header), maps_size=len(blob))
-    assert parsed["maps"] == [fmt.MapEntry(0, 0, "gradcam", "l", 2, 2, 0, 1.0)]
-    assert parsed["images"][0]["targets"][0]["class_name"] == "a"
+    data = fmt.encode_header(header)
+    assert zlib.decompress(data) == json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    for stored in (data, zlib.decompress(data)):  # a plain JSON header reads the same
+        parsed, maps = fmt.parse_sample(stored, blob)
+        assert parsed["maps"] == [fmt.MapEntry(0, 0, "gradcam", "l", 2, 2, 0, 1.0)]
+        assert parsed["images"][0]["targets"][0]["class_name"] == "a"
+        assert maps == blob
+
+
+def test_compressed_maps_come_back_raw():
+    header, blob = _header(compression="zlib")
+    parsed, maps = fmt.parse_sample(fmt.encode_header(header), fmt.compress(blob))
+    assert maps == blob and fmt.decode_map(maps, parsed["maps"][0]).tolist() == [[1.0, 1.0], [1.0, 1.0]]
 
 
 @pytest.mark.parametrize(
     "data, message",
     [
-        (b"\xff\xfe", "UTF-8 JSON"),
-        (b"[1, 2]", "not a JSON object"),
+        (b"\xff\xfe", "not a valid zlib stream"),
+        (b"[1, 2]", "not a valid zlib stream"),
+        (zlib.compress(b"\xff\xfe"), "UTF-8 JSON"),
+        (zlib.compress(b"[1, 2]"), "not a JSON object"),
+        (zlib.compress(b'{"version": 1')[:-4], "cut short"),
+        (zlib.compress(b" " * (fmt.MAX_INFLATED_BYTES + 1)), "more than"),  # 256 MiB of spaces: 255 KiB
         (json.dumps({"version": 99}).encode(), "newer"),
     ],
 )
@@ -68,10 +83,28 @@ def test_parse_header_rejects_garbage(data, message):
         fmt.parse_header(data)
 
 
-def test_parse_header_rejects_maps_past_the_blob():
-    header, blob = _header()
-    with pytest.raises(fmt.FormatError, match="runs past"):
-        fmt.parse_header(fmt.encode_header(header), maps_size=len(blob) - 1)
+@pytest.mark.parametrize(
+    "compression, maps, message",
+    [
+        (None, lambda blob: blob[:-1], "runs past"),
+        ("zlib", lambda blob: fmt.compress(blob[:-1]), "runs past"),
+        ("zlib", lambda blob: fmt.compress(blob + b"\0"), "inflates to more than the 8 bytes"),
+        ("zlib", lambda blob: fmt.compress(blob)[:-2], "cut short"),
+        ("zlib", lambda blob: blob, "not a valid zlib stream"),
+        ("gzip", lambda blob: blob, "'compression' must be null or 'zlib'"),
+    ],
+)
+def test_parse_sample_rejects_maps_that_do_not_fit(compression, maps, message):
+    header, blob = _header(compression=compression)
+    with pytest.raises(fmt.FormatError, match=message):
+        fmt.parse_sample(fmt.encode_header(header), maps(blob))
+
+
+def test_inflating_refuses_sizes_no_blob_may_hold():
+    header, blob = _header(compression="zlib")
+    header["maps"][0]["height"] = 2**40
+    with pytest.raises(fmt.FormatError, match="would inflate to"):
+        fmt.parse_sample(fmt.encode_header(header), fmt.compress(blob))
 
 
 def test_parse_header_rejects_bad_target_index():
@@ -112,7 +145,7 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
     for s in steps:
         assert [reader.blob(ctx, k) for k in s.keys] == written[("run", "probe", s.step)]
         header = reader.header(ctx, s)
-        maps_blob = reader.blob(ctx, s.keys[fmt.MAPS_INDEX])
+        _, maps_blob = fmt.parse_sample(*(reader.blob(ctx, k) for k in s.keys[:fmt.FIRST_IMAGE_INDEX]))
         result = results[s.step]
         assert header["sequence"] == (0 if s.step == 5 else 1)
         assert header.get("pictures_step") == (None if s.step == 5 else 9)
@@ -126,7 +159,7 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
         for i, image in enumerate(header["images"]):
             assert [t["class_id"] for t in image["targets"]] == result.class_ids[i].tolist()
             assert [t["class_name"] for t in image["targets"]] == ["abcde"[c] for c in result.class_ids[i]]
-            assert fmt.image_mime_type(reader.blob(ctx, keys[i])) == "image/png"
+            assert fmt.image_mime_type(reader.blob(ctx, keys[i])) == "image/webp"
 
 
 def _pictures_steps(logdir, tag: str) -> tuple[dict, list]:
@@ -135,7 +168,7 @@ def _pictures_steps(logdir, tag: str) -> tuple[dict, list]:
     samples = {}
     for (_, t, step), blobs in stored.items():
         if t == tag:
-            header = json.loads(blobs[fmt.HEADER_INDEX])
+            header = fmt.parse_json_object(blobs[fmt.HEADER_INDEX], "header")
             samples[step] = header["pictures_step"] if "pictures_step" in header else len(blobs) - 2
     shared = sorted(step for (_, t, step) in stored if t == fmt.pictures_tag(tag))
     return samples, shared
@@ -169,7 +202,8 @@ def test_activation_pictures_are_shared_too(tmp_path, small_net):
     assert len(first) == 2 and stored[("run", "acts/_pictures", 2)] == first
     for step in (2, 3):
         blobs = stored[("run", "acts", step)]
-        assert len(blobs) == fmt.ACTIVATION_FIRST_IMAGE_INDEX and json.loads(blobs[0])["pictures_step"] == 2
+        assert len(blobs) == fmt.ACTIVATION_FIRST_IMAGE_INDEX
+        assert fmt.parse_json_object(blobs[0], "header")["pictures_step"] == 2
 
 
 class _CountingProvider:

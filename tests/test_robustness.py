@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,7 @@ def test_fuzzed_blob_keys_are_404_unless_they_name_a_blob(fuzz_client, key, muta
     if response.status_code == 200:
         data = response.get_data()
         assert isinstance(data, bytes) and data
-        assert response.headers["Content-Type"] in ("image/png", "image/jpeg", "application/octet-stream")
+        assert response.headers["Content-Type"] in ("image/webp", "image/png", "image/jpeg", "application/octet-stream")
     else:
         assert response.status_code in (400, 404)
 
@@ -295,6 +296,12 @@ DAMAGED = {  # case -> the blobs of one step
     "maps_nan": _with_blob(lambda b: b[:6] + _half(np.nan) + b[8:]),
     "maps_inf": _with_blob(lambda b: _half(np.inf) + b[2:]),
     "maps_minus_inf": _with_blob(lambda b: b[:-2] + _half(-np.inf)),
+    "header_zlib_cut": lambda: [_template_blobs()[0][:-5], *_template_blobs()[1:]],
+    "header_zlib_deeply_nested": _with_header(zlib.compress(b"[" * 100_000)),
+    "compression_unknown": _edit(lambda h: h.update(compression="gzip")),
+    "maps_zlib_not_zlib": _edit(lambda h: h.update(compression="zlib")),
+    "maps_zlib_too_long": lambda: _template_blobs(compression="zlib", maps=lambda b: fmt.compress(b + b"\0\0")),
+    "maps_zlib_nan": lambda: _template_blobs(compression="zlib", maps=lambda b: fmt.compress(_half(np.nan) + b[2:])),
     "pictures_step_negative": _edit(lambda h: h.update(pictures_step=-1)),
     "pictures_step_and_pictures": _edit(lambda h: h.update(pictures_step=0)),
     "pictures_step_not_kept": lambda: _template_blobs(pictures_step=1)[:fmt.FIRST_IMAGE_INDEX],
@@ -306,9 +313,9 @@ DAMAGED = {  # case -> the blobs of one step
 }
 
 
-def _template_blobs(**fields):
+def _template_blobs(maps=lambda blob: blob, **fields):
     header, blob, pngs = _template()
-    return [fmt.encode_header({**header, **fields}), blob, *pngs]
+    return [fmt.encode_header({**header, **fields}), maps(blob), *pngs]
 
 
 # Steps in writing order (TensorBoard's Python loader drops data when steps go backwards): a good sample
@@ -394,7 +401,8 @@ def test_good_steps_beside_damaged_ones_have_headers(damaged_client, step):
     assert len(sample["image_keys"]) == 2
     maps = damaged_client.get(BASE + "/blob", query_string={"key": sample["maps_key"]})
     assert maps.status_code == 200
-    assert len(maps.get_data()) == sum(m["height"] * m["width"] * 2 for m in sample["header"]["maps"])
+    assert sample["header"]["compression"] == "zlib"
+    assert len(zlib.decompress(maps.get_data())) == sum(m["height"] * m["width"] * 2 for m in sample["header"]["maps"])
 
 
 @pytest.mark.parametrize("case", list(DAMAGED))
@@ -413,7 +421,13 @@ def test_damaged_sample_is_reported_not_raised(damaged_client, case):
     expected = {"pictures_step_negative": "'pictures_step' must be a non-negative integer",
                 "pictures_step_and_pictures": "header names shared pictures ('pictures_step'), the step holds 2 more",
                 "pictures_step_not_kept": "its pictures are stored with step 1, which TensorBoard has not kept",
-                "pictures_step_short": f"header lists 2 pictures, step {SHORT_PICTURES_STEP} of its pictures holds 1"}
+                "pictures_step_short": f"header lists 2 pictures, step {SHORT_PICTURES_STEP} of its pictures holds 1",
+                "header_zlib_cut": "header (not JSON, so compressed JSON) is cut short",
+                "header_zlib_deeply_nested": "header is not valid UTF-8 JSON",
+                "compression_unknown": "header 'compression' must be null or 'zlib'",
+                "maps_zlib_not_zlib": "maps blob is not a valid zlib stream",
+                "maps_zlib_too_long": "maps blob inflates to more than the 64 bytes it may hold",
+                "maps_zlib_nan": "map holds NaN or Inf"}
     assert expected.get(case, "") in detail
 
 
@@ -697,7 +711,7 @@ def test_shared_pictures_survive_tensorboard_dropping_steps(tmp_path, load):
                                                                            "step": entry["step"]}).get_data())
             assert "error" not in sample, sample
             pictures = [client.get(BASE + "/blob", query_string={"key": k}).get_data() for k in sample["image_keys"]]
-            assert len(pictures) == 2 and all(fmt.image_mime_type(p) == "image/png" for p in pictures)
+            assert len(pictures) == 2 and all(fmt.image_mime_type(p) == "image/webp" for p in pictures)
             expected = expected or pictures
             assert pictures == expected
     finally:

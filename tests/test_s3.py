@@ -163,7 +163,7 @@ def test_writer_puts_the_run_in_the_bucket(s3, written, tmp_path):
     endpoint, _ = s3
     blobs = stored_blobs(endpoint, tmp_path)
     assert sorted(blobs) == [(TAG, 1), (TAG, 2), (fmt.pictures_tag(TAG), 2)]
-    header = fmt.parse_header(blobs[(TAG, 2)][fmt.HEADER_INDEX], maps_size=len(blobs[(TAG, 2)][fmt.MAPS_INDEX]))
+    header, _ = fmt.parse_sample(*blobs[(TAG, 2)][:fmt.FIRST_IMAGE_INDEX])
     assert header["methods"] == list(METHODS)
 
 

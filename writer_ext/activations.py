@@ -209,7 +209,7 @@ def add_activations(
         count = len(block["map_channels"])
         block["maps_offset"] = placement[first][0] if count else 0
         block["scales"] = [scale for _, scale in placement[first:first + count]]
-    encoded = [] if pictures is None else [img.encode(p, "png") for p in pictures]
+    encoded = [] if pictures is None else [img.encode(p, img.DEFAULT_FORMAT) for p in pictures]
 
     def header(sequence: int) -> dict:
         return fmt.build_activation_header(
@@ -217,7 +217,7 @@ def add_activations(
                      "target": None if records is None else records[i][0]} for i in range(inputs.shape[0])],
             layers=names,
             blocks=blocks,
-            pictures=None if pictures is None else "png",
+            pictures=None if pictures is None else img.DEFAULT_FORMAT,
             channel_order=order,
             sequence=sequence,
         )

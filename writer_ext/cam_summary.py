@@ -111,7 +111,7 @@ def add_cam(
     topk: int = 1,
     class_names: ClassNames = None,
     display_images: Optional[object] = None,
-    image_format: str = "png",
+    image_format: str = img.DEFAULT_FORMAT,
     metrics: bool = False,
     global_step: Optional[int] = None,
     walltime: Optional[float] = None,
@@ -187,7 +187,7 @@ def add_cam_maps(
     class_ids: Optional[object] = None,
     scores: Optional[object] = None,
     class_names: ClassNames = None,
-    image_format: str = "png",
+    image_format: str = img.DEFAULT_FORMAT,
     global_step: Optional[int] = None,
     walltime: Optional[float] = None,
 ) -> None:

@@ -130,6 +130,6 @@ def add_model_summary(writer: TorchSummaryWriter, model: nn.Module, example_inpu
     tag = check_tag(tag)
     global_step = check_step(global_step)
     table = model_table(model, example_input)
-    blob = json.dumps(table, sort_keys=True, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    blob = fmt.encode_header(table)
     writer._get_file_writer().add_summary(fmt.blob_summary(tag, [blob], fmt.KIND_MODEL), global_step or 0)
     return table

@@ -64,6 +64,8 @@ def add_sample(
 ) -> None:
     """Adds one sample ``[header(sequence), *data, *pictures]`` of a series of `kind` to the event file.
 
+    The header and the data blobs (maps, statistics) are stored zlib-compressed.
+
     Pictures equal to the previous sample's (a monitor's fixed probe images) are
     stored once, in the series `fmt.pictures_tag(tag)` at the step where they
     first repeat; later samples name that step in their header's
@@ -76,8 +78,11 @@ def add_sample(
     store = repeated and (state.shared_step is None or state.shared_step > global_step)
     shared_step = global_step if store else state.shared_step if repeated else None
     values = header(state.sequence)
+    if data:
+        values = {**values, "compression": fmt.COMPRESSION}
     if shared_step is not None:
         values = {**values, "pictures_step": shared_step}
+    data = [fmt.compress(blob) for blob in data]
     blobs = [fmt.encode_header(values), *data, *(() if shared_step is not None else pictures)]
     summary = fmt.blob_summary(tag, blobs, kind)
     file_writer = writer._get_file_writer()
