@@ -19,7 +19,8 @@ Both tabs keep every sample, so both hold the same images: the CAM plugin by its
 "keep all", as "keep none").
 The issue's full size is --runs 20 --tags 10 --steps 1000 (200,000 samples per tab; tens of
 GBs of disk and memory for the Images tab); the defaults are smaller.
-Usage: python bench/bench_loading.py [--runs 20 --tags 10 --steps 100 --pictures both --loaders both]
+With --repeats N, each tab is measured N times in turns and the medians are printed (errors summed).
+Usage: python bench/bench_loading.py [--runs 20 --tags 10 --steps 100 --pictures both --loaders both --repeats 1]
 """
 
 from __future__ import annotations
@@ -263,6 +264,9 @@ def main() -> None:
     parser.add_argument("--pictures", choices=("repeat", "new", "both"), default="both",
                         help="the same pictures at every step (a monitor's probes), new ones each step, or both")
     parser.add_argument("--loaders", choices=("rust", "python", "both"), default="both")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure each tab this many times, in turns, and print the medians (the Rust loader's "
+                             "ready time moves by several tenths of a second between runs)")
     args = parser.parse_args()
     loaders = {"rust": ["true"], "python": ["false"], "both": ["true", "false"]}[args.loaders]
     with tempfile.TemporaryDirectory() as tmp:
@@ -275,13 +279,19 @@ def main() -> None:
                   f"images {sizes[1]:.1f} MiB ({sizes[0] / sizes[1]:.2f}x)", flush=True)
             for load_fast in loaders:
                 print(f"  loader: {'Rust data server' if load_fast == 'true' else 'Python (--load_fast=false)'}")
+                runs = {"cam": [], "images": []}
+                for _ in range(args.repeats):
+                    for name, logdir in (("cam", cam_dir), ("images", img_dir)):
+                        runs[name].append(measure(logdir, Routes(name, args.runs, args.tags, args.steps), load_fast,
+                                                  args.clients, args.seconds))
                 results = {}
-                for name, logdir in (("cam", cam_dir), ("images", img_dir)):
-                    results[name] = measure(logdir, Routes(name, args.runs, args.tags, args.steps), load_fast,
-                                            args.clients, args.seconds)
-                    r = results[name]
-                    print(f"    {name:<7} ready {r['ready_s']:7.1f} s   peak RSS {r['peak_mib']:7.0f} MiB   "
-                          f"{args.clients} clients: {r['requests']} requests, {r['errors']} errors, "
+                for name, measured in runs.items():
+                    r = results[name] = {k: statistics.median(m[k] for m in measured) for k in measured[0]}
+                    r["errors"] = sum(m["errors"] for m in measured)
+                    readies = ", ".join(f"{m['ready_s']:.1f}" for m in measured)
+                    each = f" (each: {readies})" if len(measured) > 1 else ""
+                    print(f"    {name:<7} ready {r['ready_s']:7.1f} s{each}   peak RSS {r['peak_mib']:7.0f} MiB   "
+                          f"{args.clients} clients: {r['requests']:.0f} requests, {r['errors']} errors, "
                           f"p50 {r['p50_ms']:6.1f} ms, p95 {r['p95_ms']:6.1f} ms", flush=True)
                 c, i = results["cam"], results["images"]
                 print(f"    ratios cam/images: ready {c['ready_s'] / i['ready_s']:.2f}, "

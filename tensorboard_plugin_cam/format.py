@@ -165,15 +165,18 @@ def _inflate(blob: bytes, limit: int, what: str) -> bytes:
     return data
 
 
-def expand(blob: bytes, header: dict, size: int, what: str) -> bytes:
-    """A data blob as its header describes it: inflated if the header says "compression": "zlib".
+def _data_blob(blob: bytes, header: dict, ends: Sequence[int], what: str, entries: str) -> bytes:
+    """A data blob's raw bytes, inflated if the header says "compression": "zlib".
 
-    `size`: the bytes the header's entries place in it; a compressed blob may
-    not inflate to more (a raw one is what it is: its length was read).
+    `ends`: where each of the header's `entries` ends in it; the blob must
+    hold them all, and a compressed one may inflate to no more than that.
     """
     compression = header.get("compression")
     _require(compression in (None, COMPRESSION), f"header 'compression' must be null or {COMPRESSION!r}")
-    return blob if compression is None else _inflate(blob, size, what)
+    data = blob if compression is None else _inflate(blob, max(ends, default=0), what)
+    for k, end in enumerate(ends):
+        _require(end <= len(data), f"{entries}[{k}] runs past the {what}")
+    return data
 
 
 def encode_header(header: dict) -> bytes:
@@ -257,10 +260,7 @@ def parse_header(data: bytes) -> dict:
 def parse_sample(header_data: bytes, maps: bytes) -> tuple[dict, bytes]:
     """Decodes and checks a CAM step's header and maps blob: `parse_header`'s header and the raw float16 maps."""
     header = parse_header(header_data)
-    maps = expand(maps, header, max((m.offset + m.nbytes for m in header["maps"]), default=0), "maps blob")
-    for k, entry in enumerate(header["maps"]):
-        _require(entry.offset + entry.nbytes <= len(maps), f"maps[{k}] runs past the maps blob")
-    return header, maps
+    return header, _data_blob(maps, header, [m.offset + m.nbytes for m in header["maps"]], "maps blob", "maps")
 
 
 def build_header(
@@ -410,12 +410,9 @@ def parse_activation_sample(header_data: bytes, stats: bytes, maps: bytes) -> tu
     """Decodes and checks an activation step: its header and its raw stats and maps blobs."""
     header = parse_activation_header(header_data)
     blocks = header["blocks"]
-    stats = expand(stats, header, max((b["stats_offset"] + block_stats_bytes(b) for b in blocks), default=0),
-                   "stats blob")
-    maps = expand(maps, header, max((b["maps_offset"] + block_maps_bytes(b) for b in blocks), default=0), "maps blob")
-    for k, b in enumerate(blocks):
-        _require(b["stats_offset"] + block_stats_bytes(b) <= len(stats), f"blocks[{k}] runs past the stats blob")
-        _require(b["maps_offset"] + block_maps_bytes(b) <= len(maps), f"blocks[{k}] runs past the maps blob")
+    stats = _data_blob(stats, header, [b["stats_offset"] + block_stats_bytes(b) for b in blocks], "stats blob",
+                       "blocks")
+    maps = _data_blob(maps, header, [b["maps_offset"] + block_maps_bytes(b) for b in blocks], "maps blob", "blocks")
     return header, stats, maps
 
 
