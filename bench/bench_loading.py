@@ -288,9 +288,9 @@ def main() -> None:
                 for name, measured in runs.items():
                     r = results[name] = {k: statistics.median(m[k] for m in measured) for k in measured[0]}
                     r["errors"] = sum(m["errors"] for m in measured)
-                    readies = ", ".join(f"{m['ready_s']:.1f}" for m in measured)
+                    readies = ", ".join(f"{m['ready_s']:.2f}" for m in measured)
                     each = f" (each: {readies})" if len(measured) > 1 else ""
-                    print(f"    {name:<7} ready {r['ready_s']:7.1f} s{each}   peak RSS {r['peak_mib']:7.0f} MiB   "
+                    print(f"    {name:<7} ready {r['ready_s']:7.2f} s{each}   peak RSS {r['peak_mib']:7.0f} MiB   "
                           f"{args.clients} clients: {r['requests']:.0f} requests, {r['errors']} errors, "
                           f"p50 {r['p50_ms']:6.1f} ms, p95 {r['p95_ms']:6.1f} ms", flush=True)
                 c, i = results["cam"], results["images"]
