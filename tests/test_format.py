@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard import context, errors
 
 from conftest import python_provider, raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.reader import CamReader, _Cache
-from writer_ext import SummaryWriter, add_activations
+from writer_ext import SummaryWriter, add_activations, add_cam_maps
 
 
 def test_maps_round_trip_keeps_raw_values_to_half_precision():
@@ -160,6 +162,31 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
             assert [t["class_id"] for t in image["targets"]] == result.class_ids[i].tolist()
             assert [t["class_name"] for t in image["targets"]] == ["abcde"[c] for c in result.class_ids[i]]
             assert fmt.image_mime_type(reader.blob(ctx, keys[i])) == "image/webp"
+
+
+@pytest.mark.parametrize("image_format, mime", [("webp", "image/webp"), ("png", "image/png"), ("jpeg", "image/jpeg")])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pictures_come_back_as_given(tmp_path, image_format, mime, channels):
+    """WebP (the default) and PNG keep every pixel, grey ones too (a grey WebP decodes as RGB); JPEG stays close."""
+    rng = np.random.default_rng(channels)
+    yy, xx = np.mgrid[0:24, 0:40]
+    smooth = np.stack([(xx * 6 + yy * 3 + 50 * i) % 256 for i in range(2)]).astype(np.uint8)  # (2, 24, 40)
+    pictures = np.stack([smooth, smooth // 2, 255 - smooth], -1) if channels == 3 else smooth[..., None]
+    pictures[:, :8, :8] = rng.integers(0, 256, (2, 8, 8, channels), dtype=np.uint8)  # noise in one corner
+    with SummaryWriter(tmp_path / "run") as writer:
+        add_cam_maps(writer, "t", pictures, rng.random((2, 3, 5)), method="m", layer="l", image_format=image_format,
+                     global_step=0)
+    [blobs] = raw_cam_values(tmp_path).values()
+    header, _ = fmt.parse_sample(*blobs[:fmt.FIRST_IMAGE_INDEX])
+    assert [i["format"] for i in header["images"]] == [image_format] * 2
+    for blob, picture in zip(blobs[fmt.FIRST_IMAGE_INDEX:], pictures):
+        assert fmt.image_mime_type(blob) == mime
+        decoded = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB")).astype(int)
+        expected = np.repeat(picture, 3 // channels, axis=-1).astype(int)
+        if image_format == "jpeg":
+            assert np.abs(decoded - expected)[8:, 8:].mean() < 10  # lossy (and chroma subsampled)
+        else:
+            assert np.array_equal(decoded, expected)
 
 
 def _pictures_steps(logdir, tag: str) -> tuple[dict, list]:
