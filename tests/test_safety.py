@@ -142,11 +142,11 @@ def test_works_under_no_grad_and_with_frozen_model(small_net, tmp_path):
 def test_inplace_relu_after_the_target_layer(small_net, tmp_path):
     """features.4 (BatchNorm) is followed by ReLU(inplace=True): its captured output must be pre-ReLU."""
     x = torch.rand(2, 3, 12, 12)
-    result = add_cam(SummaryWriter(tmp_path), "cam", small_net, x, target_layer="features.4", methods="cam")
+    result = add_cam(SummaryWriter(tmp_path), "cam", small_net, x, target_layer="features.4", methods="hirescam")
     small_net.eval()
-    with torch.no_grad():
-        bn_out = small_net.features[:5](x)
-    expected = torch.einsum("kc,bchw->bkhw", small_net.fc.weight, bn_out)
-    ids = result.class_ids
-    torch.testing.assert_close(result.maps["cam"]["features.4"], expected[torch.arange(2)[:, None], ids])
+    bn_out = small_net.features[:5](x).detach().requires_grad_(True)
+    scores = small_net.fc(torch.relu(bn_out).mean(dim=(2, 3))).gather(1, result.class_ids).sum()
+    (grad,) = torch.autograd.grad(scores, bn_out)
+    expected = torch.relu((grad * bn_out).sum(1)).detach()
+    torch.testing.assert_close(result.maps["hirescam"]["features.4"][:, 0], expected)
     assert (bn_out < 0).any()  # so a ReLU'd capture would differ

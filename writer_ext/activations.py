@@ -19,21 +19,17 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
+from writer_ext import targets as tgt
 from writer_ext.cam_summary import target_records
 from writer_ext.capture import AUTO, LayersSpec, select_layers
-from writer_ext.engine import Targets, _select_targets, check_inputs, unwrap_model
-from writer_ext.hooks import ActivationCapture, _strip_wrapper, spatial_layer_names, spatial_view
+from writer_ext.checks import as_model_input, check_bool, check_inputs, check_positive_int
+from writer_ext.engine import unwrap_model
+from writer_ext.hooks import ActivationCapture, _strip_wrapper, run_model, spatial_layer_names, spatial_view
 from writer_ext.records import add_sample, check_step, check_tag, check_writer
 from writer_ext.safety import training_safe
 
 ORDERS = ("mean", "max", "std", "index")
 ChannelOrder = Union[str, Sequence[int]]
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _check_order(channel_order: object) -> ChannelOrder:
@@ -106,7 +102,7 @@ def _forward(model, inputs, layers, gradients, targets):
     """Outputs (and gradients) of every layer as (N, C, h, w) float32 on the CPU, plus the target records."""
     hw = tuple(inputs.shape[-2:])
     with ActivationCapture(layers, track_grad=gradients) as cap, torch.set_grad_enabled(gradients):
-        output = model(inputs)
+        output = run_model(model, inputs)
         outs = []
         for name, _ in layers:
             if name in cap.bad_outputs:
@@ -117,7 +113,8 @@ def _forward(model, inputs, layers, gradients, targets):
         views = {"activation": [_as_nchw(n, o.detach(), hw).float().cpu() for (n, _), o in zip(layers, outs)]}
         records = None
         if gradients:
-            class_ids, scores, probs = _select_targets(output, targets, 1, inputs.shape[0])
+            chosen = tgt.select(output, targets, 1, inputs.shape[0])
+            class_ids, scores, probs = chosen.class_ids, chosen.scores, chosen.probs
             grads = torch.autograd.grad(scores.sum(), outs, allow_unused=True)
             views["gradient"] = [
                 _as_nchw(n, torch.zeros_like(o) if g is None else g, hw).float().cpu()
@@ -164,7 +161,7 @@ def add_activations(
     max_channels: int = 64,
     channel_order: ChannelOrder = "mean",
     gradients: bool = False,
-    targets: Targets = None,
+    targets: tgt.Targets = None,
     display_images: Optional[object] = None,
     max_size: int = 64,
     max_bytes: int = 48 * 1024,
@@ -187,18 +184,19 @@ def add_activations(
     global_step = check_step(global_step)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    inputs = check_inputs(inputs).detach()
-    max_channels = _positive_int(max_channels, "max_channels")
-    max_size = _positive_int(max_size, "max_size")
-    max_bytes = _positive_int(max_bytes, "max_bytes")
+    inputs = check_inputs(inputs)
+    max_channels = check_positive_int(max_channels, "max_channels")
+    max_size = check_positive_int(max_size, "max_size")
+    max_bytes = check_positive_int(max_bytes, "max_bytes")
     order = _check_order(channel_order)
-    if not isinstance(gradients, bool):
-        raise TypeError(f"gradients must be True or False, got {type(gradients).__name__}")
+    gradients = check_bool(gradients, "gradients")
     pictures = None
     if display_images is not None or inputs.shape[1] in (1, 3):
         pictures = img.images_for(inputs, display_images)
     model = unwrap_model(model)
-    with training_safe(model), torch.autocast(device_type=inputs.device.type, enabled=False):
+    with torch.inference_mode(False), training_safe(model), \
+            torch.autocast(device_type=inputs.device.type, enabled=False):
+        inputs = as_model_input(model, inputs)
         chosen_layers = _layer_list(model, layers, inputs)
         views, records = _forward(model, inputs, chosen_layers, gradients, targets)
     names = [_strip_wrapper(n) for n, _ in chosen_layers]

@@ -16,9 +16,11 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
 from writer_ext import metrics as faithfulness
-from writer_ext.engine import CamResult, Targets, check_inputs, compute_cams, unwrap_model
+from writer_ext.checks import check_bool, check_inputs
+from writer_ext.engine import CamResult, compute_cams, unwrap_model
 from writer_ext.hooks import LayerSpec
 from writer_ext.records import add_sample, check_step, check_tag, check_writer
+from writer_ext.targets import Targets
 
 ClassNames = Union[None, Sequence[str], Mapping[int, str]]
 
@@ -138,8 +140,7 @@ def add_cam(
     image_format = img.check_image_format(image_format)
     names = _check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
-    if not isinstance(metrics, bool):
-        raise TypeError(f"metrics must be True or False, got {type(metrics).__name__}")
+    metrics = check_bool(metrics, "metrics")
     model = unwrap_model(model) if isinstance(model, nn.Module) else model
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
                           **options)

@@ -9,17 +9,28 @@ layer.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from writer_ext.hooks import ActivationCapture, LayerSpec, SpatialView, resolve_layers, spatial_view
+from writer_ext import targets as tgt
+from writer_ext.checks import as_model_input, check_bool, check_inputs, check_positive_int
+from writer_ext.hooks import (
+    ActivationCapture,
+    LayerSpec,
+    LinearCalls,
+    SpatialView,
+    resolve_layers,
+    run_model,
+    spatial_view,
+)
 from writer_ext.methods import CamInputs, get_methods
+from writer_ext.methods.activation import RandomCAM
 from writer_ext.safety import training_safe
-
-Targets = Union[None, int, Sequence[int], torch.Tensor, Callable[[object], torch.Tensor]]
+from writer_ext.targets import Targets
 
 
 @dataclass
@@ -29,8 +40,8 @@ class CamResult:
     maps: method -> layer -> (B, K, h, w) float32 raw maps on the CPU.
     class_ids: (B, K) target classes (None when targets came from a callable).
     scores: (B, K) the explained output values (logits, or the callable's value).
-    probs: (B, K) softmax (or, multilabel, sigmoid) probabilities of the targets
-        (None without class ids).
+    probs: (B, K) softmax probabilities of the targets (sigmoid for a
+        multi-label model or a single logit; None without class ids).
     """
 
     maps: dict[str, dict[str, torch.Tensor]]
@@ -40,85 +51,6 @@ class CamResult:
     layers: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     multilabel: bool = False
-
-
-def check_inputs(inputs: object) -> torch.Tensor:
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}")
-    if inputs.dim() != 4:
-        raise ValueError(f"inputs must be a 4-D batch (N, C, H, W), got shape {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs: the batch is empty")
-    return inputs
-
-
-def _check_topk(topk: object) -> int:
-    if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
-        raise ValueError(f"topk must be a positive int, got {topk!r}")
-    return topk
-
-
-def _select_targets(output: object, targets: Targets, topk: int, batch: int, multilabel: bool = False):
-    """(class_ids (B, K) or None, scores (B, K) with graph, probs (B, K) or None).
-
-    probs are softmax probabilities, or per-class sigmoids for a multi-label model.
-    """
-    if callable(targets) and not isinstance(targets, torch.Tensor):
-        scores = targets(output)
-        if not isinstance(scores, torch.Tensor) or scores.shape not in ((batch,), (batch, 1)):
-            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-            raise ValueError(f"targets: the callable must return a tensor of shape ({batch},), got {got}")
-        return None, scores.reshape(batch, 1), None
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
-        raise TypeError(
-            f"the model output is {got}, not (N, classes) logits; pass targets= as a callable "
-            "that returns one score per image"
-        )
-    if output.shape[0] != batch:
-        raise ValueError(f"the model returned {output.shape[0]} rows for a batch of {batch}")
-    num_classes = output.shape[1]
-    if targets is None:
-        if topk > num_classes:
-            raise ValueError(f"topk={topk} is more than the model's {num_classes} classes")
-        class_ids = output.detach().topk(topk, dim=1).indices
-    else:
-        class_ids = _class_id_tensor(targets, batch, num_classes).to(output.device)
-    scores = output.gather(1, class_ids)
-    logits = output.detach().float()
-    probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).gather(1, class_ids)
-    return class_ids, scores, probs
-
-
-def _class_id_tensor(targets: Targets, batch: int, num_classes: int) -> torch.Tensor:
-    if isinstance(targets, bool):
-        raise TypeError("targets must be None, an int, a list of ints or a callable, got bool")
-    if isinstance(targets, int):
-        ids = torch.full((batch, 1), targets, dtype=torch.long)
-    else:
-        try:
-            ids = torch.as_tensor(targets)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(
-                f"targets must be None, an int, a list of ints (one per image) or a callable, "
-                f"got {type(targets).__name__}"
-            ) from None
-        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
-            raise TypeError(f"targets must be integer class ids, got {ids.dtype}")
-        if ids.dim() == 1:
-            ids = ids.unsqueeze(1)
-        if ids.dim() != 2 or ids.shape[0] != batch:
-            raise ValueError(
-                f"targets: expected one class id (or one list of ids) per image for a batch of {batch}, "
-                f"got shape {tuple(ids.shape)}"
-            )
-        ids = ids.long()
-    bad = (ids < 0) | (ids >= num_classes)
-    if bad.any():
-        raise ValueError(f"targets: class id {int(ids[bad][0])} is out of range for {num_classes} classes")
-    return ids
 
 
 def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -171,11 +103,28 @@ def default_batch_size(inputs: torch.Tensor) -> int:
     return max(1, min(256, 2**22 // max(inputs[0].numel(), 1)))
 
 
-def _target_scorer(targets: Targets, class_ids: Optional[torch.Tensor]):
-    """Scores of n perturbed copies of image i, for methods that run the model again."""
-    if class_ids is None:
-        return lambda output, i: targets(output).reshape(-1, 1)
-    return lambda output, i: output.gather(1, class_ids[i].expand(output.shape[0], -1))
+def _unreached(scores: torch.Tensor, activations: Sequence[torch.Tensor]) -> list[int]:
+    """Indices of the activations that the scores' autograd graph does not reach.
+
+    A walk over the graph's nodes (no backward pass): a layer whose output is
+    detached downstream, or feeds a branch the output never uses, explains
+    nothing, whatever the method.
+    """
+    wanted: dict[object, int] = {}
+    for k, a in enumerate(activations):
+        node = a.grad_fn if a.grad_fn is not None else a.view_as(a).grad_fn.next_functions[0][0]
+        wanted[node] = k
+    missing = set(wanted.values())
+    seen: set = set()
+    stack = [scores.grad_fn]
+    while stack and missing:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        missing.discard(wanted.get(node, -1))
+        stack.extend(n for n, _ in node.next_functions)
+    return sorted(missing)
 
 
 @dataclass
@@ -188,19 +137,34 @@ class _Options:
     batch_size: int
     eigen_smooth: bool
     multilabel: bool
+    generator: torch.Generator
 
 
 def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _Options):
-    """Maps for one batch: (maps, class_ids, scores, probs, layer names). The model must be in eval mode."""
+    """Maps for one batch: (maps, class_ids, scores, probs, layer names). The model must be in eval mode.
+
+    The forward always records the graph from the target layers up, so that a
+    layer the output does not depend on is refused for every method.
+    """
     needs_grad = any(m.uses_gradients for m in opts.methods)
     layers = resolve_layers(model, opts.layer_spec, inputs)
-    with ActivationCapture(layers, track_grad=needs_grad) as capture, torch.set_grad_enabled(needs_grad):
-        output = model(inputs)
-        outputs = [capture.output(name) for name, _ in layers]
-        views = [spatial_view(name, out.shape, tuple(inputs.shape[-2:]), opts.reshape_transform)
-                 for (name, _), out in zip(layers, outputs)]
-        class_ids, scores, probs = _select_targets(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
-        grads = _gradients(scores, outputs) if needs_grad else [None] * len(layers)
+    head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
+    with ActivationCapture(layers, track_grad=True) as capture, head, torch.enable_grad():
+        output = run_model(model, inputs)
+    outputs = [capture.output(name) for name, _ in layers]
+    views = [spatial_view(name, out.shape, tuple(inputs.shape[-2:]), opts.reshape_transform)
+             for (name, _), out in zip(layers, outputs)]
+    with torch.enable_grad():
+        chosen = tgt.select(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
+    if not bool(torch.isfinite(chosen.scores.detach()).all()):
+        raise ValueError("model: its output holds NaN or Inf for these inputs (have the weights diverged?)")
+    unused = _unreached(chosen.scores, outputs)
+    if unused:
+        raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "
+                         "output (it is detached or unused downstream); choose a layer the output is computed from")
+    grads = _gradients(chosen.scores, outputs) if needs_grad else [None] * len(layers)
+    scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size)
+    found_head = head.find(output) if isinstance(head, LinearCalls) else None
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
     with torch.no_grad():
         for (name, module), view, out, grad in zip(layers, views, outputs, grads):
@@ -211,11 +175,13 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                 inputs=inputs,
                 activations=_checked_view(name, view, out.detach()).float(),
                 gradients=None if grad is None else view(grad.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
-                class_ids=class_ids,
-                scores=scores.detach(),
-                target_scores=_target_scorer(targets, class_ids),
-                batch_size=opts.batch_size,
+                class_ids=chosen.class_ids,
+                scores=chosen.scores.detach(),
+                target_scores=scorer,
+                slots_per_forward=slots,
                 eigen_smooth=opts.eigen_smooth,
+                head=found_head,
+                generator=opts.generator,
             )
             for method in opts.methods:
                 maps[method.name][name] = method.compute(cam_inputs)
@@ -224,7 +190,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
             for per_layer in maps.values():
                 per_layer[f"fused:{opts.fuse}"] = fuse_layers(list(per_layer.values()), opts.fuse)
             layer_names.append(f"fused:{opts.fuse}")
-    return maps, class_ids, scores.detach(), probs, layer_names
+    return maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names
 
 
 SMOOTHING = (None, "noise", "flip")
@@ -280,6 +246,7 @@ def compute_cams(
     eigen_smooth: bool = False,
     batch_size: Optional[int] = None,
     multilabel: bool = False,
+    seed: Optional[int] = None,
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
 
@@ -289,45 +256,56 @@ def compute_cams(
     noise (`smooth_noise` times each image's value range, SmoothGrad style);
     `smooth="flip"` averages with the horizontally flipped image. Both explain
     the classes chosen on the clean image. `batch_size` is how many perturbed
-    inputs Score-CAM and Ablation-CAM run at once (default: by input size).
+    inputs Score-CAM and Ablation-CAM run at once (default: by input size;
+    rounded down to whole copies of the batch, at least one).
     `multilabel=True` reports sigmoid instead of softmax probabilities (and
-    the faithfulness metrics use them too).
+    the faithfulness metrics use them too). `seed` draws the `random`
+    baseline from a generator seeded with it (default: the baseline's own
+    stream, new noise on every call).
 
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
-    flags, BatchNorm statistics and hooks as they were, also on error. Runs in
-    float32 with autocast off; wrapped models (DataParallel, DDP,
-    torch.compile) are computed on the module they wrap.
+    flags, BatchNorm statistics and hooks as they were, also on error. Inputs
+    are cast to the model's dtype; maps are float32, with autocast off and
+    autograd on under `torch.inference_mode`. Wrapped models (DataParallel,
+    DDP, torch.compile) are computed on the module they wrap.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = unwrap_model(model)
-    inputs = check_inputs(inputs).detach()
+    inputs = check_inputs(inputs)
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
     if smooth not in SMOOTHING:
         raise ValueError(f"smooth must be one of {SMOOTHING}, got {smooth!r}")
-    if not isinstance(smooth_samples, int) or isinstance(smooth_samples, bool) or smooth_samples < 1:
-        raise ValueError(f"smooth_samples must be a positive int, got {smooth_samples!r}")
-    if not isinstance(smooth_noise, (int, float)) or not 0 <= smooth_noise < float("inf"):
+    smooth_samples = check_positive_int(smooth_samples, "smooth_samples")
+    if isinstance(smooth_noise, bool) or not isinstance(smooth_noise, (int, float)) \
+            or not 0 <= smooth_noise < float("inf"):
         raise ValueError(f"smooth_noise must be a non-negative number, got {smooth_noise!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
     opts = _Options(
         methods=get_methods(methods),
         layer_spec=target_layer,
-        topk=_check_topk(topk),
+        topk=check_positive_int(topk, "topk"),
         fuse=fuse,
         reshape_transform=reshape_transform,
         batch_size=batch_size or default_batch_size(inputs),
-        eigen_smooth=bool(eigen_smooth),
-        multilabel=bool(multilabel),
+        eigen_smooth=check_bool(eigen_smooth, "eigen_smooth"),
+        multilabel=check_bool(multilabel, "multilabel"),
+        generator=RandomCAM.stream if seed is None else torch.Generator().manual_seed(seed),
     )
-    # Maps are computed in float32 even when the caller trains under autocast.
-    with training_safe(model), torch.autocast(device_type=inputs.device.type, enabled=False):
+    # Maps are computed in float32 even when the caller trains under autocast, and with autograd
+    # on even when the caller runs under torch.inference_mode (a validation loop).
+    with torch.inference_mode(False), training_safe(model), \
+            torch.autocast(device_type=inputs.device.type, enabled=False):
+        inputs = as_model_input(model, inputs)
         maps, class_ids, scores, probs, layer_names = _one_pass(model, inputs, targets, opts)
         if smooth is not None:
             fixed = targets if class_ids is None else class_ids
             maps = _smoothed(model, inputs, fixed, opts, maps, smooth, smooth_samples, float(smooth_noise))
+    if not all(bool(torch.isfinite(v).all()) for per_layer in maps.values() for v in per_layer.values()):
+        raise ValueError("model: the maps hold NaN or Inf for these inputs (have the weights diverged?)")
     return CamResult(
         maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in maps.items()},
         class_ids=None if class_ids is None else class_ids.cpu(),

@@ -45,7 +45,8 @@ def resolve_layer(model: nn.Module, spec: str | nn.Module, arg: str = "target_la
 
 
 def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
-    """The name of the last module to finish with a spatial (N, C, H, W) output, H*W > 1.
+    """The name of the last module to finish with a spatial (N, C, H, W) output, H*W > 1,
+    among those that run once (a shared module's output is ambiguous).
 
     Found by one gradient-free forward pass of the first image, with a hook on
     every module, and remembered for this model and input shape.
@@ -54,13 +55,23 @@ def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     cached = _AUTO_LAYERS.get(model, {}).get(key)
     if cached is not None:
         return cached
-    finished = spatial_layer_names(model, inputs)
+    names = spatial_layer_names(model, inputs)
+    finished = [n for n in names if names.count(n) == 1]
     if not finished:
         raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
     name = finished[-1]
     _AUTO_LAYERS.setdefault(model, {})[key] = name
     warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output", stacklevel=4)
     return name
+
+
+def run_model(model: nn.Module, inputs: torch.Tensor) -> object:
+    """The model's output; a ValueError naming `inputs` (torch's message kept) when it cannot run on them."""
+    try:
+        return model(inputs)
+    except RuntimeError as e:
+        raise ValueError(f"inputs: the model could not run on inputs of shape {tuple(inputs.shape)} "
+                         f"and dtype {inputs.dtype}: {e}") from e
 
 
 def is_spatial(output: object) -> bool:
@@ -86,7 +97,7 @@ def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
     try:
         with torch.no_grad():
-            model(inputs[:1].detach())
+            run_model(model, inputs[:1].detach())
     finally:
         for h in handles:
             h.remove()
@@ -124,6 +135,7 @@ class ActivationCapture:
         self._track_grad = track_grad
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.activations: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {}
         self.bad_outputs: dict[str, str] = {}
 
     def _hook(self, name: str):
@@ -131,6 +143,7 @@ class ActivationCapture:
             if not isinstance(output, torch.Tensor):
                 self.bad_outputs[name] = type(output).__name__
                 return None
+            self.calls[name] = self.calls.get(name, 0) + 1
             kept = output
             if self._track_grad and not output.requires_grad:
                 kept = output.detach().requires_grad_(True)
@@ -159,7 +172,43 @@ class ActivationCapture:
             raise ValueError(f"target_layer {name!r} returns a {self.bad_outputs[name]}, expected a tensor")
         if name not in self.activations:
             raise ValueError(f"target_layer {name!r} was not called during the forward pass")
+        if self.calls[name] > 1:
+            raise ValueError(f"target_layer {name!r} ran {self.calls[name]} times in one forward pass (a module "
+                             "used twice, such as a shared activation); which call to explain is ambiguous, "
+                             "so name a module that runs once")
         return self.activations[name]
+
+
+class LinearCalls:
+    """Records every nn.Linear call of one forward pass, to find the classifier head that CAM reads."""
+
+    def __init__(self, model: nn.Module):
+        self._modules = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self) -> LinearCalls:
+        def hook(module, args, output):
+            if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                self.calls.append((module, args[0].detach(), output.detach()))
+
+        self._handles = [m.register_forward_hook(hook) for m in self._modules]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def find(self, output: object) -> Optional[tuple[nn.Linear, torch.Tensor]]:
+        """The last Linear whose result is the model's `output` (only views, flatten, eval-mode
+        dropout or identities after it), with its input; None if no Linear made the output."""
+        if not isinstance(output, torch.Tensor):
+            return None
+        for module, features, result in reversed(self.calls):
+            if result.shape == output.shape and torch.equal(result, output.detach()):
+                return module, features
+        return None
 
 
 SpatialView = Callable[[torch.Tensor], torch.Tensor]

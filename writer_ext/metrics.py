@@ -12,18 +12,24 @@
 
 All functions take raw maps of shape (B, K, h, w) (any resolution; each map is
 min-max normalised and upsampled bilinearly to the input), the (B, K) classes
-they explain, and run the model in eval mode, in float32, without gradients,
-leaving it as it was (`training_safe`).
+they explain, and run the model in eval mode, without gradients or autocast,
+on the inputs cast to the model's dtype, leaving it as it was (`training_safe`).
+Probabilities are softmax, or sigmoid for a multi-label model or a single
+logit (a binary classifier).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
+from writer_ext.checks import as_model_input, check_inputs
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.safety import training_safe
+from writer_ext.targets import probabilities
 
 METRICS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc")
 
@@ -38,13 +44,21 @@ def saliency(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int,
                    multilabel: bool) -> torch.Tensor:
-    """Softmax (or sigmoid) probability of `classes[j]` for each of `images[j]`, in chunks."""
+    """Softmax (or sigmoid: multi-label, one logit) probability of `classes[j]` for each of `images[j]`."""
     out = []
     for start in range(0, images.shape[0], batch_size):
-        logits = model(images[start:start + batch_size]).float()
-        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+        probs = probabilities(model(images[start:start + batch_size]), multilabel)
         out.append(probs.gather(1, classes[start:start + batch_size, None])[:, 0])
     return torch.cat(out)
+
+
+@contextmanager
+def _evaluating(model: nn.Module, inputs: torch.Tensor):
+    """Runs the block on `model` left as it was, without gradients or autocast; yields the inputs
+    as the model takes them (its dtype, ordinary tensors even under `torch.inference_mode`)."""
+    with torch.inference_mode(False), training_safe(model), torch.no_grad(), \
+            torch.autocast(inputs.device.type, enabled=False):
+        yield as_model_input(model, check_inputs(inputs))
 
 
 def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
@@ -52,7 +66,7 @@ def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
     b, k = class_ids.shape
     if maps.shape[:2] != (b, k) or inputs.shape[0] != b:
         raise ValueError(f"maps must be (B, K, h, w) with (B, K) = {tuple(class_ids.shape)}, got {tuple(maps.shape)}")
-    sal = saliency(maps.to(inputs.device), tuple(inputs.shape[-2:])).flatten(0, 1)
+    sal = saliency(maps.to(inputs.device), tuple(inputs.shape[-2:])).flatten(0, 1).to(inputs.dtype)
     images = inputs.unsqueeze(1).expand(b, k, *inputs.shape[1:]).flatten(0, 1)
     return images, sal, class_ids.to(inputs.device).flatten()
 
@@ -60,7 +74,7 @@ def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
 def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
                       *, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
     """Average Drop and Increase in Confidence over all (image, target) pairs."""
-    with training_safe(model), torch.no_grad(), torch.autocast(inputs.device.type, enabled=False):
+    with _evaluating(model, inputs) as inputs:
         images, sal, classes = _flat(inputs, maps, class_ids)
         y = _probabilities(model, images, classes, batch_size, multilabel)
         o = _probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
@@ -89,7 +103,7 @@ def deletion_insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tenso
     """Mean deletion and insertion AUC over all (image, target) pairs."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    with training_safe(model), torch.no_grad(), torch.autocast(inputs.device.type, enabled=False):
+    with _evaluating(model, inputs) as inputs:
         images, sal, classes = _flat(inputs, maps, class_ids)
         deletion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=False)
         insertion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=True)

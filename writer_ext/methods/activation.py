@@ -8,32 +8,40 @@ from torch import nn
 from writer_ext.methods.base import CamInputs, CamMethod, first_component
 
 
-def linear_head(model: nn.Module, channels: int) -> nn.Linear:
-    """The classifier layer that CAM reads: the last nn.Linear taking `channels` features."""
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features == channels]
-    if not heads:
-        raise ValueError(
-            f"methods: 'cam' needs a global-pooling + linear head; the model has no nn.Linear with "
-            f"{channels} input features (the target layer's channels)"
-        )
-    return heads[-1]
+def head_weights(inputs: CamInputs) -> torch.Tensor:
+    """The (classes, C) weight of the linear head that reads the target layer through global
+    average pooling; a ValueError when the model's output is not made that way."""
+    suggestion = "use a gradient method such as 'gradcam', which needs no particular head"
+    if inputs.head is None:
+        raise ValueError(f"methods: 'cam' needs a model whose output is an nn.Linear (the classifier head); "
+                         f"this model's output comes from no nn.Linear: {suggestion}")
+    linear, features = inputs.head
+    pooled = inputs.activations.mean(dim=(-2, -1))
+    tolerance = 1e-3 * float(pooled.abs().max()) + 1e-6
+    if features.shape != pooled.shape or not torch.allclose(features.float(), pooled, rtol=1e-3, atol=tolerance):
+        raise ValueError(f"methods: 'cam' needs the model's output to be its final nn.Linear applied to the "
+                         f"global average pooling of target layer {inputs.layer!r} (only flatten, dropout or "
+                         f"identity between); here that Linear reads something else: {suggestion}")
+    return linear.weight.detach().float()
 
 
 class CAM(CamMethod):
     """Zhou et al. 2016: map_k = sum_c W[k, c] A_c, W the linear head after global pooling.
 
-    Not rectified, as in the paper: negative evidence is kept in the raw map.
+    The head is checked on the forward pass itself: the model's output must be
+    an nn.Linear of the target layer's global average pooling. Not rectified,
+    as in the paper: negative evidence is kept in the raw map.
     """
 
     name = "cam"
     uses_gradients = False
+    needs_head = True
     relu = False
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
         if inputs.class_ids is None:
             raise ValueError("methods: 'cam' needs class ids; targets given as a callable have none")
-        head = linear_head(inputs.model, inputs.activations.shape[1])
-        return head.weight.detach().float()[inputs.class_ids]
+        return head_weights(inputs)[inputs.class_ids]
 
 
 class EigenCAM(CamMethod):
@@ -50,18 +58,19 @@ class EigenCAM(CamMethod):
 class RandomCAM(CamMethod):
     """Baseline: uniform noise in [0, 1) at the layer's resolution; knows nothing of the model.
 
-    Drawn from its own generator, so the caller's random stream is untouched.
+    New noise for every image, target and call, drawn from the baseline's own
+    stream (seeded 0 when the process starts) or from the generator of a call
+    given `seed=`; the caller's random stream is untouched.
     """
 
     name = "random"
     uses_gradients = False
-
-    def __init__(self, seed: int = 0):
-        self._generator = torch.Generator().manual_seed(seed)
+    stream = torch.Generator().manual_seed(0)
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
         b, _, h, w = inputs.activations.shape
-        return torch.rand(b, self.targets(inputs), h, w, generator=self._generator).to(inputs.activations.device)
+        noise = torch.rand(b, self.targets(inputs), h, w, generator=inputs.generator or self.stream)
+        return noise.to(inputs.activations.device)
 
 
 class SobelCAM(CamMethod):

@@ -19,10 +19,14 @@ class CamInputs:
         None when no requested method needs gradients.
     class_ids: (B, K) target classes, or None when targets came from a callable.
     scores: (B, K) the explained scores of the unperturbed batch.
-    target_scores: maps the model's output for n perturbed copies of image i
-        to their (n, K) scores, for methods that run the model again.
-    batch_size: how many perturbed copies such methods run at once.
+    target_scores: for methods that run the model again: maps the output of a
+        forward of n perturbed copies of the whole batch (n * B rows, each
+        copy in the batch's image order) to their (n, B, K) scores.
+    slots_per_forward: the most copies of the batch one such forward may hold.
     eigen_smooth: replace the channel sum by the first principal component.
+    head: the nn.Linear whose result is the model's output, and its input
+        (for CAM; None when not asked for or when no Linear made the output).
+    generator: where the random baseline draws its noise.
     """
 
     model: nn.Module
@@ -33,9 +37,11 @@ class CamInputs:
     gradients: Optional[torch.Tensor]
     class_ids: Optional[torch.Tensor]
     scores: torch.Tensor
-    target_scores: Callable[[object, int], torch.Tensor]
-    batch_size: int
+    target_scores: Callable[[object], torch.Tensor]
+    slots_per_forward: int
     eigen_smooth: bool = False
+    head: Optional[tuple[nn.Module, torch.Tensor]] = None
+    generator: Optional[torch.Generator] = None
 
 
 class CamMethod:
@@ -49,6 +55,7 @@ class CamMethod:
 
     name: str = ""
     uses_gradients: bool = True
+    needs_head: bool = False  # the classifier head's call (CamInputs.head)
     relu: bool = True
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
@@ -70,8 +77,7 @@ class CamMethod:
         w = self.weights(inputs)
         a = inputs.activations
         if inputs.eigen_smooth:
-            weighted = (w[..., None, None] if w.dim() == 3 else w) * a.unsqueeze(1)  # (B, K, C, h, w)
-            maps = first_component(weighted.flatten(0, 1)).view(*weighted.shape[:2], *a.shape[-2:])
+            maps = principal_maps((w[..., None, None] if w.dim() == 3 else w) * a.unsqueeze(1))
         elif w.dim() == 3:
             maps = torch.einsum("bkc,bchw->bkhw", w, a)
         else:
@@ -125,3 +131,9 @@ def first_component(x: torch.Tensor) -> torch.Tensor:
     sign = torch.sign((projection * rows.sum(-1)).sum(-1))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     return (projection * sign[:, None]).view(n, h, w)
+
+
+def principal_maps(weighted: torch.Tensor) -> torch.Tensor:
+    """`first_component` of each (image, target)'s weighted channels: (B, K, C, h, w) -> (B, K, h, w)."""
+    b, k = weighted.shape[:2]
+    return first_component(weighted.flatten(0, 1)).view(b, k, *weighted.shape[-2:])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from writer_ext.methods.base import CamInputs, CamMethod, first_component
+from writer_ext.methods.base import CamInputs, CamMethod, principal_maps
 
 
 def _per_image(gradients: torch.Tensor) -> torch.Tensor:
@@ -69,12 +69,14 @@ class HiResCAM(CamMethod):
 
 
 class GradCAMElementWise(CamMethod):
-    """pytorch-grad-cam's element-wise Grad-CAM: map = sum_c ReLU(g_cij A_cij)."""
+    """pytorch-grad-cam's element-wise Grad-CAM: map = sum_c ReLU(g_cij A_cij)
+    (with `eigen_smooth`, ReLU of the first principal component of ReLU(g A), as theirs)."""
 
     name = "gradcam-elementwise"
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
-        return torch.relu(_per_image(inputs.gradients) * inputs.activations.unsqueeze(1)).sum(2)
+        positive = torch.relu(_per_image(inputs.gradients) * inputs.activations.unsqueeze(1))  # (B, K, C, h, w)
+        return torch.relu(principal_maps(positive)) if inputs.eigen_smooth else positive.sum(2)
 
 
 class EigenGradCAM(CamMethod):
@@ -83,6 +85,4 @@ class EigenGradCAM(CamMethod):
     name = "eigengradcam"
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
-        weighted = _per_image(inputs.gradients) * inputs.activations.unsqueeze(1)  # (B, K, C, h, w)
-        b, k = weighted.shape[:2]
-        return torch.relu(first_component(weighted.flatten(0, 1))).view(b, k, *weighted.shape[-2:])
+        return torch.relu(principal_maps(_per_image(inputs.gradients) * inputs.activations.unsqueeze(1)))

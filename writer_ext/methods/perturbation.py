@@ -17,12 +17,19 @@ def _normalised_masks(activations: torch.Tensor, size: tuple[int, int]) -> tuple
     return (up - lo) / torch.where(constant[..., None, None], torch.ones_like(hi), hi - lo), constant
 
 
+def _chunks(total: int, size: int):
+    """(start, stop) ranges of at most `size` covering range(total)."""
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
 class ScoreCAM(CamMethod):
     """Wang et al. 2020: mask the input with each normalised, upsampled channel M_c;
     w_c = softmax_c(y(X * M_c)); map = ReLU(sum_c w_c A_c).
 
-    A constant channel's mask is all zero, so every such channel gives the same
-    masked input: it is run once, not once per channel.
+    Each forward holds whole copies of the batch, image i masked by one of its
+    own channels, so the model (and a callable target) sees the batch's layout.
+    A constant channel's mask is all zero, so every such channel of an image
+    gives the same masked input: it is run once per image, not once per channel.
     """
 
     name = "scorecam"
@@ -30,51 +37,59 @@ class ScoreCAM(CamMethod):
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
         x = inputs.inputs
+        b, channels = inputs.activations.shape[:2]
         masks, constant = _normalised_masks(inputs.activations, tuple(x.shape[-2:]))
-        weights = []
-        for i in range(x.shape[0]):
-            live = (~constant[i]).nonzero().flatten()
-            scores = torch.empty(masks.shape[1], self.targets(inputs), device=x.device)
-            for start in range(0, len(live), inputs.batch_size):
-                channels = live[start:start + inputs.batch_size]
-                masked = x[i] * masks[i, channels].unsqueeze(1)
-                scores[channels] = inputs.target_scores(inputs.model(masked), i).float()
-            if constant[i].any():
-                scores[constant[i]] = inputs.target_scores(inputs.model(torch.zeros_like(x[i:i + 1])), i).float()
-            weights.append(torch.softmax(scores, dim=0).t())
-        return torch.stack(weights)
+        # Copy s of the batch masks image i by its s-th live channel; the copy after its last live
+        # channel by an all-zero mask (the score of all its constant channels); -1 marks that mask.
+        live = (~constant).sum(1)
+        order = torch.argsort(constant.to(torch.uint8), dim=1, stable=True)  # live channels first
+        position = torch.arange(channels, device=x.device).expand(b, -1)
+        copies = int((live + constant.any(1)).max())
+        channel = torch.where(position < live[:, None], order, -1)[:, :copies].t()  # (copies, B)
+        copy_of = torch.empty_like(order).scatter_(1, order, torch.minimum(position, live[:, None]))
+        scores = torch.empty(copies, b, self.targets(inputs), device=x.device)
+        rows = torch.arange(b, device=x.device)
+        for start, stop in _chunks(copies, inputs.slots_per_forward):
+            chosen = channel[start:stop]
+            mask = masks[rows, chosen.clamp(min=0)] * (chosen >= 0)[..., None, None]  # (n, B, H, W)
+            masked = (x * mask.unsqueeze(2).to(x.dtype)).flatten(0, 1)
+            scores[start:stop] = inputs.target_scores(inputs.model(masked)).float()
+        per_channel = scores[copy_of, rows[:, None]]  # (B, C, K)
+        return torch.softmax(per_channel, dim=1).transpose(1, 2)
 
 
 class AblationCAM(CamMethod):
     """Desai & Ramaswamy 2020: set channel c of the layer's output to zero and rerun;
-    w_c = (y - y_c) / y; map = ReLU(sum_c w_c A_c)."""
+    w_c = (y - y_c) / y; map = ReLU(sum_c w_c A_c).
+
+    Each forward holds whole copies of the batch, copy c with channel c ablated,
+    so the model (and a callable target) sees the batch's layout.
+    """
 
     name = "ablationcam"
     uses_gradients = False
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
-        x, channels = inputs.inputs, inputs.activations.shape[1]
+        x = inputs.inputs
+        b, channels = inputs.activations.shape[:2]
         ablate: dict[str, torch.Tensor] = {}
 
         def hook(module, args, output):
             if not isinstance(output, torch.Tensor) or output.shape[1:] != inputs.activations.shape[1:]:
                 raise ValueError(f"methods: 'ablationcam' needs an (N, C, H, W) output at layer {inputs.layer!r}")
             output = output.clone()
-            output[torch.arange(len(ablate["channels"]), device=output.device), ablate["channels"]] = 0
+            output[torch.arange(output.shape[0], device=output.device), ablate["channels"]] = 0
             return output
 
+        ablated = torch.empty(channels, b, self.targets(inputs), device=x.device)
         handle = inputs.module.register_forward_hook(hook)
-        weights = []
         try:
-            for i in range(x.shape[0]):
-                ablated = torch.empty(channels, self.targets(inputs), device=x.device)
-                for start in range(0, channels, inputs.batch_size):
-                    ablate["channels"] = torch.arange(start, min(start + inputs.batch_size, channels), device=x.device)
-                    batch = x[i:i + 1].expand(len(ablate["channels"]), *x.shape[1:])
-                    ablated[ablate["channels"]] = inputs.target_scores(inputs.model(batch), i).float()
-                original = inputs.scores[i].float()
-                safe = torch.where(original == 0, torch.full_like(original, 1e-7), original)
-                weights.append(((original - ablated) / safe).t())
+            for start, stop in _chunks(channels, inputs.slots_per_forward):
+                ablate["channels"] = torch.arange(start, stop, device=x.device).repeat_interleave(b)
+                batch = x.expand(stop - start, *x.shape).flatten(0, 1)
+                ablated[start:stop] = inputs.target_scores(inputs.model(batch)).float()
         finally:
             handle.remove()
-        return torch.stack(weights)
+        original = inputs.scores.float()  # (B, K)
+        safe = torch.where(original == 0, torch.full_like(original, 1e-7), original)
+        return ((original - ablated) / safe).permute(1, 2, 0)

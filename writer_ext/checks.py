@@ -1,0 +1,60 @@
+"""Argument checks shared by the writer's public calls: each raises a TypeError or
+ValueError that names the argument, before anything is computed or written."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+def check_bool(value: object, name: str) -> bool:
+    """`value` if it is a bool (numpy's included); a TypeError naming `name` otherwise ("no" is not False)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_positive_int(value: object, name: str, *, allow_none: bool = False) -> Optional[int]:
+    """`value` as an int >= 1 (None passes when `allow_none`); a ValueError naming `name` otherwise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        suffix = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be a positive int{suffix}, got {value!r}")
+    return int(value)
+
+
+def check_inputs(inputs: object) -> torch.Tensor:
+    """A finite floating-point (N, C, H, W) batch with N >= 1."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}")
+    if inputs.dim() != 4:
+        raise ValueError(f"inputs must be a 4-D batch (N, C, H, W), got shape {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs: the batch is empty")
+    with torch.inference_mode(False), torch.no_grad():
+        finite = bool(torch.isfinite(inputs).all())
+    if not finite:
+        raise ValueError("inputs hold NaN or Inf; expected finite values")
+    return inputs
+
+
+def model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter (or buffer); `default` if it has none."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return default
+
+
+def as_model_input(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """`inputs` as the model takes them: in its parameters' dtype (float64 or bfloat16 probe images
+    for a float32 model, float32 ones for a half model), and an ordinary tensor when it was made
+    under `torch.inference_mode` (such tensors cannot take part in a gradient)."""
+    inputs = inputs.detach().to(model_dtype(model, inputs.dtype))
+    return inputs.clone() if inputs.is_inference() else inputs
