@@ -212,6 +212,7 @@ def parse_header(data: bytes) -> dict:
     """
     header = parse_json_object(data, "header")
     _require(header.get("maps_dtype") == MAPS_DTYPE, f"header 'maps_dtype' must be {MAPS_DTYPE!r}")
+    _require(header.get("skipped") is None or isinstance(header["skipped"], str), "header 'skipped' must be a string")
     pictures_step(header)
     images = header.get("images")
     _require(isinstance(images, list), "header has no 'images' list")
@@ -270,10 +271,12 @@ def build_header(
     placement: Sequence[tuple[int, float]],
     sequence: int,
     metrics: Sequence[dict] = (),
+    skipped: str | None = None,
 ) -> dict:
     """Assembles a header from image records, map records and `encode_maps` placement.
 
     `metrics`: optional faithfulness records {"method", "layer", <name>: number}.
+    `skipped`: why a step holds no maps (then `images` and `maps` are empty).
     """
     records = []
     for record, (offset, scale) in zip(maps, placement):
@@ -289,6 +292,8 @@ def build_header(
     }
     if metrics:
         header["metrics"] = [dict(m) for m in metrics]
+    if skipped is not None:
+        header["skipped"] = skipped
     return header
 
 

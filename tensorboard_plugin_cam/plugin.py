@@ -146,6 +146,9 @@ class CamPlugin(base_plugin.TBPlugin):
                 sample["image_keys"] = self._reader.picture_keys(ctx, eid, run, tag, step, sample["header"],
                                                                  fmt.first_image_index(kind))
             body.update(sample)
+            skipped = sample.get("header", {}).get("skipped")
+            if skipped is not None:
+                body["error"] = f"Skipped at step {step.step}: {skipped}"
         except fmt.FormatError as e:
             body["error"] = f"This sample is damaged: {e}"
         return http_util.Respond(request, body, "application/json")

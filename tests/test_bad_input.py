@@ -29,6 +29,15 @@ CAM_CASES = [
     ("inputs_3d", dict(inputs=torch.rand(3, 12, 12)), ValueError, "inputs must be a 4-D batch"),
     ("inputs_list", dict(inputs=[[1.0]]), TypeError, "inputs must be a torch.Tensor"),
     ("inputs_int", dict(inputs=torch.ones(2, 3, 4, 4, dtype=torch.long)), TypeError, "inputs must be a floating"),
+    ("inputs_nan", dict(inputs=X.clone().index_put_((torch.tensor(1),), torch.tensor(float("nan")))), ValueError,
+     "inputs hold NaN or Inf"),
+    ("inputs_inf", dict(inputs=X.clone().index_put_((torch.tensor(0),), torch.tensor(float("inf")))), ValueError,
+     "inputs hold NaN or Inf"),
+    ("inputs_channels", dict(inputs=torch.rand(2, 1, 12, 12)), ValueError, "inputs: the model could not run"),
+    ("eigen_smooth_str", dict(eigen_smooth="no"), TypeError, "eigen_smooth must be True or False"),
+    ("multilabel_str", dict(multilabel="no"), TypeError, "multilabel must be True or False"),
+    ("metrics_str", dict(metrics="no"), TypeError, "metrics must be True or False"),
+    ("seed_str", dict(methods="random", seed="7"), TypeError, "seed must be an int"),
     ("targets_len", dict(targets=[1, 2, 3]), ValueError, "targets: expected one class id"),
     ("targets_range", dict(targets=[0, 5]), ValueError, "targets: class id 5 is out of range"),
     ("targets_negative", dict(targets=-1), ValueError, "targets: class id -1"),
@@ -41,7 +50,7 @@ CAM_CASES = [
     ("method_type", dict(methods=[3]), TypeError, "methods must be strings"),
     ("layer_missing", dict(target_layer="layer9"), ValueError, "target_layer: the model has no layer named"),
     ("layer_not_spatial", dict(target_layer="fc"), ValueError, "target_layer 'fc' has output shape"),
-    ("layer_not_called", dict(target_layer="features.99"), ValueError, "target_layer"),
+    ("layer_unknown", dict(target_layer="features.99"), ValueError, "target_layer"),
     ("layer_type", dict(target_layer=3.5), TypeError, "target_layer must be"),
     ("topk", dict(topk=0), ValueError, "topk must be a positive int"),
     ("topk_too_big", dict(topk=9), ValueError, "topk=9 is more than"),
@@ -71,6 +80,76 @@ def test_add_cam_bad_input(writer, small_net, name, kwargs, error, message):
     assert _event_bytes(writer.logdir) == before
     assert all(torch.equal(v, state[k]) for k, v in small_net.state_dict().items())
     assert small_net.training and all(p.grad is None for p in small_net.parameters())
+
+
+class Branches(torch.nn.Module):
+    """Layers the output does not depend on: detached, an unused branch, never called; one called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.detached = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.unused = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.spare = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.shared = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        a = self.detached(torch.relu(self.stem(x))).detach()
+        self.unused(a)
+        b = self.shared(self.shared(a))
+        return self.fc(b.mean(dim=(2, 3)))
+
+
+class MlpHead(torch.nn.Module):
+    """Pooled features -> Linear(8, 32) -> ReLU -> Linear(32, 8) -> ReLU -> Linear(8, 5): not a CAM head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8),
+                                       torch.nn.ReLU(), torch.nn.Linear(8, 5))
+
+    def forward(self, x):
+        return self.mlp(self.conv(x).mean(dim=(2, 3)))
+
+
+ALL_METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam",
+               "cam", "eigencam", "scorecam", "ablationcam", "random", "sobel"]
+MODEL_CASES = [
+    *[(f"detached-{m}", Branches, dict(target_layer="stem", methods=m), "target_layer 'stem': the explained "
+       "scores do not depend") for m in ALL_METHODS],
+    ("unused_branch", Branches, dict(target_layer="unused", methods=["scorecam", "eigencam"]),
+     "target_layer 'unused': the explained scores do not depend"),
+    ("never_called", Branches, dict(target_layer="spare", methods="scorecam"), "'spare' was not called"),
+    ("called_twice", Branches, dict(target_layer="shared", methods="gradcam"), "'shared' ran 2 times"),
+    ("cam_mlp_head", MlpHead, dict(target_layer="conv", methods=["gradcam", "cam"]),
+     "methods: 'cam' needs the model's output to be its final nn.Linear"),
+]
+
+
+@pytest.mark.parametrize("name, make, kwargs, message", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_add_cam_refuses_what_it_cannot_explain(writer, name, make, kwargs, message):
+    torch.manual_seed(0)
+    model = make()
+    before = _event_bytes(writer.logdir)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        add_cam(writer, "cam", model, X, **kwargs)
+    writer.flush()
+    assert _event_bytes(writer.logdir) == before
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_diverged_model_is_refused(writer, small_net):
+    with torch.no_grad():
+        small_net.fc.weight[0, 0] = float("nan")
+    before = _event_bytes(writer.logdir)
+    with pytest.raises(ValueError, match="model: its output holds NaN or Inf"):
+        add_cam(writer, "cam", small_net, X, target_layer="features")
+    assert _event_bytes(writer.logdir) == before
 
 
 def test_non_tensor_output_needs_a_callable(writer):

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
+from tensorboard import context
 
 from conftest import cam_sample_steps
+from tensorboard_plugin_cam.reader import CamReader
 from writer_ext import CamMonitor, SummaryWriter, add_cam, compute_cams
 
 
-def _train(model, steps, monitor=None):
-    """A few SGD steps with dropout and a random data order; returns everything that could differ."""
+def _train(model, steps, monitor=None, diverge_at=None):
+    """A few SGD steps with dropout and a random data order; returns everything that could differ.
+    At step `diverge_at` a weight becomes NaN, as when training diverges."""
     torch.manual_seed(123)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     data = torch.rand(32, 3, 12, 12)
     labels = torch.randint(0, 5, (32,))
     losses, grads = [], []
     for step in range(steps):
+        if step == diverge_at:
+            with torch.no_grad():
+                model.features[0].weight[0, 0, 0, 0] = float("nan")
         idx = torch.randperm(32)[:8]
         model.train()
         loss = torch.nn.functional.cross_entropy(model(data[idx]), labels[idx])
@@ -47,6 +54,45 @@ def test_monitoring_leaves_training_bit_for_bit_the_same(small_net, tmp_path):
     assert torch.equal(plain[3], watched[3])  # the random stream (dropout, data order)
 
 
+def _same(a, b):
+    return torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_diverged_model_is_skipped_never_raised_into_training(small_net, tmp_path, provider_factory):
+    """From step 3 on the weights hold NaN: the monitor logs the skip, warns once, and training is as without it."""
+    plain = _train(copy.deepcopy(small_net), 8, diverge_at=3)
+    with pytest.warns(RuntimeWarning) as caught:
+        with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(2, 3, 12, 12), every=2,
+                        target_layer="features", metrics=True, activations=True) as monitor:
+            watched = _train(monitor.model, 8, monitor, diverge_at=3)
+    assert all(_same(a, b) for a, b in zip(plain[0], watched[0]))
+    assert all(_same(a, b) for step_a, step_b in zip(plain[1], watched[1]) for a, b in zip(step_a, step_b))
+    assert all(_same(plain[2][k], watched[2][k]) for k in plain[2])
+    assert torch.equal(plain[3], watched[3])
+    skips = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert len([m for m in skips if "step 4 skipped" in m]) == 1 and not any("step 6 skipped" in m for m in skips)
+    assert len([m for m in skips if m.startswith("CamMonitor: activations skipped")]) == 1
+    assert cam_sample_steps(tmp_path) == [0, 0, 2, 2, 4, 6]  # CAMs and activations; then only the skipped CAMs
+    provider = provider_factory(tmp_path)
+    reader = CamReader(provider)
+    ctx = context.RequestContext()
+    for step in reader.steps(ctx, "", ".", "probe"):
+        header = reader.header(ctx, step)
+        assert (header.get("skipped") is not None) == (step.step >= 4)
+        assert len(header["maps"]) == (0 if step.step >= 4 else 1 * 2)
+    assert "model: its output holds NaN or Inf" in header["skipped"]
+
+
+def test_a_bad_step_number_warns_once_and_logs_nothing(small_net, tmp_path):
+    monitor = CamMonitor(tmp_path, small_net, torch.rand(2, 3, 12, 12), every=1, target_layer="features")
+    with pytest.warns(RuntimeWarning, match="global_step must be an int") as caught:
+        assert monitor.step("3") is None and monitor.step(2.5) is None
+    assert len(caught) == 1
+    assert monitor.step(torch.tensor(4)) is not None and monitor.step(np.int64(5)) is not None
+    monitor.close()
+    assert cam_sample_steps(tmp_path) == [4, 5]
+
+
 def test_logs_only_when_due(small_net, tmp_path):
     writer = SummaryWriter(tmp_path)
     monitor = CamMonitor(writer, small_net, torch.rand(2, 3, 12, 12), every=3, target_layer="features")
@@ -61,6 +107,8 @@ def test_logs_only_when_due(small_net, tmp_path):
     ({"every": 0}, ValueError, "every must be a positive int"),
     ({"writer": 3}, TypeError, "writer must be a SummaryWriter or a log directory"),
     ({"probe_inputs": [1, 2]}, TypeError, "probe_inputs must be a torch.Tensor"),
+    ({"methods": "gradkam"}, ValueError, "methods: unknown method 'gradkam'"),
+    ({"metrics": "yes"}, TypeError, "metrics must be True or False"),
 ])
 def test_bad_monitor_arguments(small_net, tmp_path, kwargs, error, message):
     args = {"writer": tmp_path, "model": small_net, "probe_inputs": torch.rand(2, 3, 12, 12), **kwargs}

@@ -101,6 +101,20 @@ def _write(
     add_sample(writer, tag, fmt.KIND_CAM, header, [blob], encoded, global_step, walltime)
 
 
+def add_skipped(writer: TorchSummaryWriter, tag: str, reason: str, *, global_step: Optional[int] = None,
+                walltime: Optional[float] = None) -> None:
+    """Logs that step `global_step` of series `tag` has no maps, and why (the tab shows it in its place)."""
+    check_writer(writer)
+    tag = check_tag(tag)
+    if not isinstance(reason, str) or not reason:
+        raise ValueError(f"reason must be a non-empty string, got {reason!r}")
+
+    def header(sequence: int) -> dict:
+        return fmt.build_header(images=[], maps=[], placement=[], sequence=sequence, skipped=reason)
+
+    add_sample(writer, tag, fmt.KIND_CAM, header, [b""], [], check_step(global_step), walltime)
+
+
 def add_cam(
     writer: TorchSummaryWriter,
     tag: str,

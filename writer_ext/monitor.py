@@ -10,10 +10,17 @@
 Under torch.distributed only rank 0 logs by default (the other ranks skip the
 work too); `all_ranks=True` logs every rank, into `<logdir>/rank<r>` when the
 monitor was given a log directory.
+
+`step` never raises into the training loop: a step whose maps cannot be
+computed (a diverged model with NaN weights, say) is skipped, warned about
+once per reason, and logged as skipped, so the tab shows
+"Skipped at step N: <reason>" in its place.
 """
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -22,8 +29,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext.cam_summary import add_cam
+from writer_ext.cam_summary import add_cam, add_skipped
+from writer_ext.checks import check_bool, check_positive_int
 from writer_ext.engine import CamResult
+from writer_ext.methods import get_methods
 from writer_ext.writer import SummaryWriter
 
 
@@ -56,10 +65,13 @@ class CamMonitor:
         all_ranks: bool = False,
         **options,
     ):
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        every = check_positive_int(every, "every")
         if not isinstance(probe_inputs, torch.Tensor):
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
+        get_methods(methods)  # a misspelt method fails here, not silently at every step
+        activations = check_bool(activations, "activations")
+        metrics = check_bool(metrics, "metrics")
+        all_ranks = check_bool(all_ranks, "all_ranks")
         self.active = all_ranks or _rank() == 0
         self._owns_writer = not isinstance(writer, TorchSummaryWriter)
         if self._owns_writer:
@@ -76,24 +88,62 @@ class CamMonitor:
         self._cam_args = dict(methods=methods, target_layer=target_layer, metrics=metrics, class_names=class_names,
                               display_images=display_images, **options)
         self._last_step: Optional[int] = None
+        self._warned: set[str] = set()
 
     def due(self, global_step: int) -> bool:
         return self.active and global_step % self.every == 0 and global_step != self._last_step
 
     def step(self, global_step: int) -> Optional[CamResult]:
-        """Logs the probes' CAMs if `global_step` is due; returns them (None when not due)."""
+        """Logs the probes' CAMs if `global_step` is due; returns them (None when not due or skipped).
+
+        Never raises: what fails is skipped, warned about once per reason and,
+        where the maps failed, logged as a skipped step for the tab.
+        """
+        if isinstance(global_step, torch.Tensor) and global_step.numel() == 1 and not global_step.is_floating_point():
+            global_step = int(global_step)
+        if isinstance(global_step, bool) or not isinstance(global_step, numbers.Integral):
+            self._warn(f"global_step must be an int, got {type(global_step).__name__}; nothing logged",
+                       key="global_step")
+            return None
+        global_step = int(global_step)
         if not self.due(global_step):
             return None
-        result = add_cam(self.writer, self.tag, self.model, self.probe_inputs, global_step=global_step,
-                         **self._cam_args)
+        self._last_step = global_step
+        try:
+            result = add_cam(self.writer, self.tag, self.model, self.probe_inputs, global_step=global_step,
+                             **self._cam_args)
+        except Exception as e:  # whatever fails here must not stop training
+            self._skip(global_step, e)
+            result = None
         if self.activations:
             from writer_ext.activations import add_activations
 
-            add_activations(self.writer, f"{self.tag}/activations", self.model, self.probe_inputs,
-                            global_step=global_step)
-        self.writer.flush()
-        self._last_step = global_step
+            try:
+                add_activations(self.writer, f"{self.tag}/activations", self.model, self.probe_inputs,
+                                global_step=global_step)
+            except Exception as e:
+                self._warn(f"activations skipped at step {global_step}: {e}", key=f"activations: {e}")
+        try:
+            self.writer.flush()
+        except Exception as e:
+            self._warn(f"could not flush the writer at step {global_step}: {e}", key=f"flush: {e}")
         return result
+
+    def _skip(self, global_step: int, error: Exception) -> None:
+        """Warns (once per reason) and logs the step as skipped, so the tab says why it has no maps."""
+        reason = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
+        self._warn(f"step {global_step} skipped: {reason}", key=reason)
+        try:
+            add_skipped(self.writer, self.tag, reason, global_step=global_step)
+        except Exception as e:
+            self._warn(f"could not log the skip at step {global_step}: {e}", key=f"log: {e}")
+
+    def _warn(self, message: str, *, key: Optional[str] = None) -> None:
+        key = message if key is None else key
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"CamMonitor: {message} (warned once; the tab shows each skipped step)", RuntimeWarning,
+                          stacklevel=3)
 
     def close(self) -> None:
         if self._owns_writer and self.writer is not None:
