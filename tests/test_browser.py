@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import BOTH_LOADERS, TensorBoardProcess, cam_frame, serve_when_loaded
-from writer_ext import SummaryWriter
+from writer_ext import CamMonitor, SummaryWriter
 from writer_ext.demo import CLASSES, ShapeNet, draw_shapes, train
 
 XSS_TAG = "<img src=x onerror=alert(1)>"
@@ -283,3 +283,30 @@ def test_mode_screenshots(page):
     wait_for_painted(frame, 3)
     assert frame.text_content("#grid .card:nth-child(3) figcaption") == "step 120 − step 0"
     page.screenshot(path=str(DOCS / "difference.png"))
+
+
+def test_a_skipped_step_says_why(browser, tmp_path):
+    """A monitor whose model diverged logs the step as skipped; the tab shows the reason in its place."""
+    torch.manual_seed(0)
+    model = ShapeNet()
+    probes, _, _ = draw_shapes(2, np.random.default_rng(1))
+    with pytest.warns(RuntimeWarning, match="step 1 skipped"):
+        with CamMonitor(tmp_path / "logs" / "run", model, probes, every=1, target_layer="features") as monitor:
+            monitor.step(0)
+            with torch.no_grad():
+                model.fc.weight[0, 0] = float("nan")
+            monitor.step(1)
+    tb = TensorBoardProcess(tmp_path / "logs", load_fast="false")
+    context = browser.new_context()
+    try:
+        tb.wait_for("/data/plugin/cam/steps?run=run&tag=probe", lambda b: len(json.loads(b)["steps"]) == 2)
+        pg = context.new_page()
+        pg.goto(tb.url + "/data/plugin_entry.html?name=cam")
+        pg.wait_for_selector("#grid p.damaged")  # the newest step is shown first
+        assert pg.text_content("#grid p.damaged").startswith("Skipped at step 1: model: its output holds NaN")
+        pg.click("#grid")  # the keyboard belongs to the page, not to a control
+        pg.keyboard.press("ArrowLeft")
+        wait_for_cards(pg, 2)  # step 0 has its maps
+    finally:
+        context.close()
+        tb.close()
