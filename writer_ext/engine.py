@@ -110,11 +110,10 @@ def _unreached(scores: torch.Tensor, activations: Sequence[torch.Tensor]) -> lis
     detached downstream, or feeds a branch the output never uses, explains
     nothing, whatever the method.
     """
-    wanted: dict[object, int] = {}
+    at: dict[object, list[int]] = {}  # graph node (a leaf's by the tensor's id) -> activation indices
     for k, a in enumerate(activations):
-        node = a.grad_fn if a.grad_fn is not None else a.view_as(a).grad_fn.next_functions[0][0]
-        wanted[node] = k
-    missing = set(wanted.values())
+        at.setdefault(a.grad_fn if a.grad_fn is not None else id(a), []).append(k)
+    missing = set(range(len(activations)))
     seen: set = set()
     stack = [scores.grad_fn]
     while stack and missing:
@@ -122,7 +121,8 @@ def _unreached(scores: torch.Tensor, activations: Sequence[torch.Tensor]) -> lis
         if node is None or node in seen:
             continue
         seen.add(node)
-        missing.discard(wanted.get(node, -1))
+        leaf = getattr(node, "variable", None)  # AccumulateGrad: the leaf tensor it accumulates into
+        missing.difference_update(at.get(node, ()), at.get(id(leaf), ()) if leaf is not None else ())
         stack.extend(n for n, _ in node.next_functions)
     return sorted(missing)
 
