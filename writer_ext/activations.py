@@ -22,10 +22,18 @@ from writer_ext import images as img
 from writer_ext import targets as tgt
 from writer_ext.cam_summary import target_records
 from writer_ext.capture import AUTO, LayersSpec, select_layers
-from writer_ext.checks import as_model_input, check_bool, check_inputs, check_positive_int
+from writer_ext.checks import (
+    as_model_input,
+    check_bool,
+    check_inputs,
+    check_positive_int,
+    check_step,
+    check_tag,
+    check_writer,
+)
 from writer_ext.engine import unwrap_model
 from writer_ext.hooks import ActivationCapture, _strip_wrapper, run_model, spatial_layer_names, spatial_view
-from writer_ext.records import add_sample, check_step, check_tag, check_writer
+from writer_ext.records import add_sample
 from writer_ext.safety import training_safe
 
 ORDERS = ("mean", "max", "std", "index")

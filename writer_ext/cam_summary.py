@@ -16,27 +16,19 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
 from writer_ext import metrics as faithfulness
-from writer_ext.checks import check_bool, check_inputs
+from writer_ext.checks import (
+    ClassNames,
+    check_bool,
+    check_class_names,
+    check_inputs,
+    check_step,
+    check_tag,
+    check_writer,
+)
 from writer_ext.engine import CamResult, compute_cams, unwrap_model
 from writer_ext.hooks import LayerSpec
-from writer_ext.records import add_sample, check_step, check_tag, check_writer
+from writer_ext.records import add_sample
 from writer_ext.targets import Targets
-
-ClassNames = Union[None, Sequence[str], Mapping[int, str]]
-
-
-def _check_class_names(class_names: ClassNames) -> Optional[Mapping[int, str]]:
-    if class_names is None:
-        return None
-    if isinstance(class_names, Mapping):
-        names = dict(class_names)
-    elif isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
-        raise TypeError("class_names must be a sequence of strings (index = class id) or a dict {id: name}")
-    else:
-        names = dict(enumerate(class_names))
-    if not all(isinstance(k, int) and isinstance(v, str) for k, v in names.items()):
-        raise TypeError("class_names must map int class ids to strings")
-    return names
 
 
 def target_records(shape: tuple[int, int], class_ids, scores, probs, names: Optional[Mapping[int, str]]) -> list:
@@ -152,7 +144,7 @@ def add_cam(
     tag = check_tag(tag)
     global_step = check_step(global_step)
     image_format = img.check_image_format(image_format)
-    names = _check_class_names(class_names)
+    names = check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
     metrics = check_bool(metrics, "metrics")
     model = unwrap_model(model) if isinstance(model, nn.Module) else model
@@ -216,7 +208,7 @@ def add_cam_maps(
     tag = check_tag(tag)
     global_step = check_step(global_step)
     image_format = img.check_image_format(image_format)
-    names = _check_class_names(class_names)
+    names = check_class_names(class_names)
     if not isinstance(method, str) or not method:
         raise ValueError(f"method must be a non-empty string, got {method!r}")
     if layer is not None and not isinstance(layer, str):

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence, Union
 import torch
 from torch import nn
 
+from writer_ext.checks import check_bool
 from writer_ext.hooks import _strip_wrapper, is_spatial, resolve_layer
 
 LayersSpec = Union[str, nn.Module, type, Sequence[Union[str, nn.Module, type]]]
@@ -189,12 +190,6 @@ class Capture:
         self._tensor_handles.clear()
 
 
-def _check_flag(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
-    return value
-
-
 @contextmanager
 def capture(
     model: nn.Module,
@@ -216,7 +211,7 @@ def capture(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for flag, value in (("inputs", inputs), ("outputs", outputs), ("gradients", gradients)):
-        _check_flag(value, flag)
+        check_bool(value, flag)
     if backward not in BACKWARD_KINDS:
         raise ValueError(f"backward must be one of {BACKWARD_KINDS}, got {backward!r}")
     auto = isinstance(layers, str) and layers == AUTO

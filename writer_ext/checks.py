@@ -4,10 +4,14 @@ ValueError that names the argument, before anything is computed or written."""
 from __future__ import annotations
 
 import numbers
-from typing import Optional
+from typing import Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
+
+ClassNames = Union[None, Sequence[str], Mapping[int, str]]
 
 
 def check_bool(value: object, name: str) -> bool:
@@ -25,6 +29,39 @@ def check_positive_int(value: object, name: str, *, allow_none: bool = False) ->
         suffix = " or None" if allow_none else ""
         raise ValueError(f"{name} must be a positive int{suffix}, got {value!r}")
     return int(value)
+
+
+def check_writer(writer: object) -> None:
+    if not isinstance(writer, TorchSummaryWriter):
+        raise TypeError(f"writer must be a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}")
+
+
+def check_tag(tag: object) -> str:
+    if not isinstance(tag, str) or not tag.strip():
+        raise ValueError(f"tag must be a non-empty string, got {tag!r}")
+    return tag
+
+
+def check_step(global_step: object) -> Optional[int]:
+    if global_step is None:
+        return None
+    if isinstance(global_step, bool) or not isinstance(global_step, (int, np.integer)):
+        raise TypeError(f"global_step must be an int or None, got {type(global_step).__name__}")
+    return int(global_step)
+
+
+def check_class_names(class_names: ClassNames) -> Optional[Mapping[int, str]]:
+    if class_names is None:
+        return None
+    if isinstance(class_names, Mapping):
+        names = dict(class_names)
+    elif isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+        raise TypeError("class_names must be a sequence of strings (index = class id) or a dict {id: name}")
+    else:
+        names = dict(enumerate(class_names))
+    if not all(isinstance(k, int) and isinstance(v, str) for k, v in names.items()):
+        raise TypeError("class_names must map int class ids to strings")
+    return names
 
 
 def check_inputs(inputs: object) -> torch.Tensor:

@@ -7,7 +7,6 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
@@ -23,25 +22,6 @@ class _TagState:
 
 
 _STATES: weakref.WeakKeyDictionary[TorchSummaryWriter, dict[str, _TagState]] = weakref.WeakKeyDictionary()
-
-
-def check_writer(writer: object) -> None:
-    if not isinstance(writer, TorchSummaryWriter):
-        raise TypeError(f"writer must be a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}")
-
-
-def check_tag(tag: object) -> str:
-    if not isinstance(tag, str) or not tag.strip():
-        raise ValueError(f"tag must be a non-empty string, got {tag!r}")
-    return tag
-
-
-def check_step(global_step: object) -> Optional[int]:
-    if global_step is None:
-        return None
-    if isinstance(global_step, bool) or not isinstance(global_step, (int, np.integer)):
-        raise TypeError(f"global_step must be an int or None, got {type(global_step).__name__}")
-    return int(global_step)
 
 
 def _digest(pictures: Sequence[bytes]) -> bytes:
