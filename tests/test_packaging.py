@@ -26,6 +26,18 @@ def test_entry_point_module_imports_no_torch():
     assert out == ["tensorboard_plugin_cam.plugin:CamLoader", "False", "False"]
 
 
+def test_the_writer_imports_no_server_code():
+    """A training process imports writer_ext: no werkzeug, no plugin or reader, no TensorBoard backend."""
+    code = (
+        "import sys, writer_ext;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'werkzeug' or m.startswith("
+        "('tensorboard.backend', 'tensorboard.plugins.base_plugin', 'tensorboard_plugin_cam.plugin',"
+        " 'tensorboard_plugin_cam.reader'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    assert out == "[]"
+
+
 def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
