@@ -82,13 +82,13 @@ def write_logdirs(root: Path, runs: int, tags: int, steps: int, pictures: str) -
     sample = one_cam_sample(root / pictures)
     header = fmt.parse_json_object(sample[fmt.HEADER_INDEX], "header")
     header.pop("compression")  # add_sample compresses the raw maps again
-    _, maps = fmt.parse_sample(*sample[:fmt.FIRST_IMAGE_INDEX])
+    _, maps = fmt.cam.parse_sample(*sample[:fmt.cam.FIRST_PICTURE])
     count = 1 if pictures == "repeat" else steps
     cam_sets, img_sets = picture_sets(count, img.DEFAULT_FORMAT), picture_sets(count, "png")
-    assert cam_sets[0] == sample[fmt.FIRST_IMAGE_INDEX:]
+    assert cam_sets[0] == sample[fmt.cam.FIRST_PICTURE:]
     stored_header = sample[fmt.HEADER_INDEX]
     print(f"  one CAM sample: header {len(stored_header)} B ({len(zlib.decompress(stored_header))} B as JSON), "
-          f"maps {len(sample[fmt.MAPS_INDEX])} B ({len(maps)} B raw), 8 pictures "
+          f"maps {len(sample[fmt.cam.MAPS_INDEX])} B ({len(maps)} B raw), 8 pictures "
           f"{sum(map(len, cam_sets[0]))} B as {img.DEFAULT_FORMAT} ({sum(map(len, img_sets[0]))} B as PNG)", flush=True)
     cam_dir, img_dir = root / pictures / "cam", root / pictures / "images"
     image_meta = summary_pb2.SummaryMetadata(
@@ -104,7 +104,7 @@ def write_logdirs(root: Path, runs: int, tags: int, steps: int, pictures: str) -
                 image_blobs = [b"64", b"64", *pngs]
                 for t in range(tags):
                     tag = f"tag{t:02d}"
-                    add_sample(cam_writer, tag, fmt.KIND_CAM, lambda sequence: {**header, "sequence": sequence},
+                    add_sample(cam_writer, tag, fmt.cam.KIND, lambda sequence: {**header, "sequence": sequence},
                                [maps], cam_pictures, step, None)
                     value = summary_pb2.Summary.Value(
                         tag=tag, metadata=image_meta,

@@ -67,7 +67,7 @@ async function modelTable(run) {
   const series = state.models.find((s) => s.run === run);
   if (!series) return null;
   if (!state.tables.has(run)) {
-    state.tables.set(run, api.loadSample(run, series.tag, series.max_step).then((d) => d.model ?? null));
+    state.tables.set(run, api.loadSample(run, series.tag, series.max_step).then((d) => d.header ?? null));
   }
   return state.tables.get(run);
 }

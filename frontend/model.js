@@ -37,7 +37,7 @@ async function load() {
   state.table = null;
   if (series) {
     const data = await api.loadSample(series.run, series.tag, series.max_step);
-    state.table = data.model ?? null;
+    state.table = data.header ?? null;
     if (data.error) ui.body.replaceChildren(el("tr", {}, [el("td", { className: "damaged", textContent: data.error })]));
   }
   drawRows();

@@ -7,7 +7,6 @@ imports it at start-up and dies if the import fails or drags in torch.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from tensorboard import errors, plugin_util
@@ -132,44 +131,32 @@ class CamPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_sample(self, request):
+        """A step of any kind: its checked header, the keys of its data blobs (``<name>_key``) and pictures."""
         ctx, eid = self._where(request)
         run, tag = self._arg(request, "run"), self._arg(request, "tag")
         number = self._int_arg(request, "step")
         kind = self._reader.kind(ctx, eid, run, tag)
         step = self._reader.step(ctx, eid, run, tag, number)
+        module = fmt.kind_module(kind)
         body = {"step": step.step, "wall_time": step.wall_time, "kind": kind}
-        read = {fmt.KIND_CAM: self._cam_sample, fmt.KIND_ACTIVATIONS: self._activation_sample,
-                fmt.KIND_MODEL: self._model_sample}[kind]
         try:
-            sample = read(ctx, step)
-            if kind != fmt.KIND_MODEL:
-                sample["image_keys"] = self._reader.picture_keys(ctx, eid, run, tag, step, sample["header"],
-                                                                 fmt.first_image_index(kind))
-            body.update(sample)
-            skipped = sample.get("header", {}).get("skipped")
-            if skipped is not None:
-                body["error"] = f"Skipped at step {step.step}: {skipped}"
+            header = self._reader.header(ctx, step, kind)
+            sample = {"header": header, **{f"{name}_key": key for name, key in zip(module.DATA, step.keys[1:])}}
+            if module.FIRST_PICTURE is not None:
+                sample["image_keys"] = self._reader.picture_keys(ctx, eid, run, tag, step, header,
+                                                                 module.FIRST_PICTURE)
+            if header.get("skipped") is not None:
+                sample["error"] = f"Skipped at step {step.step}: {header['skipped']}"
+            body.update(sample)  # all or nothing: a damaged sample has only its error
         except fmt.FormatError as e:
             body["error"] = f"This sample is damaged: {e}"
         return http_util.Respond(request, body, "application/json")
-
-    def _cam_sample(self, ctx, step) -> dict:
-        header = self._reader.header(ctx, step)
-        header = {**header, "maps": [dataclasses.asdict(m) for m in header["maps"]]}  # the cached one stays intact
-        return {"header": header, "maps_key": step.keys[fmt.MAPS_INDEX]}
-
-    def _activation_sample(self, ctx, step) -> dict:
-        return {"header": self._reader.activation_header(ctx, step), "stats_key": step.keys[fmt.STATS_INDEX],
-                "maps_key": step.keys[fmt.ACTIVATION_MAPS_INDEX]}
-
-    def _model_sample(self, ctx, step) -> dict:
-        return {"model": self._reader.model_table(ctx, step)}
 
     @wrappers.Request.application
     def _serve_ranges(self, request):
         ctx, eid = self._where(request)
         run, tag = self._arg(request, "run"), self._arg(request, "tag")
-        if self._reader.kind(ctx, eid, run, tag) != fmt.KIND_CAM:
+        if self._reader.kind(ctx, eid, run, tag) != fmt.cam.KIND:
             raise errors.NotFoundError(f"run {run!r}, tag {tag!r} holds no class activation maps")
         return http_util.Respond(request, {"ranges": self._reader.ranges(ctx, eid, run, tag)}, "application/json")
 

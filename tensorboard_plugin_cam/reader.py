@@ -1,4 +1,4 @@
-"""Reads CAM series through a TensorBoard data provider.
+"""Reads the plugin's series (every kind) through a TensorBoard data provider.
 
 Works the same over the Rust data server and the Python multiplexer
 (``--load_fast=false``): it only calls the `DataProvider` interface, passes
@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
@@ -24,7 +23,7 @@ from tensorboard_plugin_cam import format as fmt
 # uses 0 for "nothing", so 0 is read as this.
 ALL_SAMPLES = 2**31 - 1
 
-# Checked CAM headers and header sequences kept in memory: /steps, /sample and /ranges read the
+# Checked headers and header sequences kept in memory: /steps, /sample and /ranges read the
 # same steps again and again, and a step's blobs never change. A checked header of 8 images and
 # 16 maps takes about 12 KB: at most about 12 MB (TensorBoard may run for days).
 HEADER_CACHE_SIZE = 1024
@@ -68,6 +67,12 @@ def _check_inline_pictures(header: dict, expected: int, held: int) -> None:
         raise fmt.FormatError(f"header lists {expected} pictures, the step holds {held}")
 
 
+def _picture_blobs(kind: str, length: int) -> int:
+    """How many of a step's `length` blobs are pictures in a series of `kind`."""
+    first = fmt.first_picture(kind)
+    return 0 if first is None else max(length - first, 0)
+
+
 @dataclass(frozen=True)
 class Series:
     """What is fixed for one (run, tag)."""
@@ -92,7 +97,7 @@ class CamReader:
     def __init__(self, data_provider: provider.DataProvider, downsample: int = ALL_SAMPLES):
         self._provider = data_provider
         self._downsample = downsample or ALL_SAMPLES
-        self._headers = _Cache(HEADER_CACHE_SIZE)  # (keys, wall time) -> (checked header, each map's range)
+        self._headers = _Cache(HEADER_CACHE_SIZE)  # (keys, wall time) -> (checked header, its kind's check)
         self._sequences = _Cache(HEADER_CACHE_SIZE)  # (header key, wall time) -> the header's "sequence"
         self._steps = _Cache(STEPS_CACHE_SIZE)  # (experiment, run, tag) -> (what the series was, its steps)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cam-blobs")
@@ -121,7 +126,7 @@ class CamReader:
                         description=ts.description,
                         max_step=int(ts.max_step),
                         max_wall_time=float(ts.max_wall_time),
-                        images=max(int(ts.max_length) - fmt.first_image_index(kind), 0),
+                        images=_picture_blobs(kind, int(ts.max_length)),
                     )
                 )
         return sorted(found, key=lambda s: (s.run, s.tag))
@@ -130,7 +135,7 @@ class CamReader:
     def _kind(ts) -> str | None:
         """A series' kind from its plugin content; None for foreign, newer or unknown content."""
         try:
-            kind = fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.KIND_CAM)
+            kind = fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.cam.KIND)
         except fmt.FormatError:
             return None
         return kind if kind in fmt.KINDS else None
@@ -226,31 +231,32 @@ class CamReader:
             self._sequences.put(cache_key, sequence)
         return sequence
 
-    def header(self, ctx, step: Step) -> dict:
-        """The checked header of a step (raises `fmt.FormatError` if it is damaged)."""
-        return self.checked(ctx, step)[0]
+    def header(self, ctx, step: Step, kind: str = fmt.cam.KIND) -> dict:
+        """The checked header of a step of a series of `kind` (raises `fmt.FormatError` if it is damaged)."""
+        return self.checked(ctx, step, kind)[0]
 
-    def checked(self, ctx, step: Step) -> tuple[dict, list[tuple[float, float]]]:
-        """A step's checked header and each map's (min, max), in the order of ``header["maps"]``.
+    def checked(self, ctx, step: Step, kind: str = fmt.cam.KIND) -> tuple[dict, object]:
+        """A step's checked header and what its kind's `check` says of its values (a CAM step: each
+        map's (min, max), in the order of ``header["maps"]``).
 
-        Every map is decoded once to refuse NaN/Inf (so the tab can say which
-        sample is damaged); its range is kept from that pass. Results are cached
-        by the step's blob keys and wall time; callers must not mutate them.
+        Every stored number is decoded once, so the tab can say which sample is
+        damaged. Results are cached by the step's blob keys and wall time;
+        callers must not mutate them.
         """
         cache_key = (step.keys, step.wall_time)
         known = self._headers.get(cache_key)
         if known is not None:
             return known
-        if len(step.keys) < fmt.FIRST_IMAGE_INDEX:
-            raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and maps")
-        header, maps = fmt.parse_sample(*self.blobs(ctx, step.keys[:fmt.FIRST_IMAGE_INDEX]))
-        _check_inline_pictures(header, len(header["images"]), len(step.keys) - fmt.FIRST_IMAGE_INDEX)
-        extents = []
-        for entry in header["maps"]:
-            values = fmt.decode_map(maps, entry)
-            extents.append((float(values.min()), float(values.max())))
-        self._headers.put(cache_key, (header, extents))
-        return header, extents
+        module = fmt.kind_module(kind)
+        count = 1 + len(module.DATA)
+        if len(step.keys) < count:
+            raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and its "
+                                  f"{' and '.join(module.DATA) or 'nothing'}")
+        header, summary = module.check(*self.blobs(ctx, step.keys[:count]))
+        if module.FIRST_PICTURE is not None:
+            _check_inline_pictures(header, module.picture_count(header), len(step.keys) - module.FIRST_PICTURE)
+        self._headers.put(cache_key, (header, summary))
+        return header, summary
 
     def picture_keys(self, ctx, experiment_id: str, run: str, tag: str, step: Step, header: dict,
                      first: int) -> list[str]:
@@ -278,31 +284,10 @@ class CamReader:
         found: dict[tuple[str, str], list[float]] = {}
         for step in self.steps(ctx, experiment_id, run, tag):
             try:
-                header, extents = self.checked(ctx, step)
+                header, extents = self.checked(ctx, step, fmt.cam.KIND)
             except (fmt.FormatError, errors.NotFoundError):
                 continue
             for entry, (lo, hi) in zip(header["maps"], extents):
-                span = found.setdefault((entry.method, entry.layer), [lo, hi])
+                span = found.setdefault((entry["method"], entry["layer"]), [lo, hi])
                 span[0], span[1] = min(span[0], lo), max(span[1], hi)
         return [{"method": m, "layer": layer, "min": lo, "max": hi} for (m, layer), (lo, hi) in sorted(found.items())]
-
-    def activation_header(self, ctx, step: Step) -> dict:
-        """The checked header of an activation step (raises `fmt.FormatError` if it is damaged)."""
-        if len(step.keys) < fmt.ACTIVATION_FIRST_IMAGE_INDEX:
-            raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header, stats and maps")
-        blobs = self.blobs(ctx, step.keys[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
-        header, stats, maps = fmt.parse_activation_sample(*blobs)
-        expected = len(header["images"]) if header["pictures"] else 0
-        _check_inline_pictures(header, expected, len(step.keys) - fmt.ACTIVATION_FIRST_IMAGE_INDEX)
-        for block in header["blocks"]:
-            if not np.all(np.isfinite(fmt.decode_stats(stats, block))):
-                raise fmt.FormatError("statistics hold NaN or Inf")
-            for entry in fmt.block_map_entries(block):
-                fmt.decode_map(maps, entry)  # raises on NaN/Inf
-        return header
-
-    def model_table(self, ctx, step: Step) -> dict:
-        """The checked model table of a step of a "model" series."""
-        if not step.keys:
-            raise fmt.FormatError("step holds no blobs")
-        return fmt.parse_model_table(self.blob(ctx, step.keys[0]))

@@ -25,8 +25,8 @@ BASE = "/data/plugin/cam"
 
 def read_sample(logdir, tag, step):
     blobs = raw_cam_values(logdir)[("run", tag, step)]
-    header, stats, maps = fmt.parse_activation_sample(*blobs[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
-    return header, [blobs[0], stats, maps, *blobs[fmt.ACTIVATION_FIRST_IMAGE_INDEX:]]
+    header, stats, maps = fmt.activations.parse_sample(*blobs[:fmt.activations.FIRST_PICTURE])
+    return header, [blobs[0], stats, maps, *blobs[fmt.activations.FIRST_PICTURE:]]
 
 
 def block(header, layer, image, kind="activation"):
@@ -53,14 +53,14 @@ def test_stored_statistics_and_maps_match_the_layer(tmp_path, small_net):
                 values = source[layer][i].numpy()  # (C, h, w)
                 flat = values.reshape(values.shape[0], -1)
                 by_hand = np.stack([flat.mean(1), flat.std(1), flat.min(1), flat.max(1), (flat == 0).mean(1)], 1)
-                np.testing.assert_allclose(fmt.decode_stats(blobs[1], b), by_hand, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(fmt.activations.decode_stats(blobs[1], b), by_hand, rtol=1e-5, atol=1e-6)
                 act = seen.outputs[layer][i].numpy().reshape(values.shape[0], -1)
                 assert b["map_channels"] == list(np.argsort(-act.mean(1), kind="stable")[:5])
-                for entry, c in zip(fmt.block_map_entries(b), b["map_channels"]):
+                for entry, c in zip(fmt.activations.map_entries(b), b["map_channels"]):
                     stored = fmt.decode_map(blobs[2], entry)
                     assert stored.shape == values.shape[1:]  # 8x8 fits: not reduced
                     np.testing.assert_allclose(stored, values[c], atol=np.abs(values[c]).max() * 2**-11 + 1e-12)
-    dead = fmt.decode_stats(blobs[1], block(header, "features.2", 0))[:, 4]
+    dead = fmt.activations.decode_stats(blobs[1], block(header, "features.2", 0))[:, 4]
     assert ((dead >= 0) & (dead <= 1)).all() and dead.max() > 0  # ReLU zeros are counted
 
 
@@ -73,7 +73,7 @@ def test_maps_are_area_averaged_to_max_size(tmp_path):
     b = block(header, "0", 0)
     assert (b["height"], b["width"], b["map_height"], b["map_width"]) == (4, 4, 2, 2)
     # 2x2 means of 0..15 in a 4x4 grid
-    np.testing.assert_allclose(fmt.decode_map(blobs[2], fmt.block_map_entries(b)[0]), [[2.5, 4.5], [10.5, 12.5]],
+    np.testing.assert_allclose(fmt.decode_map(blobs[2], fmt.activations.map_entries(b)[0]), [[2.5, 4.5], [10.5, 12.5]],
                                rtol=1e-3)
 
 
@@ -221,5 +221,5 @@ def test_routes_serve_every_kind(client):
         assert client.get(BASE + "/blob", query_string={"key": key}).get_data() == expected
     model = get_json(client, "/sample", run="run", tag="model/summary", step="0")
     assert model["kind"] == "model"
-    assert [r["name"] for r in model["model"]["modules"]][:3] == ["", "features", "features.0"]
+    assert [r["name"] for r in model["header"]["modules"]][:3] == ["", "features", "features.0"]
     assert get_json(client, "/sample", run="run", tag="cams", step="1")["kind"] == "cam"

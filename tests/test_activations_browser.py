@@ -46,7 +46,7 @@ def logdir(tmp_path_factory):
 def stored(logdir):
     """The newest activation sample as written: header, raw stats blob, raw maps blob."""
     blobs = raw_cam_values(logdir)[("run", "acts", 5)]
-    return fmt.parse_activation_sample(*blobs[:fmt.ACTIVATION_FIRST_IMAGE_INDEX])
+    return fmt.activations.parse_sample(*blobs[:fmt.activations.FIRST_PICTURE])
 
 
 @pytest.fixture(scope="module", **BOTH_LOADERS)
@@ -107,13 +107,13 @@ def test_view_switch_and_tiles_coloured_from_the_stored_numbers(page, stored):
     assert "features.0  [1, 8, 16, 16]" in labels and f"features.{XSS}  [1, 8, 16, 16]" in labels
     b = block(header, "features.1", 0, "activation")
     assert tile_channels(page) == b["map_channels"]  # "as logged": by mean, largest first
-    entry = fmt.block_map_entries(b)[0]
+    entry = fmt.activations.map_entries(b)[0]
     values = fmt.decode_map(maps, entry).ravel()
     rgba = np.array(tile_pixels(page, 0)).reshape(-1, 4)
     np.testing.assert_array_equal(rgba[:, :3], expected_rgb(page, values, values.min(), values.max()))
 
     page.select_option("#act-scale", "shared")
-    everything = np.concatenate([fmt.decode_map(maps, e).ravel() for e in fmt.block_map_entries(b)])
+    everything = np.concatenate([fmt.decode_map(maps, e).ravel() for e in fmt.activations.map_entries(b)])
     rgba = np.array(tile_pixels(page, 0)).reshape(-1, 4)
     np.testing.assert_array_equal(rgba[:, :3], expected_rgb(page, values, everything.min(), everything.max()))
 
@@ -123,7 +123,7 @@ def test_order_dead_channels_and_chart(page, stored):
     open_activations(page, "features.1")
     page.select_option("#act-order", "index")
     assert tile_channels(page) == list(range(8))
-    stats = fmt.decode_stats(stats_blob, block(header, "features.1", 0, "activation"))
+    stats = fmt.activations.decode_stats(stats_blob, block(header, "features.1", 0, "activation"))
     page.select_option("#act-order", "std")
     assert tile_channels(page) == sorted(range(8), key=lambda c: (-stats[c, 1], c))
     assert stats[DEAD, 4] == 1.0
@@ -148,7 +148,7 @@ def test_click_a_tile_and_read_the_value_under_the_mouse(page, stored, kind):
     channel = b["map_channels"][2]
     page.click(f"#act-grid .tile[data-channel='{channel}']")
     assert page.is_visible("#act-large")
-    values = fmt.decode_map(maps, fmt.block_map_entries(b)[2])
+    values = fmt.decode_map(maps, fmt.activations.map_entries(b)[2])
     box = page.locator("#act-large").bounding_box()
     for row, col in ((0, 0), (3, 11), (15, 15)):
         page.mouse.move(box["x"] + (col + 0.5) * box["width"] / 16, box["y"] + (row + 0.5) * box["height"] / 16)
@@ -211,6 +211,6 @@ def test_up_and_down_keys_choose_the_image(page, stored):
         b = block(header, "features.1", image, "activation")
         page.wait_for_function(f"[...document.querySelectorAll('#act-grid .tile')].map((t) => t.dataset.channel)"
                                f".join() === '{','.join(map(str, b['map_channels']))}'")
-        values = fmt.decode_map(maps, fmt.block_map_entries(b)[0]).ravel()
+        values = fmt.decode_map(maps, fmt.activations.map_entries(b)[0]).ravel()
         rgba = np.array(tile_pixels(page, 0)).reshape(-1, 4)
         np.testing.assert_array_equal(rgba[:, :3], expected_rgb(page, values, values.min(), values.max()))

@@ -62,9 +62,9 @@ def test_series_steps_sample_and_blobs(client):
     assert len(header["maps"]) == 2 * 2  # images x methods, top-1
     written = raw_cam_values(client.logdir)[("train", "cams/probe", 2)]
     maps = client.get(BASE + "/blob", query_string={"key": sample["maps_key"]})
-    assert maps.get_data() == written[fmt.MAPS_INDEX]
+    assert maps.get_data() == written[fmt.cam.MAPS_INDEX]
     assert maps.headers["Content-Type"] == "application/octet-stream"
-    for key, expected in zip(sample["image_keys"], written[fmt.FIRST_IMAGE_INDEX:]):
+    for key, expected in zip(sample["image_keys"], written[fmt.cam.FIRST_PICTURE:]):
         image = client.get(BASE + "/blob", query_string={"key": key})
         assert image.get_data() == expected
         assert image.headers["Content-Type"] == "image/webp"
@@ -76,11 +76,11 @@ def test_ranges_span_every_step_of_the_series(client):
     ranges = get_json(client, "/ranges", run="train", tag="cams/probe")["ranges"]
     expected = {}
     for blobs in raw_cam_values(client.logdir).values():
-        header, maps = fmt.parse_sample(*blobs[:fmt.FIRST_IMAGE_INDEX])
+        header, maps = fmt.cam.parse_sample(*blobs[:fmt.cam.FIRST_PICTURE])
         for entry in header["maps"]:
             values = fmt.decode_map(maps, entry)
-            lo, hi = expected.get((entry.method, entry.layer), (float("inf"), float("-inf")))
-            expected[(entry.method, entry.layer)] = (min(lo, float(values.min())), max(hi, float(values.max())))
+            lo, hi = expected.get((entry["method"], entry["layer"]), (float("inf"), float("-inf")))
+            expected[(entry["method"], entry["layer"])] = (min(lo, float(values.min())), max(hi, float(values.max())))
     assert {(r["method"], r["layer"]): (r["min"], r["max"]) for r in ranges} == expected
     assert len(expected) == 2 and all(hi > lo for lo, hi in expected.values())
 

@@ -60,9 +60,9 @@ def logdir(tmp_path_factory):
     [blobs] = raw_cam_values(staging).values()
     header = fmt.parse_json_object(blobs[fmt.HEADER_INDEX], "header")
     assert header.pop("compression") == "zlib"
-    blobs = [json.dumps(header).encode(), zlib.decompress(blobs[fmt.MAPS_INDEX]), *blobs[fmt.FIRST_IMAGE_INDEX:]]
+    blobs = [json.dumps(header).encode(), zlib.decompress(blobs[fmt.cam.MAPS_INDEX]), *blobs[fmt.cam.FIRST_PICTURE:]]
     with SummaryWriter(root / "later") as writer:
-        writer._get_file_writer().add_summary(fmt.blob_summary("known", blobs, fmt.KIND_CAM), 15)
+        writer._get_file_writer().add_summary(fmt.blob_summary("known", blobs, fmt.cam.KIND), 15)
     probes = draw_shapes(3, np.random.default_rng(5))[0]
     for run, seed in (("shapes", 0), ("shapes2", 1)):
         torch.manual_seed(seed)
@@ -99,7 +99,7 @@ def frame(page):
 def stored_map(logdir, run, tag, step, image=0, method=None):
     """A map as the tab must read it back (float16 with its scale), from the event file."""
     blobs = raw_cam_values(logdir)[(run, tag, step)]
-    header, maps = fmt.parse_sample(*blobs[:fmt.FIRST_IMAGE_INDEX])
+    header, maps = fmt.cam.parse_sample(*blobs[:fmt.cam.FIRST_PICTURE])
     entry = next(m for m in header["maps"] if m.image == image and m.target == 0
                  and (method is None or m.method == method))
     return fmt.decode_map(maps, entry), header

@@ -24,12 +24,12 @@ def test_maps_round_trip_keeps_raw_values_to_half_precision():
     blob, placement = fmt.encode_maps(maps)
     assert len(blob) == 2 * (49 + 15 + 4 + 4)
     for m, (offset, scale) in zip(maps, placement):
-        entry = fmt.MapEntry(0, 0, "gradcam", "l", m.shape[0], m.shape[1], offset, scale)
+        entry = fmt.StoredMap(m.shape[0], m.shape[1], offset, scale)
         decoded = fmt.decode_map(blob, entry)
         # float16 has an 11-bit significand: relative error below 2**-11 of the map's peak.
         peak = max(np.abs(m).max(), 1e-30)
         assert np.max(np.abs(decoded - m)) <= peak * 2**-11
-    assert fmt.decode_map(blob, fmt.MapEntry(0, 0, "m", "l", 1, 4, placement[3][0], placement[3][1]))[0, 0] == -3.5
+    assert fmt.decode_map(blob, fmt.StoredMap(1, 4, placement[3][0], placement[3][1]))[0, 0] == -3.5
 
 
 @pytest.mark.parametrize("bad", [np.array([[np.nan]]), np.array([[np.inf, 0]])])
@@ -40,7 +40,7 @@ def test_encode_maps_refuses_non_finite(bad):
 
 def _header(**over):
     blob, placement = fmt.encode_maps([np.ones((2, 2))])
-    header = fmt.build_header(
+    header = fmt.cam.build_header(
         images=[{"format": "png", "height": 4, "width": 4, "targets": [{"class_id": 1, "class_name": "a",
                                                                            "score": 1.0, "prob": 0.5}]}],
         maps=[{"image": 0, "target": 0, "method": "gradcam", "layer": "l", "height": 2, "width": 2}],
@@ -56,15 +56,16 @@ def test_header_round_trip_compressed_or_plain():
     data = fmt.encode_header(header)
     assert zlib.decompress(data) == json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     for stored in (data, zlib.decompress(data)):  # a plain JSON header reads the same
-        parsed, maps = fmt.parse_sample(stored, blob)
-        assert parsed["maps"] == [fmt.MapEntry(0, 0, "gradcam", "l", 2, 2, 0, 1.0)]
+        parsed, maps = fmt.cam.parse_sample(stored, blob)
+        assert parsed["maps"] == [{"image": 0, "target": 0, "method": "gradcam", "layer": "l", "height": 2, "width": 2,
+                                   "offset": 0, "scale": 1.0}]
         assert parsed["images"][0]["targets"][0]["class_name"] == "a"
         assert maps == blob
 
 
 def test_compressed_maps_come_back_raw():
     header, blob = _header(compression="zlib")
-    parsed, maps = fmt.parse_sample(fmt.encode_header(header), fmt.compress(blob))
+    parsed, maps = fmt.cam.parse_sample(fmt.encode_header(header), fmt.compress(blob))
     assert maps == blob and fmt.decode_map(maps, parsed["maps"][0]).tolist() == [[1.0, 1.0], [1.0, 1.0]]
 
 
@@ -82,7 +83,7 @@ def test_compressed_maps_come_back_raw():
 )
 def test_parse_header_rejects_garbage(data, message):
     with pytest.raises(fmt.FormatError, match=message):
-        fmt.parse_header(data)
+        fmt.cam.parse_header(data)
 
 
 @pytest.mark.parametrize(
@@ -99,25 +100,25 @@ def test_parse_header_rejects_garbage(data, message):
 def test_parse_sample_rejects_maps_that_do_not_fit(compression, maps, message):
     header, blob = _header(compression=compression)
     with pytest.raises(fmt.FormatError, match=message):
-        fmt.parse_sample(fmt.encode_header(header), maps(blob))
+        fmt.cam.parse_sample(fmt.encode_header(header), maps(blob))
 
 
 def test_inflating_refuses_sizes_no_blob_may_hold():
     header, blob = _header(compression="zlib")
     header["maps"][0]["height"] = 2**40
     with pytest.raises(fmt.FormatError, match="would inflate to"):
-        fmt.parse_sample(fmt.encode_header(header), fmt.compress(blob))
+        fmt.cam.parse_sample(fmt.encode_header(header), fmt.compress(blob))
 
 
 def test_parse_header_rejects_bad_target_index():
     header, _ = _header()
     header["maps"][0]["target"] = 3
     with pytest.raises(fmt.FormatError, match="target out of range"):
-        fmt.parse_header(fmt.encode_header(header))
+        fmt.cam.parse_header(fmt.encode_header(header))
 
 
 def test_plugin_content():
-    assert fmt.parse_plugin_content(fmt.plugin_content()) == {"version": 1, "kind": "cam"}
+    assert fmt.parse_plugin_content(fmt.plugin_content(fmt.cam.KIND)) == {"version": 1, "kind": "cam"}
     with pytest.raises(fmt.FormatError):
         fmt.parse_plugin_content(b"not json")
 
@@ -134,9 +135,9 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
     written = raw_cam_values(tmp_path, as_stored=True)
     # The same pictures twice: the second sample names them, stored once under the pictures tag.
     assert sorted(written) == [("run", "probe", 5), ("run", "probe", 9), ("run", "probe/_pictures", 9)]
-    pictures = written[("run", "probe", 5)][fmt.FIRST_IMAGE_INDEX:]
+    pictures = written[("run", "probe", 5)][fmt.cam.FIRST_PICTURE:]
     assert written[("run", "probe/_pictures", 9)] == pictures
-    assert len(written[("run", "probe", 9)]) == fmt.FIRST_IMAGE_INDEX
+    assert len(written[("run", "probe", 9)]) == fmt.cam.FIRST_PICTURE
 
     reader = CamReader(provider_factory(tmp_path))
     ctx = context.RequestContext()
@@ -147,15 +148,15 @@ def test_writer_output_comes_back_bit_for_bit(tmp_path, small_net, provider_fact
     for s in steps:
         assert [reader.blob(ctx, k) for k in s.keys] == written[("run", "probe", s.step)]
         header = reader.header(ctx, s)
-        _, maps_blob = fmt.parse_sample(*(reader.blob(ctx, k) for k in s.keys[:fmt.FIRST_IMAGE_INDEX]))
+        _, maps_blob = fmt.cam.parse_sample(*(reader.blob(ctx, k) for k in s.keys[:fmt.cam.FIRST_PICTURE]))
         result = results[s.step]
         assert header["sequence"] == (0 if s.step == 5 else 1)
         assert header.get("pictures_step") == (None if s.step == 5 else 9)
-        keys = reader.picture_keys(ctx, "", "run", "probe", s, header, fmt.FIRST_IMAGE_INDEX)
+        keys = reader.picture_keys(ctx, "", "run", "probe", s, header, fmt.cam.FIRST_PICTURE)
         assert [reader.blob(ctx, k) for k in keys] == pictures
         assert header["methods"] == ["gradcam", "cam"]
         for entry in header["maps"]:
-            expected = result.maps[entry.method][entry.layer][entry.image, entry.target].numpy()
+            expected = result.maps[entry["method"]][entry["layer"]][entry["image"], entry["target"]].numpy()
             np.testing.assert_allclose(fmt.decode_map(maps_blob, entry), expected,
                                        atol=np.abs(expected).max() * 2**-11)
         for i, image in enumerate(header["images"]):
@@ -177,9 +178,9 @@ def test_pictures_come_back_as_given(tmp_path, image_format, mime, channels):
         add_cam_maps(writer, "t", pictures, rng.random((2, 3, 5)), method="m", layer="l", image_format=image_format,
                      global_step=0)
     [blobs] = raw_cam_values(tmp_path).values()
-    header, _ = fmt.parse_sample(*blobs[:fmt.FIRST_IMAGE_INDEX])
+    header, _ = fmt.cam.parse_sample(*blobs[:fmt.cam.FIRST_PICTURE])
     assert [i["format"] for i in header["images"]] == [image_format] * 2
-    for blob, picture in zip(blobs[fmt.FIRST_IMAGE_INDEX:], pictures):
+    for blob, picture in zip(blobs[fmt.cam.FIRST_PICTURE:], pictures):
         assert fmt.image_mime_type(blob) == mime
         decoded = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB")).astype(int)
         expected = np.repeat(picture, 3 // channels, axis=-1).astype(int)
@@ -216,7 +217,7 @@ def test_pictures_are_stored_once_while_they_repeat(tmp_path, small_net):
     assert shared == [10, 25, 50]
     assert _pictures_steps(tmp_path, "no_step") == ({0: 2}, [])
     stored = raw_cam_values(tmp_path, as_stored=True)
-    assert stored[("run", "probe/_pictures", 10)] == stored[("run", "probe", 0)][fmt.FIRST_IMAGE_INDEX:]
+    assert stored[("run", "probe/_pictures", 10)] == stored[("run", "probe", 0)][fmt.cam.FIRST_PICTURE:]
 
 
 def test_activation_pictures_are_shared_too(tmp_path, small_net):
@@ -225,11 +226,11 @@ def test_activation_pictures_are_shared_too(tmp_path, small_net):
         for step in (1, 2, 3):
             add_activations(writer, "acts", small_net, x, global_step=step)
     stored = raw_cam_values(tmp_path, as_stored=True)
-    first = stored[("run", "acts", 1)][fmt.ACTIVATION_FIRST_IMAGE_INDEX:]
+    first = stored[("run", "acts", 1)][fmt.activations.FIRST_PICTURE:]
     assert len(first) == 2 and stored[("run", "acts/_pictures", 2)] == first
     for step in (2, 3):
         blobs = stored[("run", "acts", step)]
-        assert len(blobs) == fmt.ACTIVATION_FIRST_IMAGE_INDEX
+        assert len(blobs) == fmt.activations.FIRST_PICTURE
         assert fmt.parse_json_object(blobs[0], "header")["pictures_step"] == 2
 
 

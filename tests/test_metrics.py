@@ -80,7 +80,7 @@ def test_add_cam_logs_metrics_as_scalars_and_in_the_sample(small_net, tmp_path):
     for event in _events(tmp_path):
         for value in event.summary.value:
             if value.metadata.plugin_data.plugin_name == fmt.PLUGIN_NAME:
-                header = fmt.parse_header(value.tensor.string_val[0])
+                header = fmt.cam.parse_header(value.tensor.string_val[0])
             elif value.metadata.plugin_data.plugin_name == "scalars":  # the loader migrates simple_value
                 scalars[value.tag] = (event.step, value.tensor.float_val[0])
     expected = {f"probe/{m}/{method}" for m in metrics.METRICS for method in ("gradcam", "cam", "random")}

@@ -82,7 +82,7 @@ def blob_key(*fields) -> str:
 
 def raw_summary(tag: str, blobs: list[bytes]):
     """A CAM summary holding exactly these blobs (a rank-1 string tensor of len(blobs))."""
-    return fmt.blob_summary(tag, blobs, fmt.KIND_CAM)
+    return fmt.blob_summary(tag, blobs, fmt.cam.KIND)
 
 
 # -- 1a. fuzzing every route -------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def _template():
                "targets": [{"class_id": 1, "class_name": "cat", "score": 2.0, "prob": 0.5}]} for _ in range(2)]
     records = [{"image": i, "target": 0, "method": "gradcam", "layer": "features", "height": 4, "width": 4}
                for i in range(2)]
-    header = fmt.build_header(images=images, maps=records, placement=placement, sequence=0)
+    header = fmt.cam.build_header(images=images, maps=records, placement=placement, sequence=0)
     pngs = [img.encode(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), "png") for _ in range(2)]
     return header, blob, pngs
 
@@ -304,8 +304,8 @@ DAMAGED = {  # case -> the blobs of one step
     "maps_zlib_nan": lambda: _template_blobs(compression="zlib", maps=lambda b: fmt.compress(_half(np.nan) + b[2:])),
     "pictures_step_negative": _edit(lambda h: h.update(pictures_step=-1)),
     "pictures_step_and_pictures": _edit(lambda h: h.update(pictures_step=0)),
-    "pictures_step_not_kept": lambda: _template_blobs(pictures_step=1)[:fmt.FIRST_IMAGE_INDEX],
-    "pictures_step_short": lambda: _template_blobs(pictures_step=SHORT_PICTURES_STEP)[:fmt.FIRST_IMAGE_INDEX],
+    "pictures_step_not_kept": lambda: _template_blobs(pictures_step=1)[:fmt.cam.FIRST_PICTURE],
+    "pictures_step_short": lambda: _template_blobs(pictures_step=SHORT_PICTURES_STEP)[:fmt.cam.FIRST_PICTURE],
     "image_missing": lambda: _template_blobs()[:-1],
     "image_extra": lambda: [*_template_blobs(), _template_blobs()[-1]],
     "header_only": lambda: _template_blobs()[:1],
@@ -344,7 +344,7 @@ def damaged_logdir(tmp_path_factory):
                 add_probe(writer, TAG, 10 * (i + 1))
             else:
                 if name == "pictures_step_short":
-                    pictures = _template_blobs()[fmt.FIRST_IMAGE_INDEX:][:1]
+                    pictures = _template_blobs()[fmt.cam.FIRST_PICTURE:][:1]
                     file_writer.add_summary(fmt.blob_summary(fmt.pictures_tag(TAG), pictures, fmt.KIND_PICTURES),
                                             SHORT_PICTURES_STEP)
                 file_writer.add_summary(raw_summary(TAG, DAMAGED[name]()), 10 * (i + 1))

@@ -163,7 +163,7 @@ def test_writer_puts_the_run_in_the_bucket(s3, written, tmp_path):
     endpoint, _ = s3
     blobs = stored_blobs(endpoint, tmp_path)
     assert sorted(blobs) == [(TAG, 1), (TAG, 2), (fmt.pictures_tag(TAG), 2)]
-    header, _ = fmt.parse_sample(*blobs[(TAG, 2)][:fmt.FIRST_IMAGE_INDEX])
+    header, _ = fmt.cam.parse_sample(*blobs[(TAG, 2)][:fmt.cam.FIRST_PICTURE])
     assert header["methods"] == list(METHODS)
 
 
@@ -182,10 +182,10 @@ def test_tensorboard_serves_the_s3_run(s3, written, tensorboard, tmp_path):
     assert all(t["class_name"] in CLASSES for image in header["images"] for t in image["targets"])
 
     stored = stored_blobs(endpoint, tmp_path)
-    assert get(tensorboard, "/blob", key=sample["maps_key"]) == stored[(TAG, 2)][fmt.MAPS_INDEX]
+    assert get(tensorboard, "/blob", key=sample["maps_key"]) == stored[(TAG, 2)][fmt.cam.MAPS_INDEX]
     # Step 2 shows the same pictures as step 1: stored once more, under the pictures tag, and named.
-    assert header["pictures_step"] == 2 and len(stored[(TAG, 2)]) == fmt.FIRST_IMAGE_INDEX
-    pictures = stored[(TAG, 1)][fmt.FIRST_IMAGE_INDEX:]
+    assert header["pictures_step"] == 2 and len(stored[(TAG, 2)]) == fmt.cam.FIRST_PICTURE
+    pictures = stored[(TAG, 1)][fmt.cam.FIRST_PICTURE:]
     assert len(pictures) == 2 and stored[(fmt.pictures_tag(TAG), 2)] == pictures
     assert [get(tensorboard, "/blob", key=key) for key in sample["image_keys"]] == pictures
 

@@ -84,7 +84,7 @@ def choose_channels(stats: torch.Tensor, order: ChannelOrder, count: int) -> lis
         return order[:count]
     if order == "index":
         return list(range(min(count, channels)))
-    column = stats[:, fmt.STATS.index(order)]
+    column = stats[:, fmt.activations.STATS.index(order)]
     ranked = sorted(range(channels), key=lambda c: (-float(column[c]), c))
     return ranked[:count]
 
@@ -153,7 +153,7 @@ def _blocks(names, views, order, max_channels, max_size, max_bytes):
                 blocks.append({"layer": name, "image": i, "kind": kind, "channels": c, "height": h, "width": w,
                                "stats_offset": stats_offset, "map_height": mh, "map_width": mw,
                                "map_channels": chosen, "first_map": len(maps)})
-                stats_parts.append(fmt.encode_stats(stats.numpy()))
+                stats_parts.append(fmt.activations.encode_stats(stats.numpy()))
                 stats_offset += len(stats_parts[-1])
                 maps.extend(reduced.numpy())
     return blocks, stats_parts, maps
@@ -218,7 +218,7 @@ def add_activations(
     encoded = [] if pictures is None else [img.encode(p, img.DEFAULT_FORMAT) for p in pictures]
 
     def header(sequence: int) -> dict:
-        return fmt.build_activation_header(
+        return fmt.activations.build_header(
             images=[{"height": int(inputs.shape[2]), "width": int(inputs.shape[3]),
                      "target": None if records is None else records[i][0]} for i in range(inputs.shape[0])],
             layers=names,
@@ -228,5 +228,5 @@ def add_activations(
             sequence=sequence,
         )
 
-    add_sample(writer, tag, fmt.KIND_ACTIVATIONS, header, [b"".join(stats_parts), maps_blob], encoded, global_step,
+    add_sample(writer, tag, fmt.activations.KIND, header, [b"".join(stats_parts), maps_blob], encoded, global_step,
                walltime)

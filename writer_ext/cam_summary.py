@@ -79,7 +79,7 @@ def _write(
     encoded = [img.encode(p, image_format) for p in pictures]
 
     def header(sequence: int) -> dict:
-        return fmt.build_header(
+        return fmt.cam.build_header(
             images=[
                 {"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
                 for p, t in zip(pictures, targets)
@@ -90,7 +90,7 @@ def _write(
             metrics=metrics,
         )
 
-    add_sample(writer, tag, fmt.KIND_CAM, header, [blob], encoded, global_step, walltime)
+    add_sample(writer, tag, fmt.cam.KIND, header, [blob], encoded, global_step, walltime)
 
 
 def add_skipped(writer: TorchSummaryWriter, tag: str, reason: str, *, global_step: Optional[int] = None,
@@ -102,9 +102,9 @@ def add_skipped(writer: TorchSummaryWriter, tag: str, reason: str, *, global_ste
         raise ValueError(f"reason must be a non-empty string, got {reason!r}")
 
     def header(sequence: int) -> dict:
-        return fmt.build_header(images=[], maps=[], placement=[], sequence=sequence, skipped=reason)
+        return fmt.cam.build_header(images=[], maps=[], placement=[], sequence=sequence, skipped=reason)
 
-    add_sample(writer, tag, fmt.KIND_CAM, header, [b""], [], check_step(global_step), walltime)
+    add_sample(writer, tag, fmt.cam.KIND, header, [b""], [], check_step(global_step), walltime)
 
 
 def add_cam(

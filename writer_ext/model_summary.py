@@ -81,7 +81,7 @@ def model_table(model: nn.Module, example_input: ExampleInput) -> dict:
             "params": sum(p.numel() for p in params),
             "trainable": sum(p.numel() for p in params if p.requires_grad),
         })
-    return {"version": fmt.VERSION, "input_shapes": [list(a.shape) for a in args], "modules": rows}
+    return fmt.model.build_header(input_shapes=[list(a.shape) for a in args], modules=rows)
 
 
 def _shape_text(shape: Any) -> str:
@@ -131,5 +131,5 @@ def add_model_summary(writer: TorchSummaryWriter, model: nn.Module, example_inpu
     global_step = check_step(global_step)
     table = model_table(model, example_input)
     blob = fmt.encode_header(table)
-    writer._get_file_writer().add_summary(fmt.blob_summary(tag, [blob], fmt.KIND_MODEL), global_step or 0)
+    writer._get_file_writer().add_summary(fmt.blob_summary(tag, [blob], fmt.model.KIND), global_step or 0)
     return table

@@ -57,13 +57,7 @@ def add_sample(
     # A step going backwards makes TensorBoard purge later steps, the shared pictures' among them.
     store = repeated and (state.shared_step is None or state.shared_step > global_step)
     shared_step = global_step if store else state.shared_step if repeated else None
-    values = header(state.sequence)
-    if data:
-        values = {**values, "compression": fmt.COMPRESSION}
-    if shared_step is not None:
-        values = {**values, "pictures_step": shared_step}
-    data = [fmt.compress(blob) for blob in data]
-    blobs = [fmt.encode_header(values), *data, *(() if shared_step is not None else pictures)]
+    blobs = fmt.pack_sample(header(state.sequence), data, pictures, shared_step)
     summary = fmt.blob_summary(tag, blobs, kind)
     file_writer = writer._get_file_writer()
     if store:  # first, so that no reader sees the sample before its pictures

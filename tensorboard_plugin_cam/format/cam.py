@@ -1,0 +1,132 @@
+"""Class activation maps (kind "cam"): each step is ``[header, maps, picture_0, ...]``.
+
+The header says which map is which: image, target class, method, layer,
+shape, and where its numbers lie in the maps blob (float16, each with its
+scale). Maps are stored raw (not normalised, not coloured) so that the
+browser can re-colour, re-threshold and compare them. docs/FORMAT.md is the
+prose version of this module.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tensorboard_plugin_cam.format.container import (
+    IMAGE_FORMATS,
+    MAPS_DTYPE,
+    VERSION,
+    FormatError,
+    data_blob,
+    decode_map,
+    is_int,
+    optional_number,
+    parse_json_object,
+    pictures_step,
+    require,
+)
+
+KIND = "cam"
+DATA = ("maps",)  # the data blobs after the header, in order
+MAPS_INDEX = 1
+FIRST_PICTURE = 1 + len(DATA)
+MAP_FIELDS = ("image", "target", "method", "layer", "height", "width", "offset", "scale")
+
+
+def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Sequence[tuple[int, float]],
+                 sequence: int, metrics: Sequence[dict] = (), skipped: str | None = None) -> dict:
+    """A step's header from image records, map records and `encode_maps` placement.
+
+    `metrics`: optional faithfulness records {"method", "layer", <name>: number}.
+    `skipped`: why a step holds no maps (then `images` and `maps` are empty).
+    """
+    header = {
+        "version": VERSION,
+        "sequence": sequence,
+        "maps_dtype": MAPS_DTYPE,
+        "methods": list(dict.fromkeys(m["method"] for m in maps)),
+        "layers": list(dict.fromkeys(m["layer"] for m in maps)),
+        "images": list(images),
+        "maps": [{**record, "offset": offset, "scale": scale} for record, (offset, scale) in zip(maps, placement)],
+    }
+    if metrics:
+        header["metrics"] = [dict(m) for m in metrics]
+    if skipped is not None:
+        header["skipped"] = skipped
+    return header
+
+
+def _check_images(images: object) -> None:
+    require(isinstance(images, list), "header has no 'images' list")
+    for i, image in enumerate(images):
+        require(isinstance(image, dict), f"images[{i}] is not an object")
+        require(image.get("format") in IMAGE_FORMATS, f"images[{i}].format must be one of {IMAGE_FORMATS}")
+        require(is_int(image.get("height")) and is_int(image.get("width")), f"images[{i}] has no integer size")
+        targets = image.get("targets")
+        require(isinstance(targets, list), f"images[{i}].targets is not a list")
+        for j, t in enumerate(targets):
+            require(isinstance(t, dict), f"images[{i}].targets[{j}] is not an object")
+            require(t.get("class_id") is None or is_int(t.get("class_id")), f"images[{i}].targets[{j}].class_id")
+            require(t.get("class_name") is None or isinstance(t.get("class_name"), str),
+                    f"images[{i}].targets[{j}].class_name")
+            require(optional_number(t.get("score")) and optional_number(t.get("prob")),
+                    f"images[{i}].targets[{j}] score/prob must be finite numbers or null")
+
+
+def _check_map(k: int, m: object, images: list) -> None:
+    require(isinstance(m, dict), f"maps[{k}] is not an object")
+    for field in MAP_FIELDS:
+        if field not in m:
+            raise FormatError(f"maps[{k}] lacks {field!r}")
+    require(all(is_int(m[f]) for f in ("image", "target", "height", "width", "offset")),
+            f"maps[{k}] has a non-integer index, size or offset")
+    require(isinstance(m["method"], str) and isinstance(m["layer"], str), f"maps[{k}] method/layer")
+    require(0 <= m["image"] < len(images), f"maps[{k}].image out of range")
+    require(0 <= m["target"] < len(images[m["image"]]["targets"]), f"maps[{k}].target out of range")
+    require(m["height"] > 0 and m["width"] > 0 and m["offset"] >= 0, f"maps[{k}] has an empty shape")
+    require(optional_number(m["scale"]) and m["scale"] is not None and m["scale"] > 0,
+            f"maps[{k}].scale must be a positive finite number")
+
+
+def parse_header(data: bytes) -> dict:
+    """Decodes and checks a step header; raises `FormatError` with a readable message on any defect."""
+    header = parse_json_object(data, "header")
+    require(header.get("maps_dtype") == MAPS_DTYPE, f"header 'maps_dtype' must be {MAPS_DTYPE!r}")
+    require(header.get("skipped") is None or isinstance(header["skipped"], str), "header 'skipped' must be a string")
+    pictures_step(header)
+    _check_images(header.get("images"))
+    maps = header.get("maps")
+    require(isinstance(maps, list), "header has no 'maps' list")
+    for k, m in enumerate(maps):
+        _check_map(k, m, header["images"])
+    metrics = header.get("metrics", [])
+    require(isinstance(metrics, list), "header 'metrics' is not a list")
+    for k, m in enumerate(metrics):
+        require(isinstance(m, dict) and isinstance(m.get("method"), str) and isinstance(m.get("layer"), str),
+                f"metrics[{k}] needs string 'method' and 'layer'")
+        require(all(optional_number(v) for f, v in m.items() if f not in ("method", "layer")),
+                f"metrics[{k}] values must be finite numbers")
+    return header
+
+
+def parse_sample(header_data: bytes, maps: bytes) -> tuple[dict, bytes]:
+    """A step's checked header and its raw (inflated) float16 maps blob."""
+    header = parse_header(header_data)
+    ends = [m["offset"] + m["height"] * m["width"] * 2 for m in header["maps"]]
+    return header, data_blob(maps, header, ends, "maps blob", "maps")
+
+
+def picture_count(header: dict) -> int:
+    """How many pictures a checked header shows: one per image."""
+    return len(header["images"])
+
+
+def check(header_data: bytes, maps: bytes) -> tuple[dict, list[tuple[float, float]]]:
+    """`parse_sample`, every map decoded once to refuse NaN/Inf: the header and each map's (min, max)."""
+    header, maps = parse_sample(header_data, maps)
+    ranges = []
+    for entry in header["maps"]:
+        values = decode_map(maps, entry)
+        ranges.append((float(np.min(values)), float(np.max(values))))
+    return header, ranges

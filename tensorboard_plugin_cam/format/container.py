@@ -1,0 +1,239 @@
+"""What every series kind shares: the plugin-data content, the step layout
+``[header, *data blobs, *pictures]``, compression, shared pictures, float16
+map blobs, JSON checks and the registry of kinds.
+
+Only numpy, json and TensorBoard's own protos are imported here: the plugin
+loads this package inside TensorBoard, where torch must not be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+PLUGIN_NAME = "cam"
+VERSION = 1
+HEADER_INDEX = 0
+# Pictures that several samples of a series share are stored once, in a series of this kind
+# under `pictures_tag(tag)`; it holds only the pictures and is not listed in the tab.
+KIND_PICTURES = "pictures"
+MAPS_DTYPE = "<f2"  # little-endian IEEE half precision
+IMAGE_FORMATS = ("webp", "png", "jpeg")  # "webp": lossless WebP
+# Data blobs (maps, statistics) are stored raw, or zlib-compressed when the header says
+# "compression": COMPRESSION. A compressed header is told apart by its first byte (JSON's is "{").
+COMPRESSION = "zlib"
+COMPRESSION_LEVEL = 6
+# The most any compressed blob may inflate to: a small blob must not fill the server's memory.
+MAX_INFLATED_BYTES = 256 * 2**20
+
+
+class FormatError(ValueError):
+    """Logged data that does not follow this format (damaged or foreign)."""
+
+
+def require(cond: bool, message: str) -> None:
+    if not cond:
+        raise FormatError(message)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def optional_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
+# -- the series ------------------------------------------------------------------------------------------------
+
+
+def plugin_content(kind: str) -> bytes:
+    """The series' plugin-data content: what is fixed for a (run, tag)."""
+    return json.dumps({"version": VERSION, "kind": kind}, sort_keys=True).encode("utf-8")
+
+
+def parse_plugin_content(content: bytes) -> dict:
+    """Decodes `plugin_content`; raises `FormatError` on anything else."""
+    try:
+        value = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
+        raise FormatError("plugin content is not JSON") from e
+    if not isinstance(value, dict) or not isinstance(value.get("version"), int):
+        raise FormatError("plugin content has no integer 'version'")
+    if value["version"] > VERSION:
+        raise FormatError(f"format version {value['version']} is newer than this plugin ({VERSION})")
+    return value
+
+
+def pictures_tag(tag: str) -> str:
+    """The tag of the series that holds the shared pictures of series `tag` (header "pictures_step")."""
+    return f"{tag}/_pictures"
+
+
+def pictures_step(header: dict) -> int | None:
+    """The step whose shared pictures a sample shows (its own blobs then hold none), or None."""
+    step = header.get("pictures_step")
+    require(step is None or (is_int(step) and step >= 0), "header 'pictures_step' must be a non-negative integer")
+    return step
+
+
+def blob_summary(tag: str, blobs: Sequence[bytes], kind: str, *, description: str = "") -> summary_pb2.Summary:
+    """The `Summary` protobuf for one step of a series of `kind`: a rank-1 string tensor of `blobs`."""
+    metadata = summary_pb2.SummaryMetadata(
+        summary_description=description,
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=plugin_content(kind)),
+        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    )
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]),
+        string_val=list(blobs),
+    )
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+
+
+def pack_sample(header: dict, data: Sequence[bytes], pictures: Sequence[bytes], shared_step: int | None) -> list[bytes]:
+    """One step's blobs: ``[header, *data, *pictures]``, header and data compressed.
+
+    With `shared_step`, the pictures lie in the pictures series at that step:
+    the header names it ("pictures_step") and the sample holds none.
+    """
+    if data:
+        header = {**header, "compression": COMPRESSION}
+    if shared_step is not None:
+        header = {**header, "pictures_step": shared_step}
+    return [encode_header(header), *(compress(blob) for blob in data), *(() if shared_step is not None else pictures)]
+
+
+# -- compression and JSON --------------------------------------------------------------------------------------
+
+
+def compress(data: bytes) -> bytes:
+    """A blob as stored compressed (zlib, RFC 1950: what browsers' DecompressionStream("deflate") reads)."""
+    return zlib.compress(data, COMPRESSION_LEVEL)
+
+
+def _inflate(blob: bytes, limit: int, what: str) -> bytes:
+    """A zlib stream's content, refusing more than `limit` bytes (a few bytes can inflate to gigabytes)."""
+    require(limit <= MAX_INFLATED_BYTES, f"{what} would inflate to {limit} bytes, more than {MAX_INFLATED_BYTES}")
+    stream = zlib.decompressobj()
+    try:
+        data = stream.decompress(blob, limit + 1)  # a max_length of 0 would mean "no limit"
+    except zlib.error as e:
+        raise FormatError(f"{what} is not a valid zlib stream") from e
+    if len(data) > limit:
+        raise FormatError(f"{what} inflates to more than the {limit} bytes it may hold")
+    if not stream.eof:
+        raise FormatError(f"{what} is cut short (its zlib stream does not end)")
+    return data
+
+
+def data_blob(blob: bytes, header: dict, ends: Sequence[int], what: str, entries: str) -> bytes:
+    """A data blob's raw bytes, inflated if the header says "compression": "zlib".
+
+    `ends`: where each of the header's `entries` ends in it; the blob must
+    hold them all, and a compressed one may inflate to no more than that.
+    """
+    compression = header.get("compression")
+    require(compression in (None, COMPRESSION), f"header 'compression' must be null or {COMPRESSION!r}")
+    data = blob if compression is None else _inflate(blob, max(ends, default=0), what)
+    for k, end in enumerate(ends):
+        require(end <= len(data), f"{entries}[{k}] runs past the {what}")
+    return data
+
+
+def encode_header(header: dict) -> bytes:
+    """Serialises a step header as compressed JSON (NaN is not valid JSON, so it is refused)."""
+    return compress(json.dumps(header, sort_keys=True, allow_nan=False, separators=(",", ":")).encode("utf-8"))
+
+
+def parse_json_object(data: bytes, what: str) -> dict:
+    """A UTF-8 JSON object, maybe compressed, with an integer 'version' no newer than this plugin's.
+
+    Raises `FormatError` otherwise.
+    """
+    if not data.startswith(b"{"):  # a JSON object starts with "{", a zlib stream never does
+        data = _inflate(data, MAX_INFLATED_BYTES, f"{what} (not JSON, so compressed JSON)")
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
+        raise FormatError(f"{what} is not valid UTF-8 JSON") from e
+    require(isinstance(value, dict), f"{what} is not a JSON object")
+    version = value.get("version")
+    require(is_int(version), f"{what} has no integer 'version'")
+    require(version <= VERSION, f"{what} version {version} is newer than this plugin ({VERSION})")
+    return value
+
+
+# -- float16 map blobs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredMap:
+    """Where one map's numbers lie in a maps blob: raw value = stored float16 value * scale."""
+
+    height: int
+    width: int
+    offset: int  # in bytes, from the start of the maps blob
+    scale: float
+
+    @property
+    def nbytes(self) -> int:
+        return self.height * self.width * 2
+
+
+def encode_maps(maps: Sequence[np.ndarray]) -> tuple[bytes, list[tuple[int, float]]]:
+    """Packs 2-D float maps into one float16 blob.
+
+    Each map is divided by its largest absolute value (its scale) so that any
+    finite float32 map fits float16 without overflow and keeps ~3 significant
+    digits. Returns the blob and one ``(offset, scale)`` per map.
+    """
+    parts, placement, offset = [], [], 0
+    for m in maps:
+        m = np.asarray(m, dtype=np.float32)
+        if m.ndim != 2:
+            raise ValueError(f"each map must be 2-D, got shape {m.shape}")
+        if not np.all(np.isfinite(m)):
+            raise ValueError("maps must be finite (no NaN or Inf)")
+        peak = float(np.max(np.abs(m))) if m.size else 0.0
+        scale = peak if peak > 0 else 1.0
+        stored = (m / scale).astype(MAPS_DTYPE)
+        parts.append(stored.tobytes())
+        placement.append((offset, scale))
+        offset += stored.nbytes
+    return b"".join(parts), placement
+
+
+def decode_map(blob: bytes, stored: StoredMap | Mapping[str, Any]) -> np.ndarray:
+    """One map from a maps blob, as float32 raw values of shape (height, width).
+
+    `stored` may also be a checked header's map entry (a dict with the same fields).
+    """
+    if isinstance(stored, Mapping):
+        stored = StoredMap(stored["height"], stored["width"], stored["offset"], stored["scale"])
+    end = stored.offset + stored.nbytes
+    if stored.offset < 0 or end > len(blob):
+        raise FormatError(f"map at byte {stored.offset} runs past the maps blob ({len(blob)} bytes)")
+    values = np.frombuffer(blob, dtype=MAPS_DTYPE, count=stored.height * stored.width, offset=stored.offset)
+    values = values.astype(np.float32).reshape(stored.height, stored.width) * np.float32(stored.scale)
+    if not np.all(np.isfinite(values)):
+        raise FormatError("map holds NaN or Inf")
+    return values
+
+
+def image_mime_type(data: bytes) -> str | None:
+    """The MIME type of a stored image, from its magic bytes (None if none of IMAGE_FORMATS)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
