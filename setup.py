@@ -21,6 +21,7 @@ setup(
     python_requires=">=3.9",
     packages=[
         "tensorboard_plugin_cam",
+        "tensorboard_plugin_cam.format",
         "tensorboard_plugin_cam.frontend",
         "writer_ext",
         "writer_ext.methods",
