@@ -21,7 +21,6 @@ from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
 from writer_ext import targets as tgt
 from writer_ext.cam_summary import target_records
-from writer_ext.capture import AUTO, LayersSpec, select_layers
 from writer_ext.checks import (
     as_model_input,
     check_bool,
@@ -31,8 +30,17 @@ from writer_ext.checks import (
     check_tag,
     check_writer,
 )
-from writer_ext.engine import unwrap_model
-from writer_ext.hooks import ActivationCapture, _strip_wrapper, run_model, spatial_layer_names, spatial_view
+from writer_ext.hooks import ActivationCapture, run_model
+from writer_ext.layers import (
+    AUTO,
+    LayerSpec,
+    every_spatial_layer,
+    is_auto,
+    select_layers,
+    spatial_view,
+    strip_wrapper,
+    unwrap_model,
+)
 from writer_ext.records import add_sample
 from writer_ext.safety import training_safe
 
@@ -96,16 +104,6 @@ def map_size(height: int, width: int, maps: int, max_size: int, max_bytes: int) 
     return max(1, math.floor(height * shrink + 1e-9)), max(1, math.floor(width * shrink + 1e-9))
 
 
-def _layer_list(model: nn.Module, layers: LayersSpec, inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
-    if isinstance(layers, str) and layers == AUTO:
-        names = list(dict.fromkeys(spatial_layer_names(model, inputs)))
-        if not names:
-            raise ValueError("layers='auto': no layer of the model has a spatial (N, C, H, W) output; name some")
-        modules = dict(model.named_modules())
-        return [(n, modules[n]) for n in names]
-    return select_layers(model, layers)
-
-
 def _forward(model, inputs, layers, gradients, targets):
     """Outputs (and gradients) of every layer as (N, C, h, w) float32 on the CPU, plus the target records."""
     hw = tuple(inputs.shape[-2:])
@@ -165,7 +163,7 @@ def add_activations(
     model: nn.Module,
     inputs: torch.Tensor,
     *,
-    layers: LayersSpec = AUTO,
+    layers: LayerSpec = AUTO,
     max_channels: int = 64,
     channel_order: ChannelOrder = "mean",
     gradients: bool = False,
@@ -205,9 +203,9 @@ def add_activations(
     with torch.inference_mode(False), training_safe(model), \
             torch.autocast(device_type=inputs.device.type, enabled=False):
         inputs = as_model_input(model, inputs)
-        chosen_layers = _layer_list(model, layers, inputs)
+        chosen_layers = every_spatial_layer(model, inputs) if is_auto(layers) else select_layers(model, layers)
         views, records = _forward(model, inputs, chosen_layers, gradients, targets)
-    names = [_strip_wrapper(n) for n, _ in chosen_layers]
+    names = [strip_wrapper(n) for n, _ in chosen_layers]
     blocks, stats_parts, maps = _blocks(names, views, order, max_channels, max_size, max_bytes)
     maps_blob, placement = fmt.encode_maps(maps)
     for block in blocks:

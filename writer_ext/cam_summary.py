@@ -25,8 +25,8 @@ from writer_ext.checks import (
     check_tag,
     check_writer,
 )
-from writer_ext.engine import CamResult, compute_cams, unwrap_model
-from writer_ext.hooks import LayerSpec
+from writer_ext.engine import CamResult, compute_cams
+from writer_ext.layers import LayerSpec, unwrap_model
 from writer_ext.records import add_sample
 from writer_ext.targets import Targets
 
@@ -113,7 +113,7 @@ def add_cam(
     model: nn.Module,
     inputs: torch.Tensor,
     *,
-    target_layer: Union[LayerSpec, Sequence[LayerSpec]] = None,
+    target_layer: LayerSpec = None,
     targets: Targets = None,
     methods: Union[str, Sequence[str]] = ("gradcam",),
     topk: int = 1,

@@ -12,18 +12,15 @@ and copied, so nothing holds the autograd graph after the block.
 
 from __future__ import annotations
 
-import fnmatch
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from writer_ext.checks import check_bool
-from writer_ext.hooks import _strip_wrapper, is_spatial, resolve_layer
+from writer_ext.layers import AUTO, LayerSpec, is_auto, is_spatial, select_layers, strip_wrapper
 
-LayersSpec = Union[str, nn.Module, type, Sequence[Union[str, nn.Module, type]]]
-AUTO = "auto"
 BACKWARD_KINDS = ("tensor", "module")
 
 
@@ -34,40 +31,6 @@ class LayerDict(dict):
         if isinstance(key, str) and key.startswith("module."):
             return self[key[len("module."):]]
         raise KeyError(key)
-
-
-def _is_glob(spec: str) -> bool:
-    return any(c in spec for c in "*?[")
-
-
-def select_layers(model: nn.Module, layers: LayersSpec, arg: str = "layers") -> list[tuple[str, nn.Module]]:
-    """(name, module) for every layer a spec names, in model order, without repeats.
-
-    A spec is an exact name (with or without ``module.``), a glob over names
-    (``"layer*.1.conv2"``), a module, a module type (every module of it), or a
-    list of these. ``"auto"`` is handled by the callers (it needs a forward).
-    """
-    specs = list(layers) if isinstance(layers, (list, tuple)) else [layers]
-    if not specs:
-        raise ValueError(f"{arg}: the list of layers is empty")
-    named = [(n, m) for n, m in model.named_modules() if n]
-    chosen: dict[str, nn.Module] = {}
-    for spec in specs:
-        if isinstance(spec, type) and issubclass(spec, nn.Module):
-            found = [(n, m) for n, m in named if isinstance(m, spec)]
-            what = f"no module of type {spec.__name__}"
-        elif isinstance(spec, str) and _is_glob(spec):
-            found = [(n, m) for n, m in named if fnmatch.fnmatchcase(n, spec)
-                     or fnmatch.fnmatchcase(_strip_wrapper(n), spec)]
-            what = f"the glob {spec!r} matches no layer"
-        else:
-            found = [resolve_layer(model, spec, arg)]
-            what = ""
-        if not found:
-            raise ValueError(f"{arg}: {what}")
-        chosen.update(found)
-    order = {n: i for i, (n, _) in enumerate(named)}
-    return sorted(chosen.items(), key=lambda item: order[item[0]])
 
 
 def _detached(value: Any) -> Any:
@@ -193,7 +156,7 @@ class Capture:
 @contextmanager
 def capture(
     model: nn.Module,
-    layers: LayersSpec = AUTO,
+    layers: LayerSpec = AUTO,
     *,
     inputs: bool = False,
     outputs: bool = True,
@@ -214,13 +177,13 @@ def capture(
         check_bool(value, flag)
     if backward not in BACKWARD_KINDS:
         raise ValueError(f"backward must be one of {BACKWARD_KINDS}, got {backward!r}")
-    auto = isinstance(layers, str) and layers == AUTO
+    auto = is_auto(layers)
     chosen = [(n, m) for n, m in model.named_modules() if n] if auto else select_layers(model, layers)
     seen = Capture(auto)
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in chosen:
-            key = _strip_wrapper(name)
+            key = strip_wrapper(name)
             handles.append(module.register_forward_pre_hook(seen._pre_hook(key, inputs)))
             handles.append(module.register_forward_hook(seen._forward_hook(key, outputs,
                                                                             gradients and backward == "tensor")))

@@ -18,15 +18,8 @@ from torch import nn
 
 from writer_ext import targets as tgt
 from writer_ext.checks import as_model_input, check_bool, check_inputs, check_positive_int
-from writer_ext.hooks import (
-    ActivationCapture,
-    LayerSpec,
-    LinearCalls,
-    SpatialView,
-    resolve_layers,
-    run_model,
-    spatial_view,
-)
+from writer_ext.hooks import ActivationCapture, LinearCalls, run_model
+from writer_ext.layers import LayerSpec, SpatialView, resolve_layers, spatial_view, unwrap_model
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
 from writer_ext.safety import training_safe
@@ -213,28 +206,11 @@ def _smoothed(model, inputs, targets, opts, maps, smooth, samples, noise):
     return total
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module that does the work inside DataParallel, DistributedDataParallel and torch.compile.
-
-    CAMs run on it directly: the same weights, eagerly, without DDP's gradient
-    synchronisation (which would expect a matching backward on every rank) or
-    recompiling a compiled graph around our hooks. Layer names with the
-    wrappers' ``module.`` prefix still resolve (see hooks.resolve_layer).
-    """
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
-
-
 def compute_cams(
     model: nn.Module,
     inputs: torch.Tensor,
     *,
-    target_layer: Union[LayerSpec, Sequence[LayerSpec]] = None,
+    target_layer: LayerSpec = None,
     targets: Targets = None,
     methods: Union[str, Sequence[str]] = ("gradcam",),
     topk: int = 1,

@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
 from writer_ext.checks import check_step, check_tag, check_writer
-from writer_ext.engine import unwrap_model
+from writer_ext.layers import unwrap_model
 from writer_ext.safety import training_safe
 
 ExampleInput = Union[torch.Tensor, Sequence[torch.Tensor]]

@@ -1,0 +1,232 @@
+"""Which layers to look at: one spec type, and the rules that turn it into modules.
+
+A `LayerSpec` is an exact name (with or without DataParallel's ``module.``),
+a glob over names (``"layer*.1.conv2"``), a module of the model, a module
+type, or a list of these. Two specs need a forward pass of the inputs:
+``None`` (a CAM's `target_layer`: the last layer with a spatial output) and
+``"auto"`` (`add_activations` and `capture`: every such layer).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import warnings
+import weakref
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from writer_ext.hooks import run_model
+
+LayerSpec = Union[None, str, nn.Module, type, Sequence[Union[str, nn.Module, type]]]
+AUTO = "auto"
+
+# The last spatial layer per model and input shape (one dry run per pair, not per call).
+_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+
+
+# Auto-picked layer per model and input shape (one dry run per pair, not per call).
+_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+
+
+def strip_wrapper(name: str) -> str:
+    """A layer name without the ``module.`` prefix that DataParallel and DDP add."""
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def resolve_layer(model: nn.Module, spec: str | nn.Module, arg: str = "target_layer") -> tuple[str, nn.Module]:
+    """The (name, module) for a layer given by name or as a module of `model`.
+
+    Names work with or without the ``module.`` prefix that DataParallel and
+    DistributedDataParallel add. `arg` is the argument named in errors.
+    """
+    named = dict(model.named_modules())
+    if isinstance(spec, nn.Module):
+        for name, module in named.items():
+            if module is spec and name:
+                return name, module
+        raise ValueError(f"{arg}: the module given is not a submodule of the model")
+    if not isinstance(spec, str):
+        raise TypeError(f"{arg} must be a layer name, a module or None, got {type(spec).__name__}")
+    candidates = [spec, f"module.{spec}", strip_wrapper(spec)]
+    for name in candidates:
+        if name and name in named:
+            return name, named[name]
+    close = difflib.get_close_matches(spec, [n for n in named if n], n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"{arg}: the model has no layer named {spec!r}{hint}")
+
+
+def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
+    """The name of the last module to finish with a spatial (N, C, H, W) output, H*W > 1,
+    among those that run once (a shared module's output is ambiguous).
+
+    Found by one gradient-free forward pass of the first image, with a hook on
+    every module, and remembered for this model and input shape.
+    """
+    key = tuple(inputs.shape[1:])
+    cached = _AUTO_LAYERS.get(model, {}).get(key)
+    if cached is not None:
+        return cached
+    names = spatial_layer_names(model, inputs)
+    finished = [n for n in names if names.count(n) == 1]
+    if not finished:
+        raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
+    name = finished[-1]
+    _AUTO_LAYERS.setdefault(model, {})[key] = name
+    warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output", stacklevel=4)
+    return name
+
+
+def is_spatial(output: object) -> bool:
+    """Whether a module output is a spatial (N, C, H, W) tensor with H*W > 1."""
+    return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
+
+
+def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
+    """Every module that finishes with a spatial output, in the order they finish.
+
+    One gradient-free forward pass of the first image with a hook on every
+    module; the caller is responsible for eval mode (`safety.training_safe`).
+    """
+    finished: list[str] = []
+
+    def record(name):
+        def hook(module, args, output):
+            if is_spatial(output):
+                finished.append(name)
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            run_model(model, inputs[:1].detach())
+    finally:
+        for h in handles:
+            h.remove()
+    return finished
+
+
+def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """A CAM's `target_layer`: every named layer (or module) as (name, module), in the order given,
+    without repeats; ``None`` is the last layer with a spatial output."""
+    specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not specs:
+        raise ValueError("target_layer: the list of layers is empty")
+    layers: list[tuple[str, nn.Module]] = []
+    for s in specs:
+        layer = resolve_layer(model, find_spatial_layer(model, inputs) if s is None else s)
+        if layer[0] not in (n for n, _ in layers):
+            layers.append(layer)
+    return layers
+
+
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
+def select_layers(model: nn.Module, layers: LayerSpec, arg: str = "layers") -> list[tuple[str, nn.Module]]:
+    """(name, module) for every layer a spec names, in model order, without repeats.
+
+    A spec is an exact name (with or without ``module.``), a glob over names
+    (``"layer*.1.conv2"``), a module, a module type (every module of it), or a
+    list of these. ``"auto"`` needs a forward pass: see `every_spatial_layer`.
+    """
+    specs = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    if not specs:
+        raise ValueError(f"{arg}: the list of layers is empty")
+    named = [(n, m) for n, m in model.named_modules() if n]
+    chosen: dict[str, nn.Module] = {}
+    for spec in specs:
+        if isinstance(spec, type) and issubclass(spec, nn.Module):
+            found = [(n, m) for n, m in named if isinstance(m, spec)]
+            what = f"no module of type {spec.__name__}"
+        elif isinstance(spec, str) and _is_glob(spec):
+            found = [(n, m) for n, m in named if fnmatch.fnmatchcase(n, spec)
+                     or fnmatch.fnmatchcase(strip_wrapper(n), spec)]
+            what = f"the glob {spec!r} matches no layer"
+        else:
+            found = [resolve_layer(model, spec, arg)]
+            what = ""
+        if not found:
+            raise ValueError(f"{arg}: {what}")
+        chosen.update(found)
+    order = {n: i for i, (n, _) in enumerate(named)}
+    return sorted(chosen.items(), key=lambda item: order[item[0]])
+
+def is_auto(spec: LayerSpec) -> bool:
+    return isinstance(spec, str) and spec == AUTO
+
+
+def every_spatial_layer(model: nn.Module, inputs: torch.Tensor, arg: str = "layers") -> list[tuple[str, nn.Module]]:
+    """``"auto"``: every module with a spatial output for `inputs`, in the order they finish."""
+    names = list(dict.fromkeys(spatial_layer_names(model, inputs)))
+    if not names:
+        raise ValueError(f"{arg}='auto': no layer of the model has a spatial (N, C, H, W) output; name some")
+    modules = dict(model.named_modules())
+    return [(n, modules[n]) for n in names]
+
+
+SpatialView = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _divides(size: int, parts: int) -> bool:
+    return parts > 0 and size % parts == 0
+
+
+def spatial_view(name: str, shape: torch.Size, input_hw: tuple[int, int],
+                 reshape_transform: Optional[SpatialView] = None) -> SpatialView:
+    """How to see a layer's output of `shape` as (N, C, h, w).
+
+    - (N, C, h, w) as it is; (N, h, w, C) channels-last outputs (Swin) are
+      recognised when h and w, not C and h, tile the input with one stride;
+    - (N, T, C) token outputs (ViT) become the (h, w) grid that tiles the
+      input with one patch size; the extra tokens in front (class, register)
+      are dropped, and non-square grids are kept;
+    - an explicit `reshape_transform` wins over both.
+    The same view is applied to the gradients, which have the output's shape.
+    """
+    if reshape_transform is not None:
+        return reshape_transform
+    height, width = input_hw
+    if len(shape) == 4:
+        _, a, b, c = shape
+        tiles = _divides(height, a) and _divides(width, b) and height // a == width // b
+        nchw_tiles = _divides(height, b) and _divides(width, c) and height // b == width // c
+        if tiles and not nchw_tiles and c > a:
+            return lambda t: t.permute(0, 3, 1, 2)
+        return lambda t: t
+    if len(shape) == 3:
+        tokens = shape[1]
+        for patch in range(1, min(height, width) + 1):
+            if height % patch == 0 and width % patch == 0:
+                grid_h, grid_w = height // patch, width // patch
+                extra = tokens - grid_h * grid_w
+                if 0 <= extra <= 8:
+                    return lambda t, e=extra, gh=grid_h, gw=grid_w: (
+                        t[:, e:, :].reshape(t.shape[0], gh, gw, t.shape[-1]).permute(0, 3, 1, 2)
+                    )
+    raise ValueError(
+        f"target_layer {name!r} has output shape {tuple(shape)}; expected a spatial (N, C, H, W) output, "
+        "channels-last (N, H, W, C) or tokens (N, T, C) on a patch grid; or pass reshape_transform"
+    )
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module that does the work inside DataParallel, DistributedDataParallel and torch.compile.
+
+    CAMs run on it directly: the same weights, eagerly, without DDP's gradient
+    synchronisation (which would expect a matching backward on every rank) or
+    recompiling a compiled graph around our hooks. Layer names with the
+    wrappers' ``module.`` prefix still resolve (see hooks.resolve_layer).
+    """
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
