@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard import context
@@ -22,6 +23,7 @@ from tensorboard.util import grpc_util
 from torch import nn
 
 from tensorboard_plugin_cam import format as fmt
+from writer_ext.demo import ShapeNet, draw_shapes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -57,6 +59,31 @@ def activation_and_grad(model, x, layer, class_ids):
     finally:
         handle.remove()
     return store["a"].detach(), grad
+
+
+@pytest.fixture(scope="session")
+def trained_shapenet():
+    """The demo's ShapeNet trained on drawn shapes (150 seeded Adam steps at batch 32, a few seconds), in eval mode.
+
+    An untrained network makes every method look alike (Score-CAM's masked scores barely move), so
+    agreement tests need one that has learnt the task; its accuracy on fresh pictures is checked here.
+    """
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    net = ShapeNet()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(150):
+        images, labels, _ = draw_shapes(32, rng)
+        loss = nn.functional.cross_entropy(net(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    images, labels, _ = draw_shapes(256, np.random.default_rng(1))
+    with torch.no_grad():
+        accuracy = (net(images).argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.9, f"ShapeNet did not learn the shapes (accuracy {accuracy:.2f})"
+    return net
 
 
 @pytest.fixture
