@@ -174,7 +174,8 @@ def main() -> None:
         t_ours, t_theirs, correlation = scorecam(model, x[:1], 32, max(1, args.repeats // 2))
         line("writer_ext scorecam", t_ours)
         line("pytorch-grad-cam ScoreCAM", t_theirs)
-        print(f"  ratio ours/theirs {t_ours / t_theirs:.2f} (goal <= 1), Pearson r of the maps {correlation:.4f}")
+        print(f"  ratio ours/theirs {t_ours / t_theirs:.2f} (goal <= 1), Pearson r of the maps {correlation:.4f} "
+              "(random weights: Score-CAM's weights are nearly uniform, so r says little; tests/test_agreement.py)")
 
 
 if __name__ == "__main__":
