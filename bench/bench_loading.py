@@ -50,7 +50,7 @@ from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
 from writer_ext import images as img
 from writer_ext.demo import ShapeNet, draw_shapes
-from writer_ext.records import add_sample
+from writer_ext.summaries.sample import add_sample
 
 
 def one_cam_sample(tmp: Path) -> list[bytes]:

@@ -18,7 +18,7 @@ from conftest import SmallNet, raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.plugin import CamPlugin
 from writer_ext import SummaryWriter, add_activations, capture, summary
-from writer_ext.model_summary import model_table
+from writer_ext.summaries.model import model_table
 
 BASE = "/data/plugin/cam"
 

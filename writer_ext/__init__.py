@@ -3,13 +3,13 @@ training-safely from hooks, logged as raw numbers for the "Activations & CAM"
 TensorBoard tab."""
 
 from writer_ext import metrics
-from writer_ext.activations import add_activations
-from writer_ext.cam_summary import add_cam, add_cam_maps
 from writer_ext.capture import capture
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.methods import METHODS
-from writer_ext.model_summary import add_model_summary, summary
 from writer_ext.monitor import CamMonitor
+from writer_ext.summaries.activations import add_activations
+from writer_ext.summaries.cam import add_cam, add_cam_maps
+from writer_ext.summaries.model import add_model_summary, summary
 from writer_ext.writer import SummaryWriter
 
 __all__ = [

@@ -29,10 +29,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext.cam_summary import add_cam, add_skipped
 from writer_ext.checks import check_bool, check_positive_int
 from writer_ext.engine import CamResult
 from writer_ext.methods import get_methods
+from writer_ext.summaries.cam import add_cam, add_skipped
 from writer_ext.writer import SummaryWriter
 
 
@@ -116,7 +116,7 @@ class CamMonitor:
             self._skip(global_step, e)
             result = None
         if self.activations:
-            from writer_ext.activations import add_activations
+            from writer_ext.summaries.activations import add_activations
 
             try:
                 add_activations(self.writer, f"{self.tag}/activations", self.model, self.probe_inputs,

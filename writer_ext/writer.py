@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext.activations import add_activations as _add_activations
-from writer_ext.cam_summary import add_cam as _add_cam
-from writer_ext.cam_summary import add_cam_maps as _add_cam_maps
 from writer_ext.engine import CamResult
-from writer_ext.model_summary import add_model_summary as _add_model_summary
+from writer_ext.summaries.activations import add_activations as _add_activations
+from writer_ext.summaries.cam import add_cam as _add_cam
+from writer_ext.summaries.cam import add_cam_maps as _add_cam_maps
+from writer_ext.summaries.model import add_model_summary as _add_model_summary
 
 
 class SummaryWriter(TorchSummaryWriter):

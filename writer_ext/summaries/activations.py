@@ -20,7 +20,6 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
 from writer_ext import targets as tgt
-from writer_ext.cam_summary import target_records
 from writer_ext.checks import (
     as_model_input,
     check_bool,
@@ -41,8 +40,9 @@ from writer_ext.layers import (
     strip_wrapper,
     unwrap_model,
 )
-from writer_ext.records import add_sample
 from writer_ext.safety import training_safe
+from writer_ext.summaries.cam import target_records
+from writer_ext.summaries.sample import add_sample
 
 ORDERS = ("mean", "max", "std", "index")
 ChannelOrder = Union[str, Sequence[int]]

@@ -15,7 +15,6 @@ from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import images as img
-from writer_ext import metrics as faithfulness
 from writer_ext.checks import (
     ClassNames,
     check_bool,
@@ -27,13 +26,14 @@ from writer_ext.checks import (
 )
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.layers import LayerSpec, unwrap_model
-from writer_ext.records import add_sample
+from writer_ext.metrics import METRICS, for_result
+from writer_ext.summaries.sample import add_sample
 from writer_ext.targets import Targets
 
 
 def target_records(shape: tuple[int, int], class_ids, scores, probs, names: Optional[Mapping[int, str]]) -> list:
     """Per image, per target: class id, name, score and probability for the header."""
-    records = []
+    rows = []
     for i in range(shape[0]):
         row = []
         for k in range(shape[1]):
@@ -46,8 +46,8 @@ def target_records(shape: tuple[int, int], class_ids, scores, probs, names: Opti
                     "prob": None if probs is None else float(probs[i, k]),
                 }
             )
-        records.append(row)
-    return records
+        rows.append(row)
+    return rows
 
 
 def _write(
@@ -66,11 +66,11 @@ def _write(
 
     maps: (method, layer, array (B, K, h, w)) triples, K matching `targets`.
     """
-    records, arrays = [], []
+    entries, arrays = [], []
     for method, layer, array in maps:
         for i in range(array.shape[0]):
             for k in range(array.shape[1]):
-                records.append(
+                entries.append(
                     {"image": i, "target": k, "method": method, "layer": layer,
                      "height": int(array.shape[2]), "width": int(array.shape[3])}
                 )
@@ -84,7 +84,7 @@ def _write(
                 {"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
                 for p, t in zip(pictures, targets)
             ],
-            maps=records,
+            maps=entries,
             placement=placement,
             sequence=sequence,
             metrics=metrics,
@@ -154,7 +154,7 @@ def add_cam(
         missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
-    records = faithfulness.for_result(model, inputs, result) if metrics else []
+    scored = for_result(model, inputs, result) if metrics else []
     _write(
         writer,
         tag,
@@ -164,12 +164,12 @@ def add_cam(
         image_format=image_format,
         global_step=global_step,
         walltime=walltime,
-        metrics=records,
+        metrics=scored,
     )
-    several = len({r["layer"] for r in records}) > 1
-    for record in records:
+    several = len({r["layer"] for r in scored}) > 1
+    for record in scored:
         name = record["method"] + (f"@{record['layer']}" if several else "")
-        for metric in faithfulness.METRICS:
+        for metric in METRICS:
             writer.add_scalar(f"{tag}/{metric}/{name}", record[metric], global_step, walltime)
     return result
 
