@@ -9,7 +9,11 @@ with torchcam, Captum and pytorch-grad-cam measured in the same run.
      three captured activations only (goal <= 1.2x); and the same 63 maps from
      pytorch-grad-cam, one call per method, layer and class as its API needs;
   3. scorecam on one image against pytorch-grad-cam's ScoreCAM at the same
-     batch size (goal: no slower, same map).
+     batch size (goal: no slower, same map);
+  4. the write path: add_cam (what users call: maps, pictures, event file)
+     against compute_cams on workloads 1 and 2, with the same probe pictures
+     at every call as a monitor logs them (goal <= 1.05x), and with new
+     pictures at every call.
 
 Medians of --repeats runs after one warm-up. Usage: python bench/bench_cam.py [--quick]
 """
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import numpy as np
 import torch
 import torchvision
 
-from writer_ext import compute_cams
+from writer_ext import SummaryWriter, add_cam, compute_cams
 
 ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam"]
 PGC_NAMES = {
@@ -63,6 +68,38 @@ def floor(model, x):
 def line(label: str, seconds: float, ratio_to: float | None = None, what: str = "", goal: str = "") -> None:
     ratio = f"{seconds / ratio_to:6.2f}x {what}" if ratio_to else ""
     print(f"  {label:<52} {seconds * 1000:9.1f} ms  {ratio}{goal}")
+
+
+def write_path(model, x, repeats):
+    """add_cam against compute_cams, for Grad-CAM at layer4 and for the 63 maps, probes repeated, then new.
+
+    The calls alternate (compute_cams, add_cam, compute_cams, ...) so that the machine's drift
+    weighs on both alike; each add_cam is timed with the writer's flush, which waits for its
+    event to be on disk (torch's writer thread frames it with TensorBoard's pure-Python CRC);
+    medians of 2 * repeats.
+    """
+    workloads = [("gradcam, layer4", {"target_layer": "layer4", "methods": "gradcam"}),
+                 ("63 maps", {"target_layer": LAYERS, "methods": ONE_PASS, "topk": 3})]
+    with tempfile.TemporaryDirectory() as logdir, SummaryWriter(logdir) as writer:
+        step = iter(range(10**6))
+        for name, kwargs in workloads:
+            times: dict[str, list[float]] = {"compute": [], "same": [], "new": []}
+            for k in range(2 * repeats + 1):
+                fresh = x + 0.01 * (k + 1)  # new pictures: a different batch every call
+                for key in ("compute", "same", "new"):
+                    start = time.perf_counter()
+                    if key == "compute":
+                        compute_cams(model, x, **kwargs)
+                    else:  # flushed, so that the writer thread's work counts here and not in the next call
+                        add_cam(writer, key, model, x if key == "same" else fresh, global_step=next(step), **kwargs)
+                        writer.flush()
+                    if k:  # the first round warms up
+                        times[key].append(time.perf_counter() - start)
+            t_compute, t_same, t_new = (statistics.median(times[key]) for key in ("compute", "same", "new"))
+            line(f"compute_cams, {name}", t_compute)
+            line(f"add_cam, {name}, the same probes every call", t_same, t_compute, "compute_cams",
+                 "  (goal <= 1.05x)")
+            line(f"add_cam, {name}, new pictures every call", t_new, t_compute, "compute_cams")
 
 
 def anchors_gradcam(model, x, repeats):
@@ -176,6 +213,10 @@ def main() -> None:
         line("pytorch-grad-cam ScoreCAM", t_theirs)
         print(f"  ratio ours/theirs {t_ours / t_theirs:.2f} (goal <= 1), Pearson r of the maps {correlation:.4f} "
               "(random weights: Score-CAM's weights are nearly uniform, so r says little; tests/test_agreement.py)")
+
+
+    print("4. The write path: add_cam (maps, pictures, event file) against compute_cams")
+    write_path(model, x, args.repeats)
 
 
 if __name__ == "__main__":

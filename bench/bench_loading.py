@@ -50,7 +50,7 @@ from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
 from writer_ext import images as img
 from writer_ext.demo import ShapeNet, draw_shapes
-from writer_ext.summaries.sample import add_sample
+from writer_ext.summaries.sample import Pictures, add_sample
 
 
 def one_cam_sample(tmp: Path) -> list[bytes]:
@@ -105,7 +105,7 @@ def write_logdirs(root: Path, runs: int, tags: int, steps: int, pictures: str) -
                 for t in range(tags):
                     tag = f"tag{t:02d}"
                     add_sample(cam_writer, tag, fmt.cam.KIND, lambda sequence: {**header, "sequence": sequence},
-                               [maps], cam_pictures, step, None)
+                               [maps], Pictures(encoded=cam_pictures), step, None)
                     value = summary_pb2.Summary.Value(
                         tag=tag, metadata=image_meta,
                         tensor=tensor_util.make_tensor_proto(image_blobs, shape=[len(image_blobs)]))

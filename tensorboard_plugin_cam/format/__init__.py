@@ -31,6 +31,7 @@ from tensorboard_plugin_cam.format.container import (
     compress,
     decode_map,
     encode_header,
+    encode_map_stacks,
     encode_maps,
     image_mime_type,
     pack_sample,
@@ -61,7 +62,7 @@ def first_picture(kind: str) -> int | None:
 __all__ = [
     "COMPRESSION", "HEADER_INDEX", "IMAGE_FORMATS", "KINDS", "KIND_PICTURES", "MAPS_DTYPE", "MAX_INFLATED_BYTES",
     "PLUGIN_NAME", "REGISTRY", "VERSION", "FormatError", "StoredMap", "activations", "blob_summary", "cam",
-    "compress", "decode_map", "encode_header", "encode_maps", "first_picture", "image_mime_type", "kind_module",
-    "model", "pack_sample", "parse_json_object", "parse_plugin_content", "pictures_step", "pictures_tag",
-    "plugin_content",
+    "compress", "decode_map", "encode_header", "encode_map_stacks", "encode_maps", "first_picture",
+    "image_mime_type", "kind_module", "model", "pack_sample", "parse_json_object", "parse_plugin_content",
+    "pictures_step", "pictures_tag", "plugin_content",
 ]

@@ -42,7 +42,7 @@ from writer_ext.layers import (
 )
 from writer_ext.safety import training_safe
 from writer_ext.summaries.cam import target_records
-from writer_ext.summaries.sample import add_sample
+from writer_ext.summaries.sample import Pictures, add_sample
 
 ORDERS = ("mean", "max", "std", "index")
 ChannelOrder = Union[str, Sequence[int]]
@@ -213,7 +213,7 @@ def add_activations(
         count = len(block["map_channels"])
         block["maps_offset"] = placement[first][0] if count else 0
         block["scales"] = [scale for _, scale in placement[first:first + count]]
-    encoded = [] if pictures is None else [img.encode(p, img.DEFAULT_FORMAT) for p in pictures]
+    shown = Pictures() if pictures is None else Pictures(pictures, img.DEFAULT_FORMAT)
 
     def header(sequence: int) -> dict:
         return fmt.activations.build_header(
@@ -226,5 +226,5 @@ def add_activations(
             sequence=sequence,
         )
 
-    add_sample(writer, tag, fmt.activations.KIND, header, [b"".join(stats_parts), maps_blob], encoded, global_step,
+    add_sample(writer, tag, fmt.activations.KIND, header, [b"".join(stats_parts), maps_blob], shown, global_step,
                walltime)

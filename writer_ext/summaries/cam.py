@@ -27,7 +27,7 @@ from writer_ext.checks import (
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.layers import LayerSpec, unwrap_model
 from writer_ext.metrics import METRICS, for_result
-from writer_ext.summaries.sample import add_sample
+from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets import Targets
 
 
@@ -66,17 +66,12 @@ def _write(
 
     maps: (method, layer, array (B, K, h, w)) triples, K matching `targets`.
     """
-    entries, arrays = [], []
-    for method, layer, array in maps:
-        for i in range(array.shape[0]):
-            for k in range(array.shape[1]):
-                entries.append(
-                    {"image": i, "target": k, "method": method, "layer": layer,
-                     "height": int(array.shape[2]), "width": int(array.shape[3])}
-                )
-                arrays.append(array[i, k])
-    blob, placement = fmt.encode_maps(arrays)
-    encoded = [img.encode(p, image_format) for p in pictures]
+    entries = [
+        {"image": i, "target": k, "method": method, "layer": layer,
+         "height": int(array.shape[2]), "width": int(array.shape[3])}
+        for method, layer, array in maps for i in range(array.shape[0]) for k in range(array.shape[1])
+    ]
+    blob, placement = fmt.encode_map_stacks([array.reshape(-1, *array.shape[2:]) for _, _, array in maps])
 
     def header(sequence: int) -> dict:
         return fmt.cam.build_header(
@@ -90,7 +85,7 @@ def _write(
             metrics=metrics,
         )
 
-    add_sample(writer, tag, fmt.cam.KIND, header, [blob], encoded, global_step, walltime)
+    add_sample(writer, tag, fmt.cam.KIND, header, [blob], Pictures(pictures, image_format), global_step, walltime)
 
 
 def add_skipped(writer: TorchSummaryWriter, tag: str, reason: str, *, global_step: Optional[int] = None,
@@ -104,7 +99,7 @@ def add_skipped(writer: TorchSummaryWriter, tag: str, reason: str, *, global_ste
     def header(sequence: int) -> dict:
         return fmt.cam.build_header(images=[], maps=[], placement=[], sequence=sequence, skipped=reason)
 
-    add_sample(writer, tag, fmt.cam.KIND, header, [b""], [], check_step(global_step), walltime)
+    add_sample(writer, tag, fmt.cam.KIND, header, [b""], Pictures(), check_step(global_step), walltime)
 
 
 def add_cam(

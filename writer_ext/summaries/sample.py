@@ -1,15 +1,47 @@
-"""What every writer call shares: argument checks and adding one sample to the event file."""
+"""Adding one sample of any kind to the event file, with pictures that repeat stored once."""
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
+from writer_ext import fastcrc
+from writer_ext.images import encode
+
+
+class Pictures:
+    """A sample's pictures: told apart from the last sample's by their pixels, and encoded only
+    when they must be stored (a monitor's probe images repeat, and are then never encoded again).
+
+    Give uint8 (H, W, C) arrays and an `image_format`, or `encoded` files as they are to be stored.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray] = (), image_format: str = "webp",
+                 encoded: Optional[Sequence[bytes]] = None):
+        self._arrays = list(arrays)
+        self._format = image_format
+        self._encoded = None if encoded is None else list(encoded)
+
+    def __len__(self) -> int:
+        return len(self._arrays) if self._encoded is None else len(self._encoded)
+
+    def same_as(self, other: Optional[Pictures]) -> bool:
+        if other is None or len(other) != len(self):
+            return False
+        if not self._arrays or not other._arrays:  # given as encoded files
+            return self.encoded() == other.encoded()
+        return self._format == other._format and all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(self._arrays, other._arrays))
+
+    def encoded(self) -> list[bytes]:
+        if self._encoded is None:
+            self._encoded = [encode(a, self._format) for a in self._arrays]
+        return self._encoded
 
 
 @dataclass
@@ -17,19 +49,13 @@ class _TagState:
     """What a writer remembers of one tag: samples written, and the pictures of the last one."""
 
     sequence: int = 0  # the header's "sequence": lets the tab tell how many steps TensorBoard dropped
-    digest: Optional[bytes] = None  # of the last sample's pictures
+    pictures: Optional[Pictures] = None  # the last sample's
     shared_step: Optional[int] = None  # where those pictures lie in the pictures series, once they repeated
 
 
+fastcrc.install()  # a compiled CRC for the event records, when the `crc32c` package is there
+
 _STATES: weakref.WeakKeyDictionary[TorchSummaryWriter, dict[str, _TagState]] = weakref.WeakKeyDictionary()
-
-
-def _digest(pictures: Sequence[bytes]) -> bytes:
-    parts = hashlib.sha256()
-    for picture in pictures:
-        parts.update(len(picture).to_bytes(8, "little"))
-        parts.update(picture)
-    return parts.digest()
 
 
 def add_sample(
@@ -38,7 +64,7 @@ def add_sample(
     kind: str,
     header: Callable[[int], dict],
     data: Sequence[bytes],
-    pictures: Sequence[bytes],
+    pictures: Pictures,
     global_step: Optional[int],
     walltime: Optional[float],
 ) -> None:
@@ -50,19 +76,23 @@ def add_sample(
     stored once, in the series `fmt.pictures_tag(tag)` at the step where they
     first repeat; later samples name that step in their header's
     "pictures_step" and hold no pictures. New pictures are stored inline.
+    Everything is encoded before anything is written.
     """
     state = _STATES.setdefault(writer, {}).setdefault(tag, _TagState())
-    digest = _digest(pictures) if pictures and global_step is not None else None
-    repeated = digest is not None and digest == state.digest
+    repeated = len(pictures) > 0 and global_step is not None and pictures.same_as(state.pictures)
+    if repeated:
+        pictures = state.pictures  # the same pixels, maybe already encoded
     # A step going backwards makes TensorBoard purge later steps, the shared pictures' among them.
     store = repeated and (state.shared_step is None or state.shared_step > global_step)
     shared_step = global_step if store else state.shared_step if repeated else None
-    blobs = fmt.pack_sample(header(state.sequence), data, pictures, shared_step)
+    inline = pictures.encoded() if shared_step is None else []
+    blobs = fmt.pack_sample(header(state.sequence), data, inline, shared_step)
     summary = fmt.blob_summary(tag, blobs, kind)
+    shared = fmt.blob_summary(fmt.pictures_tag(tag), pictures.encoded(), fmt.KIND_PICTURES) if store else None
     file_writer = writer._get_file_writer()
-    if store:  # first, so that no reader sees the sample before its pictures
-        file_writer.add_summary(fmt.blob_summary(fmt.pictures_tag(tag), pictures, fmt.KIND_PICTURES),
-                                global_step, walltime)
+    if shared is not None:  # first, so that no reader sees the sample before its pictures
+        file_writer.add_summary(shared, global_step, walltime)
     file_writer.add_summary(summary, global_step, walltime)
     state.sequence += 1
-    state.digest, state.shared_step = digest, shared_step
+    state.pictures = pictures if global_step is not None else None
+    state.shared_step = shared_step
