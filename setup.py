@@ -27,7 +27,7 @@ setup(
         "writer_ext.methods",
     ],
     package_dir={"tensorboard_plugin_cam.frontend": "frontend"},
-    package_data={"tensorboard_plugin_cam.frontend": ["*.js", "*.css"]},
+    package_data={"tensorboard_plugin_cam.frontend": ["*.js", "*.css", "cam/*.js"]},
     install_requires=[
         # The range the test suite has run against. TensorBoard 2.20 and older
         # import pkg_resources at start-up, which setuptools 82 removed; widen

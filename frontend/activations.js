@@ -7,14 +7,16 @@
 import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
-import { blend, decodeMap, range, upsample } from "./maps.js";
+import { STATS, decodeBlockMaps, decodeStats, shapeText } from "./format.js";
+import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker, bindOptionKeys } from "./picker.js";
+import { Latest, loadChosenSample } from "./view.js";
 
-const STATS = ["mean", "std", "min", "max", "zeros"]; // the order of the stats blob (docs/FORMAT.md)
 const LARGE = 256; // pixels a side of the enlarged tile
 
 const picker = new SeriesPicker("act-");
-const state = { models: [], tables: new Map(), current: null, channel: null, token: 0 };
+const state = { models: [], tables: new Map(), current: null, channel: null };
+const latest = new Latest(); // the newest step request; older answers are dropped
 
 const ui = {
   layer: el("select", { id: "act-layer" }),
@@ -36,32 +38,6 @@ const ui = {
 export const notice = el("div", { id: "act-notice", className: "notice", role: "status" });
 export const node = el("section", { id: "activations-view", className: "view", hidden: true });
 
-/** One block's per-channel statistics: an array of {mean, std, min, max, zeros}, one per channel. */
-function decodeStats(buffer, block) {
-  const view = new DataView(buffer, block.stats_offset, block.channels * STATS.length * 4);
-  return Array.from({ length: block.channels }, (_, c) =>
-    Object.fromEntries(STATS.map((name, k) => [name, view.getFloat32(4 * (c * STATS.length + k), true)])),
-  );
-}
-
-/** The stored maps of a block: [{channel, values}] in stored order. */
-function decodeBlockMaps(buffer, block) {
-  const size = block.map_height * block.map_width * 2;
-  return block.map_channels.map((channel, j) => ({
-    channel,
-    values: decodeMap(buffer, {
-      height: block.map_height,
-      width: block.map_width,
-      offset: block.maps_offset + j * size,
-      scale: block.scales[j],
-    }),
-  }));
-}
-
-function shapeText(shape) {
-  return Array.isArray(shape) ? `[${shape.map((d) => (Array.isArray(d) ? shapeText(d) : d)).join(", ")}]` : "";
-}
-
 /** The run's model table (the newest "model" sample), or null. */
 async function modelTable(run) {
   const series = state.models.find((s) => s.run === run);
@@ -82,7 +58,7 @@ export async function update(all) {
 }
 
 async function loadSteps() {
-  state.token++; // a step of the previous series still loading is dropped
+  latest.next(); // a step of the previous series still loading is dropped
   if ((await picker.loadSteps()) === undefined) return; // a newer choice is loading
   if (!picker.current()) {
     state.current = null;
@@ -93,12 +69,11 @@ async function loadSteps() {
 }
 
 async function showStep() {
-  const series = picker.current();
-  const entry = picker.entry();
-  if (!series || !entry) return;
-  const token = ++state.token;
-  const [data, table] = await Promise.all([api.loadSample(series.run, series.tag, entry.step), modelTable(series.run)]);
-  if (token !== state.token) return;
+  const run = picker.current()?.run;
+  const [shown, table] = await Promise.all([loadChosenSample(picker, latest), run ? modelTable(run) : null]);
+  if (!shown) return;
+  if (shown.error) throw shown.error;
+  const data = shown.sample;
   if (data.error) {
     state.current = null;
     ui.grid.replaceChildren(el("p", { className: "damaged", textContent: data.error }));

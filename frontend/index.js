@@ -8,7 +8,7 @@
 
 import * as activations from "./activations.js";
 import * as api from "./api.js";
-import * as cam from "./cam.js";
+import * as cam from "./cam/index.js";
 import { el } from "./dom.js";
 import { onDataReloaded } from "./host.js";
 import * as model from "./model.js";

@@ -1,29 +1,10 @@
 /**
- * Map arithmetic for the tab: decode the stored float16 maps, upsample them
- * exactly like torch.nn.functional.interpolate ("bilinear" with
- * align_corners=False, or "nearest"), normalise, colour and blend over the picture.
+ * Map arithmetic for the tab: upsample maps exactly like
+ * torch.nn.functional.interpolate ("bilinear" with align_corners=False, or
+ * "nearest"), normalise, colour and blend over the picture.
  */
 
 import { lut } from "./colormaps.js";
-
-/** IEEE half-precision bits to a JS number. */
-function halfToFloat(bits) {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exponent = (bits >> 10) & 0x1f;
-  const fraction = bits & 0x3ff;
-  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
-  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
-  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
-}
-
-/** One map from the maps blob (see docs/FORMAT.md): raw values, Float32Array of height*width. */
-export function decodeMap(buffer, entry) {
-  const count = entry.height * entry.width;
-  const view = new DataView(buffer, entry.offset, count * 2);
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(2 * i, true)) * entry.scale;
-  return out;
-}
 
 const axes = new Map(); // "in,out,mode" -> source indices and weights along one axis
 

@@ -5,6 +5,7 @@
 
 import * as api from "./api.js";
 import { el, labelled, setOptions } from "./dom.js";
+import { shapeText } from "./format.js";
 
 const state = { series: [], table: null, links: {} };
 
@@ -17,13 +18,6 @@ const ui = {
 };
 
 export const node = el("section", { id: "model-view", className: "view", hidden: true });
-
-function shapeText(shape) {
-  if (shape == null) return "–";
-  if (!Array.isArray(shape)) return JSON.stringify(shape);
-  const inner = shape.length === 1 && Array.isArray(shape[0]) ? shape[0] : shape;
-  return `[${inner.map((d) => (Array.isArray(d) ? shapeText(d) : d)).join(", ")}]`;
-}
 
 export async function update(all) {
   state.series = all.filter((s) => s.kind === "model");

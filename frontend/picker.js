@@ -2,6 +2,7 @@
 
 import * as api from "./api.js";
 import { el, labelled, setOptions } from "./dom.js";
+import { Latest } from "./view.js";
 
 /** Whether a key press is the page's: another input or select answers keys itself. */
 export function pageKey(event) {
@@ -39,6 +40,7 @@ export class SeriesPicker {
     this.stepLabel = el("span", { id: `${prefix}step-label`, className: "step-label" });
     this.series = [];
     this.steps = [];
+    this.latest = new Latest(); // the newest loadSteps call
   }
 
   /** The labelled run, tag and step controls for a toolbar; `writer` names the call that logs the tag. */
@@ -111,13 +113,13 @@ export class SeriesPicker {
    */
   async loadSteps() {
     const series = this.current();
-    const token = (this.token = (this.token ?? 0) + 1);
+    const ticket = this.latest.next();
     if (!series) {
       this.steps = [];
       return null;
     }
     const { steps, logged } = await api.listSteps(series.run, series.tag);
-    if (token !== this.token) return undefined;
+    if (!this.latest.isCurrent(ticket)) return undefined;
     const atEnd = Number(this.step.value) >= this.steps.length - 1;
     this.steps = steps;
     this.step.max = String(Math.max(steps.length - 1, 0));

@@ -32,12 +32,13 @@ def _frontend_dir() -> Path:
 
 
 def _load_static_files() -> dict[str, tuple[bytes, str]]:
-    """The allow-list of static files: exact name -> (content, MIME type)."""
+    """The allow-list of static files: exact relative path ("index.js", "cam/paint.js") -> (content, MIME type)."""
+    root = _frontend_dir()
     files = {}
-    for path in sorted(_frontend_dir().iterdir()):
+    for path in sorted(root.rglob("*")):
         content_type = _STATIC_TYPES.get(path.suffix)
         if content_type and path.is_file():
-            files[path.name] = (path.read_bytes(), content_type)
+            files[path.relative_to(root).as_posix()] = (path.read_bytes(), content_type)
     return files
 
 

@@ -115,7 +115,8 @@ def test_bad_requests_get_4xx_without_paths(client, path, params, code):
 
 @pytest.mark.parametrize(
     "name", ["index.js", "maps.js", "api.js", "colormaps.js", "host.js", "style.css", "activations.js", "dom.js",
-             "model.js", "picker.js", "cam.js", "cards.js", "urlstate.js"]
+             "model.js", "picker.js", "cards.js", "urlstate.js", "format.js", "view.js", "cam/index.js",
+             "cam/state.js", "cam/modes.js", "cam/paint.js", "cam/filmstrip.js", "cam/link.js"]
 )
 def test_static_files_with_fixed_types(client, name):
     response = client.get(f"{BASE}/static/{name}")
@@ -127,7 +128,8 @@ def test_static_files_with_fixed_types(client, name):
 @pytest.mark.parametrize(
     "path",
     ["../plugin.py", "..%2fplugin.py", "%2e%2e/plugin.py", "..\\plugin.py", "..%5cformat.py",
-     "/etc/passwd", "static/../index.js", "index.js/..", "", "nope.js"],
+     "/etc/passwd", "static/../index.js", "index.js/..", "", "nope.js", "cam/../index.js", "cam/", "cam",
+     "cam/../../plugin.py"],
 )
 def test_static_traversal_is_404(client, path):
     response = client.get(f"{BASE}/static/{path}")

@@ -100,8 +100,8 @@ def stored_map(logdir, run, tag, step, image=0, method=None):
     """A map as the tab must read it back (float16 with its scale), from the event file."""
     blobs = raw_cam_values(logdir)[(run, tag, step)]
     header, maps = fmt.cam.parse_sample(*blobs[:fmt.cam.FIRST_PICTURE])
-    entry = next(m for m in header["maps"] if m.image == image and m.target == 0
-                 and (method is None or m.method == method))
+    entry = next(m for m in header["maps"] if m["image"] == image and m["target"] == 0
+                 and (method is None or m["method"] == method))
     return fmt.decode_map(maps, entry), header
 
 

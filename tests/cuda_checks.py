@@ -1,4 +1,5 @@
-"""Self-check of writer_ext on a GPU: run it once on the machine and read the PASS/FAIL lines.
+"""The CUDA checks of writer_ext, run by tests/test_cuda.py when a GPU is present (or as a script that
+prints one PASS/FAIL line per check on any machine with one).
 
 One line per check, PASS or FAIL with the figure measured (INFO lines inform and never fail):
   1. every method in writer_ext.METHODS runs on the device, and its maps equal the same model's maps
@@ -30,8 +31,8 @@ One line per check, PASS or FAIL with the figure measured (INFO lines inform and
 Random-weight torchvision models only, seeded; nothing is downloaded. Exit code 0 when every check
 passes, 1 when one fails, 2 when the device is not available.
 
-Usage, from the repository root (no install needed):
-    PYTHONPATH=. python3 bench/check_cuda.py [--device cuda | cuda:1 | cpu]
+Usage: `./scripts/test.sh tests/test_cuda.py` (skipped without CUDA), or from the repository root
+    PYTHONPATH=. python3 tests/cuda_checks.py [--device cuda | cuda:1 | cpu]
 """
 
 from __future__ import annotations

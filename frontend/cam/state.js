@@ -1,0 +1,140 @@
+/** The CAM view's controls and shared state, and what they choose (see index.js for the view). */
+
+import { Lens } from "../cards.js";
+import { el } from "../dom.js";
+import { SeriesPicker } from "../picker.js";
+import { Latest } from "../view.js";
+
+export const MODES = [
+  ["grid", "Grid"],
+  ["compare", "Compare"],
+  ["timeline", "Timeline"],
+  ["diff", "Difference"],
+];
+export const AXES = [
+  ["method", "methods"],
+  ["layer", "layers"],
+  ["target", "classes"],
+  ["run", "runs"],
+];
+export const AGAINST = [
+  ["step", "another step"],
+  ["method", "another method"],
+];
+export const METRIC_LABELS = [
+  ["average_drop", "Average drop ↓"],
+  ["increase_in_confidence", "Increase in confidence ↑"],
+  ["deletion_auc", "Deletion AUC ↓"],
+  ["insertion_auc", "Insertion AUC ↑"],
+];
+export const THUMBNAIL = 72; // filmstrip pictures are painted at most this many pixels wide or high
+export const PLAY_INTERVAL_MS = 400;
+
+export const picker = new SeriesPicker("");
+export const lens = new Lens();
+
+const select = (id) => el("select", { id });
+export const ui = {
+  mode: select("mode"),
+  axis: select("axis"),
+  against: select("against"),
+  vsStep: select("vs-step"),
+  vsMethod: select("vs-method"),
+  image: select("image"),
+  method: select("method"),
+  layer: select("layer"),
+  target: select("target"),
+  colormap: select("colormap"),
+  opacity: el("input", { id: "opacity", type: "range", min: "0", max: "1", step: "0.05", value: "0.5" }),
+  threshold: el("input", { id: "threshold", type: "range", min: "0", max: "1", step: "0.05", value: "0" }),
+  norm: select("norm"),
+  upsample: select("upsample"),
+  zoom: select("zoom"),
+  play: el("button", { id: "play", type: "button", textContent: "Play", title: "Walk through the steps (Space)" }),
+  refresh: el("button", { id: "refresh", type: "button", textContent: "Refresh", title: "Reload runs, tags and steps" }),
+  download: el("button", {
+    id: "download",
+    type: "button",
+    textContent: "Download PNG",
+    title: "Save the shown maps, as zoomed, with their captions as one PNG",
+  }),
+  notice: el("div", { id: "notice", className: "notice", role: "status" }),
+  metrics: el("div", {
+    id: "metrics",
+    className: "metrics",
+    title: "Faithfulness of the shown method at this layer (add_cam(..., metrics=True)), random-map baseline in brackets",
+  }),
+  readout: el("div", { id: "readout", className: "value", title: "The map under the mouse" }),
+  grid: el("div", { id: "grid", className: "grid" }),
+  filmstrip: el("div", { id: "filmstrip", className: "filmstrip", hidden: true }),
+  empty: el("div", { id: "empty", className: "empty", hidden: true }),
+};
+
+export const node = el("section", { id: "cam-view", className: "view" });
+export const { notice } = ui;
+
+export const view = {
+  sample: null, // the shown step's sample
+  latest: new Latest(), // the newest step request; older answers give way
+  playing: false,
+  wanted: {}, // state from the URL not applied yet (the options it names are not there yet)
+  mainCards: [],
+  stripCards: [],
+  stripKey: null, // what the filmstrip was painted for
+  lastIndex: -1, // the step index shown before (to fetch ahead when moving one by one)
+  vsMethodChosen: false, // the user picked the other method (else it follows the shown one)
+  saveTimer: 0,
+  painter: null,
+  onError: () => {},
+};
+
+// -- what the controls choose -------------------------------------------------------
+
+/** What the controls choose: {image, target, method, layer}. */
+export function chosen() {
+  return {
+    image: Number(ui.image.value || 0),
+    target: Number(ui.target.value || 0),
+    method: ui.method.value,
+    layer: ui.layer.value,
+  };
+}
+
+export function findEntry(sample, { image, target, method, layer }) {
+  return sample?.header?.maps.find(
+    (m) => m.image === image && m.target === target && m.method === method && m.layer === layer,
+  );
+}
+
+
+export function targetCaption(target) {
+  if (!target) return "";
+  const name = target.class_name ?? (target.class_id != null ? `class ${target.class_id}` : "custom target");
+  const parts = [target.class_name != null && target.class_id != null ? `${name} (${target.class_id})` : name];
+  if (target.prob != null) parts.push(`p=${target.prob.toFixed(3)}`);
+  if (target.score != null) parts.push(`score=${target.score.toFixed(3)}`);
+  return parts.join("  ");
+}
+
+export function showMetrics(header) {
+  const records = header?.metrics ?? [];
+  const find = (method) => records.find((r) => r.method === method && r.layer === ui.layer.value);
+  const shown = find(ui.method.value);
+  const baseline = find("random");
+  ui.metrics.textContent = shown
+    ? METRIC_LABELS.map(([key, label]) => {
+        const base = baseline && ui.method.value !== "random" ? ` (random ${baseline[key].toFixed(3)})` : "";
+        return `${label} ${shown[key].toFixed(3)}${base}`;
+      }).join("   ·   ")
+    : "";
+}
+
+export function showControls() {
+  const mode = ui.mode.value;
+  const show = (control, visible) => (control.closest("label").hidden = !visible);
+  show(ui.axis, mode === "compare");
+  show(ui.against, mode === "diff");
+  show(ui.vsStep, mode === "diff" && ui.against.value === "step");
+  show(ui.vsMethod, mode === "diff" && ui.against.value === "method");
+  show(ui.image, mode !== "grid");
+}
