@@ -16,19 +16,24 @@ Usage: python bench/bench_browser.py [--steps 1000] [--load_fast true|false]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 from playwright.sync_api import sync_playwright
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import CHROMIUM, CHROMIUM_ARGS, TensorBoardProcess, cam_frame  # noqa: E402
-from writer_ext import SummaryWriter, add_cam_maps  # noqa: E402
+from writer_ext import SummaryWriter, add_cam_maps
+
+CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 IMAGES, SIDE, MAP = 16, 224, 7
 
@@ -60,6 +65,34 @@ MOVE = """async (index) => {
 }"""
 
 
+@contextlib.contextmanager
+def tensorboard(logdir: Path, load_fast: str, steps: int):
+    """The real `tensorboard` command on a free port, yielding its URL once every step is listed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+                             "--port", str(port), f"--load_fast={load_fast}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/data/plugin/cam/steps?run=run&tag=probe", timeout=10) as r:
+                    if len(json.loads(r.read())["steps"]) == steps:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("tensorboard did not list every step")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
@@ -73,54 +106,48 @@ def main() -> None:
         size = sum(p.stat().st_size for p in logdir.rglob("*events*")) / 2**20
         print(f"logged {args.steps} steps x {IMAGES} pictures {SIDE}x{SIDE}: {size:.1f} MiB in "
               f"{time.perf_counter() - started:.0f} s")
-        tb = TensorBoardProcess(logdir, load_fast=args.load_fast)
-        try:
-            tb.wait_for("/data/plugin/cam/steps?run=run&tag=probe",
-                        lambda b: len(json.loads(b)["steps"]) == args.steps, timeout=600)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                fetched = []
-                page.on("request", lambda r: fetched.append(r.url))
-                page.goto(tb.url + "/#cam")
-                frame = cam_frame(page)
-                frame.wait_for_selector(f"#grid[data-step='{args.steps - 1}']", state="attached", timeout=120000)
-                opened = frame.evaluate("performance.getEntriesByName('cam:step')[0]")
-                since_load = frame.evaluate("performance.now()")
-                states = frame.eval_on_selector_all("#grid .card", "cs => cs.map((c) => c.dataset.state)")
-                samples = sum("/sample?" in u for u in fetched)
-                blobs = sum("/blob?" in u for u in fetched)
-                print(f"open (loader load_fast={args.load_fast}): newest step painted {opened['duration']:.0f} ms "
-                      f"after its request, {since_load:.0f} ms after the tab's document started; fetched "
-                      f"{samples} sample(s) and {blobs} blobs (maps + pictures; {states.count('painted')} of "
-                      f"{len(states)} cards in view painted) for {args.steps} logged steps")
+        with tensorboard(logdir, args.load_fast, args.steps) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            fetched = []
+            page.on("request", lambda r: fetched.append(r.url))
+            page.goto(url + "/data/plugin_entry.html?name=cam")
+            frame = page.main_frame  # the tab alone, as TensorBoard loads it in its iframe
+            frame.wait_for_selector(f"#grid[data-step='{args.steps - 1}']", state="attached", timeout=120000)
+            opened = frame.evaluate("performance.getEntriesByName('cam:step')[0]")
+            since_load = frame.evaluate("performance.now()")
+            states = frame.eval_on_selector_all("#grid .card", "cs => cs.map((c) => c.dataset.state)")
+            samples = sum("/sample?" in u for u in fetched)
+            blobs = sum("/blob?" in u for u in fetched)
+            print(f"open (loader load_fast={args.load_fast}): newest step painted {opened['duration']:.0f} ms "
+                  f"after its request, {since_load:.0f} ms after the tab's document started; fetched "
+                  f"{samples} sample(s) and {blobs} blobs (maps + pictures; {states.count('painted')} of "
+                  f"{len(states)} cards in view painted) for {args.steps} logged steps")
 
-                rng = np.random.default_rng(1)
-                targets = [int(i) for i in rng.choice(args.steps - 1, size=args.moves, replace=False)]
-                cold = [frame.evaluate(MOVE, i) for i in targets]
-                warm = [frame.evaluate(MOVE, i) for i in targets]
-                neighbours = [frame.evaluate(MOVE, i) for i in sorted(targets)]
-                print(f"move to a step never shown (fetch + draw): {percentiles(cold)}")
-                print(f"move to a step shown before (draw only):  {percentiles(warm)}")
-                print(f"same steps again in order:                {percentiles(neighbours)}")
-                walk = []
-                for i in range(200, 230):  # one step at a time, 300 ms apart: the arrow keys or Play
-                    page.wait_for_timeout(300)
-                    walk.append(frame.evaluate(MOVE, i))
-                print(f"one step at a time, 300 ms apart (the next step is fetched ahead): {percentiles(walk[1:])}")
-                print(f"goal: under 50 ms once the data is there -> {'met' if max(warm) < 50 else 'NOT met'} "
-                      f"(max {max(warm):.1f} ms)")
+            rng = np.random.default_rng(1)
+            targets = [int(i) for i in rng.choice(args.steps - 1, size=args.moves, replace=False)]
+            cold = [frame.evaluate(MOVE, i) for i in targets]
+            warm = [frame.evaluate(MOVE, i) for i in targets]
+            neighbours = [frame.evaluate(MOVE, i) for i in sorted(targets)]
+            print(f"move to a step never shown (fetch + draw): {percentiles(cold)}")
+            print(f"move to a step shown before (draw only):  {percentiles(warm)}")
+            print(f"same steps again in order:                {percentiles(neighbours)}")
+            walk = []
+            for i in range(200, 230):  # one step at a time, 300 ms apart: the arrow keys or Play
+                page.wait_for_timeout(300)
+                walk.append(frame.evaluate(MOVE, i))
+            print(f"one step at a time, 300 ms apart (the next step is fetched ahead): {percentiles(walk[1:])}")
+            print(f"goal: under 50 ms once the data is there -> {'met' if max(warm) < 50 else 'NOT met'} "
+                  f"(max {max(warm):.1f} ms)")
 
-                fetched.clear()
-                frame.select_option("#mode", "timeline")
-                frame.wait_for_function(f"document.querySelectorAll('#filmstrip .card').length === {args.steps}")
-                page.wait_for_timeout(2000)
-                painted = frame.eval_on_selector_all("#filmstrip .card[data-state=painted]", "cs => cs.length")
-                print(f"timeline of {args.steps} steps: {painted} thumbnails painted, "
-                      f"{sum('/sample?' in u for u in fetched)} samples fetched (the ones in view)")
-                browser.close()
-        finally:
-            tb.close()
+            fetched.clear()
+            frame.select_option("#mode", "timeline")
+            frame.wait_for_function(f"document.querySelectorAll('#filmstrip .card').length === {args.steps}")
+            page.wait_for_timeout(2000)
+            painted = frame.eval_on_selector_all("#filmstrip .card[data-state=painted]", "cs => cs.length")
+            print(f"timeline of {args.steps} steps: {painted} thumbnails painted, "
+                  f"{sum('/sample?' in u for u in fetched)} samples fetched (the ones in view)")
+            browser.close()
 
 
 if __name__ == "__main__":

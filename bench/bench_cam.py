@@ -212,7 +212,7 @@ def main() -> None:
         line("writer_ext scorecam", t_ours)
         line("pytorch-grad-cam ScoreCAM", t_theirs)
         print(f"  ratio ours/theirs {t_ours / t_theirs:.2f} (goal <= 1), Pearson r of the maps {correlation:.4f} "
-              "(random weights: Score-CAM's weights are nearly uniform, so r says little; tests/test_agreement.py)")
+              "(random weights: Score-CAM's weights are nearly uniform, so r says little; see test_agreement.py)")
 
 
     print("4. The write path: add_cam (maps, pictures, event file) against compute_cams")

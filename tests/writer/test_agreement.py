@@ -22,6 +22,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import nn
 
+from helpers import activation_and_grad
 from writer_ext import compute_cams
 from writer_ext.demo import draw_shapes
 from writer_ext.methods.base import first_component
@@ -106,24 +107,8 @@ def torchcam(cls, net, images, layer, class_ids, **kwargs) -> np.ndarray:
 
 
 def reference(net, images, layer, class_ids):
-    """A layer's output and d(sum of the class scores)/d(output), by a forward hook and torch.autograd.grad.
-
-    The hook hands a clone downstream, so an in-place op after the layer (ReLU(inplace=True)) cannot
-    change the tensor kept here.
-    """
-    store = {}
-
-    def hook(module, args, output):
-        store["a"] = output
-        return output.clone()
-
-    handle = net.get_submodule(layer).register_forward_hook(hook)
-    try:
-        score = net(images).gather(1, torch.as_tensor(class_ids).view(-1, 1)).sum()
-        (grad,) = torch.autograd.grad(score, store["a"])
-    finally:
-        handle.remove()
-    return store["a"].detach(), grad
+    """A layer's output (as it left the layer) and d(sum of the class scores)/d(output)."""
+    return activation_and_grad(net, images, net.get_submodule(layer), class_ids)
 
 
 def weighted(w, a):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import BOTH_LOADERS, cam_frame, raw_cam_values, serve_when_loaded
+from helpers import BOTH_LOADERS, cam_frame, raw_cam_values, serve_when_loaded
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam_maps
 from writer_ext.demo import ShapeNet, draw_shapes
@@ -26,7 +26,7 @@ SIDE = 64  # pictures are SIDE x SIDE; maps are 4 x 4, so one map cell covers 16
 GREY = 128
 KNOWN_STEPS = {0: 1.0, 10: 2.0, 20: 4.0}  # step -> how much the known map is multiplied by
 LONG_STEPS = 40
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def known_map(k: float) -> np.ndarray:

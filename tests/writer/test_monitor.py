@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard import context
 
-from conftest import cam_sample_steps
+from helpers import cam_sample_steps
 from tensorboard_plugin_cam.reader import CamReader
 from writer_ext import CamMonitor, SummaryWriter, add_cam, compute_cams
 

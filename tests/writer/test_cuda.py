@@ -1,4 +1,4 @@
-"""The CUDA paths (tests/cuda_checks.py), one test per check; skipped on a machine without CUDA.
+"""The CUDA paths (tests/writer/cuda_checks.py), one test per check; skipped on a machine without CUDA.
 
 Every method on the GPU against the CPU, autocast, training safety mid step, a monitored training run bit
 for bit, and CUDA memory over 200 calls; the timing check only informs.

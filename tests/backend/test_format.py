@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tensorboard import context, errors
 
-from conftest import python_provider, raw_cam_values
+from helpers import python_provider, raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.reader import CamReader, _Cache
 from writer_ext import SummaryWriter, add_activations, add_cam_maps

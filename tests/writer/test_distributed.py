@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import SmallNet, cam_sample_steps, free_port
+from helpers import SmallNet, cam_sample_steps, free_port
 from writer_ext import CamMonitor
 
 

@@ -10,9 +10,9 @@ import sys
 import venv
 from pathlib import Path
 
-from conftest import TensorBoardProcess
+from helpers import TensorBoardProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_entry_point_module_imports_no_torch():

@@ -12,7 +12,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.core import core_plugin
 from werkzeug import test, wrappers
 
-from conftest import raw_cam_values
+from helpers import raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.plugin import CamLoader, CamPlugin
 from writer_ext import SummaryWriter

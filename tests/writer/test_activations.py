@@ -14,7 +14,7 @@ from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from werkzeug import test, wrappers
 
-from conftest import SmallNet, raw_cam_values
+from helpers import SmallNet, raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.plugin import CamPlugin
 from writer_ext import SummaryWriter, add_activations, capture, summary

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import activation_and_grad
+from helpers import activation_and_grad
 from writer_ext import compute_cams
 
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import SmallNet, activation_and_grad
+from helpers import SmallNet, activation_and_grad
 from writer_ext import compute_cams, metrics
 from writer_ext.methods.base import first_component
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BOTH_LOADERS, TensorBoardProcess, cam_frame, serve_when_loaded
+from helpers import BOTH_LOADERS, TensorBoardProcess, cam_frame, serve_when_loaded
 from writer_ext import CamMonitor, SummaryWriter
 from writer_ext.demo import CLASSES, ShapeNet, draw_shapes, train
 
 XSS_TAG = "<img src=x onerror=alert(1)>"
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing import event_file_loader
 
 from writer_ext.demo import train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _plugins(logdir):

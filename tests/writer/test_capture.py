@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from conftest import SmallNet, activation_and_grad, free_port
+from helpers import SmallNet, activation_and_grad, free_port
 from writer_ext import capture
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import activation_and_grad
+from helpers import activation_and_grad
 from writer_ext import compute_cams
 from writer_ext.methods import METHODS
 

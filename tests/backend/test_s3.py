@@ -22,7 +22,7 @@ import torch
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.compat.tensorflow_stub.io import gfile as stub_gfile
 
-from conftest import SmallNet, free_port
+from helpers import SmallNet, free_port, stop
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
 
@@ -54,12 +54,7 @@ class Server:
                 time.sleep(0.2)
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.log.close()
 
 

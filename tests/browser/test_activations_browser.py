@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import BOTH_LOADERS, raw_cam_values, serve_when_loaded
+from helpers import BOTH_LOADERS, raw_cam_values, serve_when_loaded
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
 
