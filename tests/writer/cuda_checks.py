@@ -123,10 +123,11 @@ def check_autocast(report: Report, device: torch.device) -> None:
             x = x.to(device)
             agree, dtypes, changed = Agreement(), set(), []
             for layers, methods in case.groups().items():
-                plain = compute_cams(model, x, target_layer=list(layers), targets=targets, methods=methods)
+                plain = compute_cams(model, x, target_layer=list(layers), targets=targets, methods=methods, seed=0)
                 before = snapshot(model, device)
                 with torch.autocast(device.type, dtype=dtype):
-                    mixed = compute_cams(model, x, target_layer=list(layers), targets=targets, methods=methods)
+                    mixed = compute_cams(model, x, target_layer=list(layers), targets=targets, methods=methods,
+                                         seed=0)
                 changed += changes(model, before, device)
                 for method in methods:
                     for layer in layers:
