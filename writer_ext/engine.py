@@ -53,8 +53,9 @@ def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[to
         grads = torch.autograd.grad(scores.sum(), activations)
         return [g.unsqueeze(0) for g in grads]
     one_hot = torch.eye(k, dtype=scores.dtype, device=scores.device).unsqueeze(1).expand(k, *scores.shape)
-    try:
-        return list(torch.autograd.grad(scores, activations, grad_outputs=one_hot, is_grads_batched=True))
+    try:  # the graph is kept: a batched backward that fails partway must leave it for the fallback
+        return list(torch.autograd.grad(scores, activations, grad_outputs=one_hot, is_grads_batched=True,
+                                        retain_graph=True))
     except RuntimeError:
         # Some ops have no batching rule for the batched backward; fall back to one pass per class.
         per_class = [
@@ -151,6 +152,9 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
         chosen = tgt.select(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
     if not bool(torch.isfinite(chosen.scores.detach()).all()):
         raise ValueError("model: its output holds NaN or Inf for these inputs (have the weights diverged?)")
+    if chosen.class_ids is None and not chosen.scores.requires_grad:
+        raise ValueError("targets: the callable's scores carry no gradient (detached, or not computed from the "
+                         "model's output)")
     unused = _unreached(chosen.scores, outputs)
     if unused:
         raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "

@@ -89,7 +89,8 @@ class LinearCalls:
     def __enter__(self) -> LinearCalls:
         def hook(module, args, output):
             if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
-                self.calls.append((module, args[0].detach(), output.detach()))
+                # copies: an in-place change of the output after the head must not look like the head's result
+                self.calls.append((module, args[0].detach().clone(), output.detach().clone()))
 
         self._handles = [m.register_forward_hook(hook) for m in self._modules]
         return self

@@ -27,10 +27,6 @@ AUTO = "auto"
 _AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
 
 
-# Auto-picked layer per model and input shape (one dry run per pair, not per call).
-_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
-
-
 def strip_wrapper(name: str) -> str:
     """A layer name without the ``module.`` prefix that DataParallel and DDP add."""
     return name[len("module."):] if name.startswith("module.") else name

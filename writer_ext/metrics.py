@@ -120,16 +120,21 @@ def faithfulness(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, cla
     }
 
 
-def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16) -> list[dict]:
+def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16,
+               reshape_transform=None, seed=None) -> list[dict]:
     """`faithfulness` of every method and layer of a `CamResult`, and of the `random` baseline
-    at the same layers, as records {"method", "layer", <metric>: value}."""
+    at the same layers, as records {"method", "layer", <metric>: value}.
+
+    `reshape_transform` and `seed` are those the maps were computed with: the baseline is drawn
+    at the same layers, seen the same way, from the same seed.
+    """
     if result.class_ids is None:
         raise ValueError("metrics=True needs class ids; targets given as a callable have none")
     layers = [layer for layer in result.layers if not layer.startswith("fused:")]
     maps = dict(result.maps)
     if "random" not in maps:
-        maps["random"] = compute_cams(model, inputs, target_layer=layers, targets=result.class_ids,
-                                      methods="random").maps["random"]
+        maps["random"] = compute_cams(model, inputs, target_layer=layers, targets=result.class_ids, methods="random",
+                                      reshape_transform=reshape_transform, seed=seed).maps["random"]
     device_ids = result.class_ids.to(inputs.device)
     return [
         {"method": method, "layer": layer,

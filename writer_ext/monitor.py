@@ -142,8 +142,11 @@ class CamMonitor:
         key = message if key is None else key
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"CamMonitor: {message} (warned once; the tab shows each skipped step)", RuntimeWarning,
-                          stacklevel=3)
+            try:  # warnings turned into errors (-W error) must not reach the training loop either
+                warnings.warn(f"CamMonitor: {message} (warned once; the tab shows each skipped step)",
+                              RuntimeWarning, stacklevel=3)
+            except Exception:
+                pass
 
     def close(self) -> None:
         if self._owns_writer and self.writer is not None:

@@ -179,3 +179,113 @@ def test_cam_refuses_a_hidden_mlp_head():
     with pytest.raises(ValueError, match="methods: 'cam' needs .* final nn.Linear .* 'gradcam'"):
         compute_cams(PooledHead(mlp).eval(), X, target_layer="body", methods="cam")
     assert compute_cams(PooledHead(mlp).eval(), X, target_layer="body").maps["gradcam"]["body"].std() > 0
+
+
+# -- found by review ------------------------------------------------------------------------------------------
+
+
+class _NoBatching(torch.autograd.Function):
+    """Identity whose backward reads a number out of the gradient: no vmap rule, so no batched backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (1.0 + 0.0 * float(g.abs().max()))
+
+
+class _Unbatchable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(_NoBatching.apply(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_top_k_falls_back_to_one_backward_per_class_when_batching_fails():
+    torch.manual_seed(0)
+    model = _Unbatchable().eval()
+    together = compute_cams(model, X, target_layer="conv", methods="hirescam", topk=2)
+    for k in range(2):
+        alone = compute_cams(model, X, target_layer="conv", methods="hirescam", targets=together.class_ids[:, k])
+        torch.testing.assert_close(together.maps["hirescam"]["conv"][:, k], alone.maps["hirescam"]["conv"][:, 0])
+
+
+def test_a_refilled_picture_buffer_is_stored_anew(net, tmp_path):
+    """The caller reuses one uint8 buffer for its pictures: each step must show the pixels it had then."""
+    from helpers import raw_cam_values
+    from writer_ext import SummaryWriter, add_cam
+
+    buffer = np.full((4, 12, 12, 3), 10, np.uint8)
+    with SummaryWriter(tmp_path) as writer:
+        for step, value in enumerate((10, 200, 200)):
+            buffer[:] = value
+            add_cam(writer, "t", net, X, target_layer="features", display_images=buffer, global_step=step,
+                    image_format="png")
+    import io
+
+    from PIL import Image
+    stored = raw_cam_values(tmp_path)
+    for step, value in enumerate((10, 200, 200)):
+        picture = np.asarray(Image.open(io.BytesIO(stored[(".", "t", step)][-1])))
+        assert (picture == value).all(), step
+
+
+def test_the_monitor_never_raises_even_when_warnings_are_errors(net, tmp_path):
+    import warnings
+
+    from writer_ext import CamMonitor
+
+    with torch.no_grad():
+        net.fc.weight[0, 0] = float("nan")
+    with warnings.catch_warnings(), CamMonitor(tmp_path, net, X, every=1) as monitor:
+        warnings.simplefilter("error")
+        assert monitor.step(0) is None and monitor.step(1) is None  # skipped, and nothing raised
+
+
+def test_metrics_on_a_token_layer_with_a_reshape_transform_and_a_seed():
+    """The random baseline of metrics=True is drawn at the same layers, seen the same way, from the seed."""
+    from writer_ext.metrics import for_result
+
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2,
+                                                 hidden_dim=16, mlp_dim=32, num_classes=3).eval()
+    x = torch.rand(2, 3, 32, 32)
+
+    def grid(t):
+        return t[:, 1:, :].reshape(t.shape[0], 4, 4, t.shape[-1]).permute(0, 3, 1, 2)
+
+    options = dict(target_layer="encoder.layers.encoder_layer_0", reshape_transform=grid, seed=3)
+    result = compute_cams(model, x, **options)
+    first, second = (for_result(model, x, result, reshape_transform=grid, seed=3) for _ in range(2))
+    assert first == second and {r["method"] for r in first} == {"gradcam", "random"}
+
+
+def test_callable_targets_without_a_gradient_are_refused(net, tmp_path):
+    from writer_ext import SummaryWriter, add_activations
+
+    detached = lambda out: out[:, 0].detach()  # noqa: E731
+    with pytest.raises(ValueError, match="targets: the callable's scores carry no gradient"):
+        compute_cams(net, X, target_layer="features", targets=detached)
+    with SummaryWriter(tmp_path) as writer, pytest.raises(ValueError, match="targets: the explained scores"):
+        add_activations(writer, "a", net, X, layers="features", gradients=True, targets=detached)
+
+
+def test_cam_refuses_a_head_output_changed_in_place():
+    class Negated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            y = self.fc(self.body(x).mean(dim=(2, 3)))
+            y.neg_()
+            return y
+
+    with pytest.raises(ValueError, match="methods: 'cam' needs a model whose output is an nn.Linear"):
+        compute_cams(Negated().eval(), X, target_layer="body", methods="cam")

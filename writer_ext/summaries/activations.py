@@ -121,6 +121,9 @@ def _forward(model, inputs, layers, gradients, targets):
         if gradients:
             chosen = tgt.select(output, targets, 1, inputs.shape[0])
             class_ids, scores, probs = chosen.class_ids, chosen.scores, chosen.probs
+            if not scores.requires_grad:
+                raise ValueError("targets: the explained scores carry no gradient (detached, or not computed from "
+                                 "the model's output)")
             grads = torch.autograd.grad(scores.sum(), outs, allow_unused=True)
             views["gradient"] = [
                 _as_nchw(n, torch.zeros_like(o) if g is None else g, hw).float().cpu()

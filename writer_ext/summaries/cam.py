@@ -149,7 +149,8 @@ def add_cam(
         missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
-    scored = for_result(model, inputs, result) if metrics else []
+    scored = for_result(model, inputs, result, reshape_transform=options.get("reshape_transform"),
+                        seed=options.get("seed")) if metrics else []
     _write(
         writer,
         tag,

@@ -23,7 +23,7 @@ class Pictures:
 
     def __init__(self, arrays: Sequence[np.ndarray] = (), image_format: str = "webp",
                  encoded: Optional[Sequence[bytes]] = None):
-        self._arrays = list(arrays)
+        self._arrays = [np.array(a, copy=True) for a in arrays]  # the caller may refill its buffer later
         self._format = image_format
         self._encoded = None if encoded is None else list(encoded)
 
