@@ -4,7 +4,7 @@ installed as `tensorboard_plugin_cam/frontend`)."""
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -19,13 +19,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=[
-        "tensorboard_plugin_cam",
-        "tensorboard_plugin_cam.format",
-        "tensorboard_plugin_cam.frontend",
-        "writer_ext",
-        "writer_ext.methods",
-    ],
+    # every package of the two, found (a new subpackage cannot be left out), and the frontend as package data
+    packages=[*find_packages(include=["writer_ext", "writer_ext.*", "tensorboard_plugin_cam",
+                                      "tensorboard_plugin_cam.*"]), "tensorboard_plugin_cam.frontend"],
     package_dir={"tensorboard_plugin_cam.frontend": "frontend"},
     package_data={"tensorboard_plugin_cam.frontend": ["*.js", "*.css", "cam/*.js"]},
     install_requires=[

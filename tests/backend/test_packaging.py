@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 from helpers import TensorBoardProcess
@@ -43,6 +44,11 @@ def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
                     str(ROOT)], check=True, capture_output=True)
     [wheel] = dist.glob("tensorboard_plugin_cam-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped_modules = {n for n in archive.namelist() if n.endswith(".py")}
+    source = {p.relative_to(ROOT).as_posix() for top in ("writer_ext", "tensorboard_plugin_cam")
+              for p in (ROOT / top).rglob("*.py")}
+    assert source <= shipped_modules, sorted(source - shipped_modules)  # every module of the source is shipped
     env_dir = tmp_path / "venv"
     # The fresh environment borrows the already-installed dependencies (TensorBoard, torch)
     # but gets the plugin only from the wheel.
