@@ -7,12 +7,13 @@ from writer_ext.capture import capture
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.methods import METHODS
 from writer_ext.monitor import CamMonitor
+from writer_ext.sanity import SanityResult, sanity_check
 from writer_ext.summaries.activations import add_activations
 from writer_ext.summaries.cam import add_cam, add_cam_maps
 from writer_ext.summaries.model import add_model_summary, summary
 from writer_ext.writer import SummaryWriter
 
 __all__ = [
-    "METHODS", "CamMonitor", "CamResult", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
-    "add_model_summary", "capture", "compute_cams", "metrics", "summary",
+    "METHODS", "CamMonitor", "CamResult", "SanityResult", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
+    "add_model_summary", "capture", "compute_cams", "metrics", "sanity_check", "summary",
 ]

@@ -1,0 +1,167 @@
+"""Model-parameter randomization test (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018).
+
+A map that explains the model must change when the model's weights are replaced by random ones. On a
+copy of the model, the parameterised modules are re-initialised one at a time from the output end
+toward the input ("cascading"), or each alone ("independent"), and every method's maps are recomputed
+after each stage for the same target classes; each stage's maps are compared with the original ones.
+A map that stays the same (an edge detector such as the `sobel` baseline) knows nothing of the model.
+
+Modules are re-initialised as Quantus's MPRT does: those with a ``reset_parameters`` method, in
+definition order (reversed for "cascading"), each with ``reset_parameters()`` under the seed
+``seed + 1``. The caller's model, its modes, hooks and the random stream are left as they were.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+from writer_ext.checks import check_inputs
+from writer_ext.engine import compute_cams
+from writer_ext.layers import LayerSpec, unwrap_model
+from writer_ext.targets import Targets, is_callable_target
+
+MODES = ("cascading", "independent")
+MEASURES = ("spearman_abs", "spearman", "ssim")
+
+
+@dataclass
+class SanityResult:
+    """What `sanity_check` found.
+
+    stages: the modules re-initialised, in the order of the stages (cascading: each stage keeps the ones
+        before it re-initialised; independent: only its own).
+    similarity: method -> one number per stage, the mean over images and targets of the Spearman rank
+        correlation of the absolute maps with the original ones (the primary measure, as Quantus's MPRT).
+    measures: method -> measure (MEASURES) -> one number per stage.
+    maps: method -> the original maps followed by each stage's, (B, K, h, w) each, at the layer's resolution.
+    """
+
+    stages: list[str]
+    similarity: dict[str, list[float]]
+    measures: dict[str, dict[str, list[float]]]
+    maps: dict[str, list[torch.Tensor]] = field(repr=False)
+    layer: str = ""
+    mode: str = "cascading"
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks along the last dimension (ties in order of position: maps have few exact ties but zeros)."""
+    order = x.argsort(dim=-1)
+    ranks = torch.empty_like(x)
+    ranks.scatter_(-1, order, torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(x))
+    return ranks
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson r of each row; 0 where a row is constant (a flat map ranks nothing)."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    norm = a.norm(dim=-1) * b.norm(dim=-1)
+    return torch.where(norm > 0, (a * b).sum(-1) / norm.clamp(min=1e-30), torch.zeros_like(norm))
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each map pair (..., h, w), ties ranked by position; 0 for a flat map."""
+    flat_a, flat_b = a.flatten(-2).double(), b.flatten(-2).double()
+    r = _pearson(_ranks(flat_a), _ranks(flat_b))
+    constant = (flat_a.amax(-1) == flat_a.amin(-1)) | (flat_b.amax(-1) == flat_b.amin(-1))
+    return torch.where(constant, torch.zeros_like(r), r)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Structural similarity of each map pair (..., h, w), each min-max scaled to [0, 1] first;
+    a uniform window of `window` (or the map's smaller side) pixels, as scikit-image's default."""
+
+    def unit(x):
+        x = x.flatten(0, -3).unsqueeze(1).double()
+        lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
+        return (x - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+
+    x, y = unit(a), unit(b)
+    size = min(window, *x.shape[-2:])
+    mean = nn.AvgPool2d(size, stride=1)
+    mx, my = mean(x), mean(y)
+    vx, vy, cov = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return value.mean((-3, -2, -1)).view(a.shape[:-2])
+
+
+def _resettable(model: nn.Module) -> list[str]:
+    """The modules Quantus's MPRT re-initialises: those with `reset_parameters`, in definition order."""
+    return [name for name, module in model.named_modules() if name and hasattr(module, "reset_parameters")]
+
+
+def _without_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` without the user's hooks (they must not run on the randomized copies)."""
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+                      module._backward_pre_hooks):
+            hooks.clear()
+    return twin
+
+
+def sanity_check(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    methods: Union[str, Sequence[str]] = ("gradcam",),
+    target_layer: LayerSpec = None,
+    targets: Targets = None,
+    mode: str = "cascading",
+    seed: int = 0,
+    **options,
+) -> SanityResult:
+    """The model-parameter randomization test of every method, at one target layer.
+
+    The target classes are those chosen on the original model (`targets` as in `compute_cams`; the top
+    class when None) and stay fixed while the weights change. Other keyword arguments go to
+    `compute_cams` (`batch_size`, `reshape_transform`, ...); the `random` baseline draws from `seed`.
+    The model is left as it was: every stage runs on a copy, re-initialised under its own seed inside
+    `torch.random.fork_rng`, so the caller's random stream is untouched.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = check_inputs(inputs)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if isinstance(target_layer, (list, tuple)):
+        raise ValueError("target_layer: sanity_check takes one layer at a time")
+    original = compute_cams(model, inputs, methods=methods, target_layer=target_layer, targets=targets, seed=seed,
+                            **options)
+    layer = original.layers[0]
+    fixed = targets if is_callable_target(targets) else original.class_ids
+    base = _without_hooks(unwrap_model(model))
+    names = _resettable(base)
+    stages = names[::-1] if mode == "cascading" else names
+    maps = {m: [original.maps[m][layer]] for m in original.methods}
+    devices = [inputs.device] if inputs.device.type == "cuda" else []
+    randomized = base
+    for name in stages:
+        if mode == "independent":
+            randomized = _without_hooks(base)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed + 1)
+            randomized.get_submodule(name).reset_parameters()
+        stage = compute_cams(randomized, inputs, methods=original.methods, target_layer=layer, targets=fixed,
+                             seed=seed, **options)
+        for m in original.methods:
+            maps[m].append(stage.maps[m][layer])
+    measures = {
+        m: {
+            "spearman_abs": [float(spearman(per[0].abs(), s.abs()).mean()) for s in per[1:]],
+            "spearman": [float(spearman(per[0], s).mean()) for s in per[1:]],
+            "ssim": [float(ssim(per[0], s).mean()) for s in per[1:]],
+        }
+        for m, per in maps.items()
+    }
+    return SanityResult(stages=list(stages), similarity={m: v["spearman_abs"] for m, v in measures.items()},
+                        measures=measures, maps=maps, layer=layer, mode=mode)
