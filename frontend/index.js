@@ -9,6 +9,7 @@
 import * as activations from "./activations.js";
 import * as api from "./api.js";
 import * as cam from "./cam/index.js";
+import * as checks from "./checks.js";
 import { el } from "./dom.js";
 import { onDataReloaded } from "./host.js";
 import * as model from "./model.js";
@@ -18,13 +19,14 @@ const VIEWS = [
   ["cam", "CAM", cam],
   ["activations", "Activations", activations],
   ["model", "Model", model],
+  ["checks", "Checks", checks],
 ];
 
 const buttons = VIEWS.map(([name, text]) =>
   el("button", { id: `view-${name}`, type: "button", className: "view-button", textContent: text, dataset: { view: name } }),
 );
 
-/** Shows one view ("cam", "activations" or "model"), marks its button and saves it in the URL. */
+/** Shows one view ("cam", "activations", "model" or "checks"), marks its button and saves it in the URL. */
 function showView(name) {
   const known = VIEWS.some(([view]) => view === name) ? name : "cam";
   for (const [view, , module] of VIEWS) module.node.hidden = view !== known;
@@ -52,6 +54,7 @@ export async function render() {
   for (const button of buttons) button.addEventListener("click", () => showView(button.dataset.view));
   cam.mount({ root: main, reload: guardedReload, onError: camError });
   activations.mount({ onError: report(activations.notice) });
+  checks.mount({ onError: report(checks.notice) });
   model.mount({
     openActivations: (run, layer) => {
       showView("activations");

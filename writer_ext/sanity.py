@@ -50,11 +50,17 @@ class SanityResult:
 
 
 def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks along the last dimension (ties in order of position: maps have few exact ties but zeros)."""
-    order = x.argsort(dim=-1)
-    ranks = torch.empty_like(x)
-    ranks.scatter_(-1, order, torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(x))
-    return ranks
+    """Ranks along the last dimension, tied values given their average rank (as scipy.stats.rankdata):
+    a ReLU'd map has many exact zeros."""
+    ordered, order = x.sort(dim=-1)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    group = starts.long().cumsum(-1) - 1  # which run of equal values each sorted position belongs to
+    position = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(x)
+    total = torch.zeros_like(x).scatter_add_(-1, group, position)
+    count = torch.zeros_like(x).scatter_add_(-1, group, torch.ones_like(x))
+    average = (total / count.clamp(min=1)).gather(-1, group)
+    return torch.empty_like(x).scatter_(-1, order, average)
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -66,7 +72,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each map pair (..., h, w), ties ranked by position; 0 for a flat map."""
+    """Spearman rank correlation of each map pair (..., h, w), ties at their average rank; 0 for a flat map."""
     flat_a, flat_b = a.flatten(-2).double(), b.flatten(-2).double()
     r = _pearson(_ranks(flat_a), _ranks(flat_b))
     constant = (flat_a.amax(-1) == flat_a.amin(-1)) | (flat_b.amax(-1) == flat_b.amin(-1))

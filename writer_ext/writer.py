@@ -9,11 +9,12 @@ from writer_ext.summaries.activations import add_activations as _add_activations
 from writer_ext.summaries.cam import add_cam as _add_cam
 from writer_ext.summaries.cam import add_cam_maps as _add_cam_maps
 from writer_ext.summaries.model import add_model_summary as _add_model_summary
+from writer_ext.summaries.sanity import add_sanity_check as _add_sanity_check
 
 
 class SummaryWriter(TorchSummaryWriter):
-    """torch's SummaryWriter plus `add_cam`, `add_cam_maps`, `add_activations` and `add_model_summary`
-    (same arguments, minus `writer`)."""
+    """torch's SummaryWriter plus `add_cam`, `add_cam_maps`, `add_activations`, `add_model_summary` and
+    `add_sanity_check` (same arguments, minus `writer`)."""
 
     def add_cam(self, tag: str, model, inputs, **kwargs) -> CamResult:
         return _add_cam(self, tag, model, inputs, **kwargs)
@@ -27,7 +28,11 @@ class SummaryWriter(TorchSummaryWriter):
     def add_model_summary(self, model, example_input, **kwargs) -> dict:
         return _add_model_summary(self, model, example_input, **kwargs)
 
+    def add_sanity_check(self, tag: str, model, inputs, **kwargs):
+        return _add_sanity_check(self, tag, model, inputs, **kwargs)
+
     add_cam.__doc__ = _add_cam.__doc__
     add_cam_maps.__doc__ = _add_cam_maps.__doc__
     add_activations.__doc__ = _add_activations.__doc__
     add_model_summary.__doc__ = _add_model_summary.__doc__
+    add_sanity_check.__doc__ = _add_sanity_check.__doc__

@@ -63,8 +63,8 @@ def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
     ).stdout.splitlines()
     assert where[0].startswith(str(env_dir)), where
     shipped = ["activations.js", "api.js", "cam/filmstrip.js", "cam/index.js", "cam/link.js", "cam/modes.js",
-               "cam/paint.js", "cam/state.js", "cards.js", "colormaps.js", "dom.js", "format.js", "host.js",
-               "index.js", "maps.js", "model.js", "picker.js", "style.css", "urlstate.js", "view.js"]
+               "cam/paint.js", "cam/state.js", "cards.js", "checks.js", "colormaps.js", "dom.js", "format.js",
+               "host.js", "index.js", "maps.js", "model.js", "picker.js", "style.css", "urlstate.js", "view.js"]
     assert where[1] == str(shipped)
 
     logdir = tmp_path / "logs"

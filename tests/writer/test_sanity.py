@@ -78,6 +78,10 @@ def test_spearman_and_ssim_are_the_usual_measures():
     assert torch.allclose(ssim(a, a), torch.ones(3, dtype=torch.float64))
     assert (ssim(a, b) < 0.9).all()
     assert float(spearman(torch.zeros(4, 4), a[0, :4, :4])) == 0.0  # a flat map ranks nothing
+    tied = torch.relu(a - 0.5)  # many exact zeros, as after a ReLU: scipy gives ties their average rank
+    for i in range(3):
+        expected = stats.spearmanr(tied[i].flatten().numpy(), b[i].flatten().numpy()).statistic
+        assert float(spearman(tied[i], b[i])) == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
