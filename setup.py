@@ -55,7 +55,8 @@ setup(
             "torchcam>=0.4",
         ],
         # bench/ also times Captum beside pytorch-grad-cam and torchcam
-        "bench": ["captum>=0.7", "grad-cam>=1.5", "torchcam>=0.4", "scikit-learn>=1.0"],
+        # bench/bench_sanity.py compares sanity_check with Quantus's MPRT (base install, no TensorFlow; brings scipy)
+        "bench": ["captum>=0.7", "grad-cam>=1.5", "torchcam>=0.4", "scikit-learn>=1.0", "quantus>=0.6,<0.7"],
     },
     entry_points={
         "tensorboard_plugins": ["cam = tensorboard_plugin_cam.plugin:CamLoader"],
