@@ -36,7 +36,8 @@ class SanityResult:
     stages: the modules re-initialised, in the order of the stages (cascading: each stage keeps the ones
         before it re-initialised; independent: only its own).
     similarity: method -> one number per stage, the mean over images and targets of the Spearman rank
-        correlation of the absolute maps with the original ones (the primary measure, as Quantus's MPRT).
+        correlation of the absolute maps with the original ones, both upsampled to the input size (the
+        primary measure, as Quantus's MPRT computes it).
     measures: method -> measure (MEASURES) -> one number per stage.
     maps: method -> the original maps followed by each stage's, (B, K, h, w) each, at the layer's resolution.
     """
@@ -96,6 +97,21 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     c1, c2 = 0.01**2, 0.03**2
     value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return value.mean((-3, -2, -1)).view(a.shape[:-2])
+
+
+def _at(size: torch.Size, maps: torch.Tensor) -> torch.Tensor:
+    """Maps upsampled bilinearly to the input size, as the tab draws them and as Quantus compares them."""
+    return nn.functional.interpolate(maps.float(), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _measures(stages: list[torch.Tensor]) -> dict[str, list[float]]:
+    """Each measure of every stage's maps against the original ones (stages[0]), means over images and targets."""
+    original = stages[0]
+    return {
+        "spearman_abs": [float(spearman(original.abs(), s.abs()).mean()) for s in stages[1:]],
+        "spearman": [float(spearman(original, s).mean()) for s in stages[1:]],
+        "ssim": [float(ssim(original, s).mean()) for s in stages[1:]],
+    }
 
 
 def _resettable(model: nn.Module) -> list[str]:
@@ -161,13 +177,6 @@ def sanity_check(
                              seed=seed, **options)
         for m in original.methods:
             maps[m].append(stage.maps[m][layer])
-    measures = {
-        m: {
-            "spearman_abs": [float(spearman(per[0].abs(), s.abs()).mean()) for s in per[1:]],
-            "spearman": [float(spearman(per[0], s).mean()) for s in per[1:]],
-            "ssim": [float(ssim(per[0], s).mean()) for s in per[1:]],
-        }
-        for m, per in maps.items()
-    }
+    measures = {m: _measures([_at(inputs.shape[-2:], stage) for stage in per]) for m, per in maps.items()}
     return SanityResult(stages=list(stages), similarity={m: v["spearman_abs"] for m, v in measures.items()},
                         measures=measures, maps=maps, layer=layer, mode=mode)
