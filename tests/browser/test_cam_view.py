@@ -405,7 +405,7 @@ def test_arrow_keys_move_the_image(frame):
     choose(frame, "shapes", "probe")
     frame.select_option("#mode", "compare")
     # The probe series' own images are listed (by class name), not the previous series'.
-    frame.wait_for_function("/circle|square|triangle/.test(document.querySelector('#image').options[0].text)")
+    frame.wait_for_function("/circle|square|triangle/.test(document.querySelector('#image').options[0]?.text)")
     wait_painted(frame, 2)
     frame.click("#grid")
     redrawn(frame, lambda: frame.press("#grid", "ArrowDown"))
