@@ -30,26 +30,11 @@ from scipy import stats
 from torch import nn
 
 from writer_ext import compute_cams, sanity_check
-from writer_ext.demo import ShapeNet, draw_shapes
+from writer_ext.demo import draw_shapes, fitted_shapenet
 
 LAYER = "features"
 SEED = 42
 ALL_METHODS = ["gradcam", "gradcam++", "layercam", "xgradcam", "hirescam", "eigencam", "sobel"]
-
-
-def trained_shapenet() -> nn.Module:
-    """The demo's ShapeNet after 150 seeded Adam steps at batch 32 (as tests/conftest.py), in eval mode."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    net = ShapeNet()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(150):
-        images, labels, _ = draw_shapes(32, rng)
-        loss = nn.functional.cross_entropy(net(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return net.eval()
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -113,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     import quantus
 
-    model = trained_shapenet()
+    model = fitted_shapenet()
     x = draw_shapes(8, np.random.default_rng(7))[0]
     with torch.no_grad():
         y = model(x).argmax(1)

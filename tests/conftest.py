@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, RustProvider, SmallNet, python_provider
-from writer_ext.demo import ShapeNet, draw_shapes
+from writer_ext.demo import draw_shapes, fitted_shapenet
 
 
 @pytest.fixture(scope="session")
@@ -21,17 +20,7 @@ def trained_shapenet():
     An untrained network makes every method look alike (Score-CAM's masked scores barely move), so
     agreement tests need one that has learnt the task; its accuracy on fresh pictures is checked here.
     """
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    net = ShapeNet()
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(150):
-        images, labels, _ = draw_shapes(32, rng)
-        loss = nn.functional.cross_entropy(net(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
+    net = fitted_shapenet()
     images, labels, _ = draw_shapes(256, np.random.default_rng(1))
     with torch.no_grad():
         accuracy = (net(images).argmax(1) == labels).float().mean().item()
