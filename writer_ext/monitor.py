@@ -33,7 +33,11 @@ from writer_ext.checks import check_bool, check_positive_int
 from writer_ext.engine import CamResult
 from writer_ext.methods import get_methods
 from writer_ext.summaries.cam import add_cam, add_skipped
+from writer_ext.summaries.sanity import add_sanity_check
 from writer_ext.writer import SummaryWriter
+
+# compute_cams options a sanity check takes from the monitor's (metrics, smoothing and the like are add_cam's)
+SANITY_OPTIONS = ("batch_size", "reshape_transform", "topk", "multilabel")
 
 
 def _rank() -> int:
@@ -63,9 +67,11 @@ class CamMonitor:
         display_images=None,
         tag: str = "probe",
         all_ranks: bool = False,
+        sanity_every: Optional[int] = None,
         **options,
     ):
         every = check_positive_int(every, "every")
+        self.sanity_every = check_positive_int(sanity_every, "sanity_every", allow_none=True)
         if not isinstance(probe_inputs, torch.Tensor):
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
         get_methods(methods)  # a misspelt method fails here, not silently at every step
@@ -87,17 +93,25 @@ class CamMonitor:
         self.tag = tag
         self._cam_args = dict(methods=methods, target_layer=target_layer, metrics=metrics, class_names=class_names,
                               display_images=display_images, **options)
+        self._sanity_args = dict(methods=methods, target_layer=target_layer, display_images=display_images,
+                                 **{k: v for k, v in options.items() if k in SANITY_OPTIONS})
         self._last_step: Optional[int] = None
+        self._last_sanity: Optional[int] = None
         self._warned: set[str] = set()
 
     def due(self, global_step: int) -> bool:
         return self.active and global_step % self.every == 0 and global_step != self._last_step
 
+    def _sanity_due(self, global_step: int) -> bool:
+        return (self.active and self.sanity_every is not None and global_step % self.sanity_every == 0
+                and global_step != self._last_sanity)
+
     def step(self, global_step: int) -> Optional[CamResult]:
         """Logs the probes' CAMs if `global_step` is due; returns them (None when not due or skipped).
 
-        Never raises: what fails is skipped, warned about once per reason and,
-        where the maps failed, logged as a skipped step for the tab.
+        With `sanity_every`, also logs a sanity check of the probes (`add_sanity_check`, tag
+        ``<tag>/sanity``) every that many steps. Never raises: what fails is skipped, warned about
+        once per reason and, where the maps failed, logged as a skipped step for the tab.
         """
         if isinstance(global_step, torch.Tensor) and global_step.numel() == 1 and not global_step.is_floating_point():
             global_step = int(global_step)
@@ -106,6 +120,15 @@ class CamMonitor:
                        key="global_step")
             return None
         global_step = int(global_step)
+        if self._sanity_due(global_step):
+            self._last_sanity = global_step
+            try:
+                add_sanity_check(self.writer, f"{self.tag}/sanity", self.model, self.probe_inputs,
+                                 global_step=global_step, **self._sanity_args)
+            except Exception as e:
+                self._warn(f"sanity check skipped at step {global_step}: {e}", key=f"sanity: {e}")
+            if not self.due(global_step):
+                self._flush(global_step)
         if not self.due(global_step):
             return None
         self._last_step = global_step
@@ -123,11 +146,14 @@ class CamMonitor:
                                 global_step=global_step)
             except Exception as e:
                 self._warn(f"activations skipped at step {global_step}: {e}", key=f"activations: {e}")
+        self._flush(global_step)
+        return result
+
+    def _flush(self, global_step: int) -> None:
         try:
             self.writer.flush()
         except Exception as e:
             self._warn(f"could not flush the writer at step {global_step}: {e}", key=f"flush: {e}")
-        return result
 
     def _skip(self, global_step: int, error: Exception) -> None:
         """Warns (once per reason) and logs the step as skipped, so the tab says why it has no maps."""

@@ -109,6 +109,7 @@ def test_logs_only_when_due(small_net, tmp_path):
     ({"probe_inputs": [1, 2]}, TypeError, "probe_inputs must be a torch.Tensor"),
     ({"methods": "gradkam"}, ValueError, "methods: unknown method 'gradkam'"),
     ({"metrics": "yes"}, TypeError, "metrics must be True or False"),
+    ({"sanity_every": 0}, ValueError, "sanity_every must be a positive int or None"),
 ])
 def test_bad_monitor_arguments(small_net, tmp_path, kwargs, error, message):
     args = {"writer": tmp_path, "model": small_net, "probe_inputs": torch.rand(2, 3, 12, 12), **kwargs}
@@ -138,3 +139,21 @@ def test_compiled_and_data_parallel_models(small_net, tmp_path):
         torch.testing.assert_close(result.maps["gradcam"]["features.3"], plain.maps["gradcam"]["features.3"])
     writer.close()
     assert all(not m._forward_hooks for m in small_net.modules())
+
+
+def test_sanity_checks_over_training_leave_it_bit_for_bit_the_same(small_net, tmp_path, provider_factory):
+    """sanity_every=4: a sanity check of the probes at steps 0 and 4, beside the CAMs every 2 steps."""
+    plain = _train(copy.deepcopy(small_net), 6)
+    with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(2, 3, 12, 12), every=2, sanity_every=4,
+                    methods=("gradcam", "sobel"), target_layer="features") as monitor:
+        watched = _train(monitor.model, 6, monitor)
+    assert all(torch.equal(a, b) for a, b in zip(plain[0], watched[0]))
+    assert all(torch.equal(a, b) for step_a, step_b in zip(plain[1], watched[1]) for a, b in zip(step_a, step_b))
+    assert all(torch.equal(plain[2][k], watched[2][k]) for k in plain[2])
+    assert torch.equal(plain[3], watched[3])
+    reader = CamReader(provider_factory(tmp_path))
+    ctx = context.RequestContext()
+    checks = reader.steps(ctx, "", ".", "probe/sanity")
+    assert [s.step for s in checks] == [0, 4]
+    header = reader.header(ctx, checks[-1], "sanity")
+    assert header["methods"] == ["gradcam", "sobel"] and min(header["measures"]["sobel"]["spearman_abs"]) > 0.999
