@@ -26,7 +26,7 @@ const state = { sample: null };
 const ui = {
   measure: el("select", { id: "chk-measure" }),
   image: el("select", { id: "chk-image" }),
-  chart: el("canvas", { id: "chk-chart", className: "chart", width: 720, height: 220 }),
+  chart: el("canvas", { id: "chk-chart", width: 720, height: 220 }),
   legend: el("div", { id: "chk-legend", className: "legend" }),
   strips: el("div", { id: "chk-strips", className: "strips" }),
   empty: el("div", { id: "chk-empty", className: "empty", hidden: true }),
@@ -81,16 +81,17 @@ function drawChart(header) {
   const context = ui.chart.getContext("2d");
   const { width, height } = ui.chart;
   const pad = 32;
+  const top = 14;
   context.clearRect(0, 0, width, height);
   context.strokeStyle = "#999";
-  context.strokeRect(pad, 8, width - pad - 8, height - pad - 8);
+  context.strokeRect(pad, top, width - pad - 8, height - pad - top);
   context.fillStyle = "#444";
   context.font = "11px sans-serif";
   for (const v of [-1, 0, 1]) context.fillText(String(v), 4, y(v) + 4);
   const stages = header.stages.length;
   const x = (i) => pad + ((width - pad - 16) * i) / Math.max(stages, 1);
   function y(v) {
-    return 8 + ((height - pad - 8) * (1 - v)) / 2;
+    return top + ((height - pad - top) * (1 - v)) / 2;
   }
   ui.legend.replaceChildren();
   header.methods.forEach((method, k) => {

@@ -4,6 +4,7 @@ of a sanity check logged by add_sanity_check, their numbers those of the Python 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import torch
 
 from helpers import BOTH_LOADERS, TensorBoardProcess
 from writer_ext import SummaryWriter
-from writer_ext.demo import ShapeNet, draw_shapes
+from writer_ext.demo import draw_shapes, fitted_shapenet
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +23,7 @@ def logged(tmp_path_factory):
     torch.manual_seed(0)
     images = draw_shapes(3, np.random.default_rng(4))[0]
     with SummaryWriter(logdir / "run") as writer:
-        result = writer.add_sanity_check("checks", ShapeNet(), images, methods=["gradcam", "sobel"],
+        result = writer.add_sanity_check("checks", fitted_shapenet(), images, methods=["gradcam", "layercam", "sobel"],
                                          target_layer="features", global_step=5)
     return logdir, result
 
@@ -46,14 +49,16 @@ def test_checks_view_draws_the_logged_check(browser, tensorboard, logged):
         page.click("#view-checks")
         page.wait_for_selector("#chk-strips[data-step='5']", state="attached", timeout=30000)
         legend = page.eval_on_selector_all("#chk-legend .legend-item", "els => els.map((e) => e.textContent)")
-        expected = [f"{m}: {result.similarity[m][-1]:.3f} after {result.stages[-1]}" for m in ("gradcam", "sobel")]
+        expected = [f"{m}: {result.similarity[m][-1]:.3f} after {result.stages[-1]}"
+                    for m in ("gradcam", "layercam", "sobel")]
         assert legend == expected
         strips = page.eval_on_selector_all("#chk-strips .strip",
                                            "els => els.map((e) => e.querySelectorAll('canvas').length)")
-        assert strips == [len(result.stages) + 1] * 2  # the original and every stage, per method
+        assert strips == [len(result.stages) + 1] * 3  # the original and every stage, per method
         captions = page.eval_on_selector_all("#chk-strips .strip:first-child figcaption",
                                              "els => els.map((e) => e.textContent)")
         assert captions == ["original", *result.stages]
+        page.screenshot(path=str(DOCS / "checks.png"))  # README's picture of the view
         page.select_option("#chk-measure", "ssim")
         page.wait_for_function("() => document.querySelector('#chk-legend').textContent.includes('after')")
         legend = page.eval_on_selector_all("#chk-legend .legend-item", "els => els.map((e) => e.textContent)")
