@@ -21,6 +21,7 @@ logit (a binary classifier).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Optional
 
 import torch
 import torchvision.transforms.functional as TF
@@ -28,6 +29,7 @@ from torch import nn
 
 from writer_ext.checks import as_model_input, check_inputs
 from writer_ext.engine import CamResult, compute_cams
+from writer_ext.layers import SpatialView
 from writer_ext.safety import training_safe
 from writer_ext.targets import probabilities
 
@@ -121,7 +123,7 @@ def faithfulness(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, cla
 
 
 def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16,
-               reshape_transform=None, seed=None) -> list[dict]:
+               reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None) -> list[dict]:
     """`faithfulness` of every method and layer of a `CamResult`, and of the `random` baseline
     at the same layers, as records {"method", "layer", <metric>: value}.
 

@@ -169,7 +169,7 @@ def sanity_check(
     randomized = base
     for name in stages:
         if mode == "independent":
-            randomized = _without_hooks(base)
+            randomized = copy.deepcopy(base)  # base has no hooks already
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed + 1)
             randomized.get_submodule(name).reset_parameters()

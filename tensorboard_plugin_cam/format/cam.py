@@ -21,6 +21,7 @@ from tensorboard_plugin_cam.format.container import (
     data_blob,
     decode_map,
     is_int,
+    map_ends,
     optional_number,
     parse_json_object,
     pictures_step,
@@ -113,8 +114,7 @@ def parse_header(data: bytes) -> dict:
 def parse_sample(header_data: bytes, maps: bytes) -> tuple[dict, bytes]:
     """A step's checked header and its raw (inflated) float16 maps blob."""
     header = parse_header(header_data)
-    ends = [m["offset"] + m["height"] * m["width"] * 2 for m in header["maps"]]
-    return header, data_blob(maps, header, ends, "maps blob", "maps")
+    return header, data_blob(maps, header, map_ends(header["maps"]), "maps blob", "maps")
 
 
 def picture_count(header: dict) -> int:

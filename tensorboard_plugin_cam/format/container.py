@@ -188,6 +188,11 @@ class StoredMap:
         return self.height * self.width * 2
 
 
+def map_ends(entries: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Where each of a header's map entries ends in its maps blob (what the blob must hold)."""
+    return [m["offset"] + m["height"] * m["width"] * 2 for m in entries]
+
+
 def encode_maps(maps: Sequence[np.ndarray]) -> tuple[bytes, list[tuple[int, float]]]:
     """Packs 2-D float maps into one float16 blob (`encode_map_stacks` of one map each)."""
     for m in maps:

@@ -68,7 +68,10 @@ def correlations(ours, theirs) -> np.ndarray:
 
 
 def assert_agree(ours, theirs, threshold: float = 0.99) -> None:
+    """Every map pair correlates at `threshold` or more; prints the lowest r (docs/METHODS.md quotes
+    them: `python3 -m pytest tests/writer/test_agreement.py -v -s` shows each after its test's name)."""
     r = correlations(ours, theirs)
+    print(f"min r = {r.min():.4f}", end=" ")
     assert r.min() >= threshold, f"min r = {r.min():.4f} (per map: {np.round(r, 4).tolist()})"
 
 
@@ -311,6 +314,7 @@ def test_pytorch_grad_cam_eigen(net, images, ours, cls, name, layer):
         projection = torch.from_numpy(get_2d_projection((g * a if name == "eigengradcam" else a).numpy()))
         ours_k = at_input_size(ours.maps[name][layer][:, k:k + 1])
         best = np.maximum(*(correlations(ours_k, at_input_size(s * projection[:, None])) for s in (1, -1)))
+        print(f"min r = {best.min():.4f}", end=" ")
         assert best.min() >= 0.99
 
 

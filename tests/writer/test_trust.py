@@ -3,15 +3,20 @@ torch error (docs/BAD_INPUT.md lists them). Refusals are in test_bad_input.py; h
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
-from helpers import SmallNet, activation_and_grad
-from writer_ext import compute_cams, metrics
+from helpers import SmallNet, activation_and_grad, raw_cam_values
+from writer_ext import CamMonitor, SummaryWriter, add_activations, add_cam, compute_cams, metrics
 from writer_ext.methods.base import first_component
+from writer_ext.metrics import for_result
 
 X = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(5))
 
@@ -80,11 +85,9 @@ def test_per_image_callable_target_equals_the_same_ints(net, method, batch_size)
     """A callable that picks each image's own label must see outputs where row i is image i."""
     labels = torch.tensor([1, 3, 0, 4])
     seen = []
-
     def label_score(output):
         seen.append(output.shape[0])
         return output.gather(1, labels[:, None])[:, 0]
-
     by_callable = compute_cams(net, X, target_layer="features.3", methods=method, targets=label_score,
                                batch_size=batch_size)
     by_ints = compute_cams(net, X, target_layer="features.3", methods=method, targets=labels.tolist(),
@@ -153,12 +156,10 @@ def test_random_baseline_draws_new_noise_and_is_reproducible_from_a_seed(net):
 
 class PooledHead(nn.Module):
     """A conv body with the given head on its globally pooled features."""
-
     def __init__(self, head: nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
         self.head = head
-
     def forward(self, x):
         return self.head(self.body(x).mean(dim=(2, 3)))
 
@@ -201,7 +202,6 @@ class _Unbatchable(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
         self.fc = nn.Linear(8, 5)
-
     def forward(self, x):
         return self.fc(_NoBatching.apply(self.conv(x)).mean(dim=(2, 3)))
 
@@ -217,18 +217,12 @@ def test_top_k_falls_back_to_one_backward_per_class_when_batching_fails():
 
 def test_a_refilled_picture_buffer_is_stored_anew(net, tmp_path):
     """The caller reuses one uint8 buffer for its pictures: each step must show the pixels it had then."""
-    from helpers import raw_cam_values
-    from writer_ext import SummaryWriter, add_cam
-
     buffer = np.full((4, 12, 12, 3), 10, np.uint8)
     with SummaryWriter(tmp_path) as writer:
         for step, value in enumerate((10, 200, 200)):
             buffer[:] = value
             add_cam(writer, "t", net, X, target_layer="features", display_images=buffer, global_step=step,
                     image_format="png")
-    import io
-
-    from PIL import Image
     stored = raw_cam_values(tmp_path)
     for step, value in enumerate((10, 200, 200)):
         picture = np.asarray(Image.open(io.BytesIO(stored[(".", "t", step)][-1])))
@@ -236,10 +230,6 @@ def test_a_refilled_picture_buffer_is_stored_anew(net, tmp_path):
 
 
 def test_the_monitor_never_raises_even_when_warnings_are_errors(net, tmp_path):
-    import warnings
-
-    from writer_ext import CamMonitor
-
     with torch.no_grad():
         net.fc.weight[0, 0] = float("nan")
     with warnings.catch_warnings(), CamMonitor(tmp_path, net, X, every=1) as monitor:
@@ -249,16 +239,12 @@ def test_the_monitor_never_raises_even_when_warnings_are_errors(net, tmp_path):
 
 def test_metrics_on_a_token_layer_with_a_reshape_transform_and_a_seed():
     """The random baseline of metrics=True is drawn at the same layers, seen the same way, from the seed."""
-    from writer_ext.metrics import for_result
-
     torch.manual_seed(0)
     model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2,
                                                  hidden_dim=16, mlp_dim=32, num_classes=3).eval()
     x = torch.rand(2, 3, 32, 32)
-
     def grid(t):
         return t[:, 1:, :].reshape(t.shape[0], 4, 4, t.shape[-1]).permute(0, 3, 1, 2)
-
     options = dict(target_layer="encoder.layers.encoder_layer_0", reshape_transform=grid, seed=3)
     result = compute_cams(model, x, **options)
     first, second = (for_result(model, x, result, reshape_transform=grid, seed=3) for _ in range(2))
@@ -266,8 +252,6 @@ def test_metrics_on_a_token_layer_with_a_reshape_transform_and_a_seed():
 
 
 def test_callable_targets_without_a_gradient_are_refused(net, tmp_path):
-    from writer_ext import SummaryWriter, add_activations
-
     detached = lambda out: out[:, 0].detach()  # noqa: E731
     with pytest.raises(ValueError, match="targets: the callable's scores carry no gradient"):
         compute_cams(net, X, target_layer="features", targets=detached)
@@ -286,6 +270,5 @@ def test_cam_refuses_a_head_output_changed_in_place():
             y = self.fc(self.body(x).mean(dim=(2, 3)))
             y.neg_()
             return y
-
     with pytest.raises(ValueError, match="methods: 'cam' needs a model whose output is an nn.Linear"):
         compute_cams(Negated().eval(), X, target_layer="body", methods="cam")
