@@ -90,15 +90,6 @@ def fitted_shapenet(steps: int = 150, seed: int = 0) -> ShapeNet:
     return net.eval()
 
 
-def pointing_game(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> float:
-    """Share of images whose map maximum (first target, upsampled to `size`) lies inside its box."""
-    up = nn.functional.interpolate(maps[:, :1].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    flat = up.flatten(1).argmax(1)
-    y, x = flat // size[1], flat % size[1]
-    inside = (x >= boxes[:, 0]) & (x < boxes[:, 2]) & (y >= boxes[:, 1]) & (y < boxes[:, 3])
-    return float(inside.float().mean())
-
-
 def box_area_fraction(boxes: torch.Tensor, size: tuple[int, int]) -> float:
     """Mean share of the image the boxes cover: where a map that knows nothing scores, on average."""
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -161,8 +152,8 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
     Every `cam_every` steps (0: never) a `CamMonitor` logs CAMs of `probes`
     fixed images (by default Grad-CAM, Grad-CAM++, CAM and the random
     baseline) and, with `activations`, their layers' activations; on the
-    shapes data it also logs each method's pointing-game score, since the
-    true boxes are known. The model summary is logged once at the start.
+    shapes data it passes the shapes' true boxes as `regions`, so each
+    method's pointing game is logged and the tab draws the boxes. The model summary is logged once at the start.
     """
     torch.manual_seed(seed)
     data = Digits(seed) if dataset == "digits" else Shapes(seed)
@@ -174,7 +165,7 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
     writer.add_model_summary(model, probe_images[:1])
     monitor = CamMonitor(writer, model, probe_images, every=cam_every or steps + 1, tag=f"{dataset}/probe",
                          target_layer="features", methods=methods, topk=topk, class_names=data.classes,
-                         activations=activations)
+                         activations=activations, regions=boxes)
     started = time.time()
     pointing: dict[str, float] = {}
     monitor_seconds = 0.0
@@ -189,11 +180,8 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
         logging_started = time.perf_counter()
         result = monitor.step(step) if cam_every else None
         if result is not None and boxes is not None:
-            size = tuple(probe_images.shape[-2:])
-            pointing = {m: pointing_game(result.maps[m]["features"], boxes, size) for m in result.methods}
-            pointing["box_area_fraction"] = box_area_fraction(boxes, size)
-            for name, score in pointing.items():
-                writer.add_scalar(f"pointing_game/{name}", score, step)
+            pointing = {r["method"]: r["pointing_game"] for r in result.metrics}
+            pointing["box_area_fraction"] = box_area_fraction(boxes, tuple(probe_images.shape[-2:]))
         monitor_seconds += time.perf_counter() - logging_started
         optimizer.step()
         if step % 10 == 0:

@@ -9,6 +9,7 @@ layer.
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
@@ -35,6 +36,11 @@ class CamResult:
     scores: (B, K) the explained output values (logits, or the callable's value).
     probs: (B, K) softmax probabilities of the targets (sigmoid for a
         multi-label model or a single logit; None without class ids).
+    seconds: method -> layer -> the seconds of that method's own work at that
+        layer (its reruns of the model included), after the shared pass.
+    pass_seconds: the shared forward pass and batched gradient, paid once.
+    metrics: what `add_cam` scored (faithfulness, localization) per method
+        and layer, as logged; empty from `compute_cams`.
     """
 
     maps: dict[str, dict[str, torch.Tensor]]
@@ -44,6 +50,9 @@ class CamResult:
     layers: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     multilabel: bool = False
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    pass_seconds: float = 0.0
+    metrics: list[dict] = field(default_factory=list)
 
 
 def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -134,14 +143,42 @@ class _Options:
     generator: torch.Generator
 
 
-def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _Options):
-    """Maps for one batch: (maps, class_ids, scores, probs, layer names). The model must be in eval mode.
+@dataclass
+class _Pass:
+    """One pass's maps (method -> layer -> (B, K, h, w)), targets and timings."""
+
+    maps: dict[str, dict[str, torch.Tensor]]
+    class_ids: Optional[torch.Tensor]
+    scores: torch.Tensor
+    probs: Optional[torch.Tensor]
+    layers: list[str]
+    seconds: dict[str, dict[str, float]]  # method -> layer -> its own work
+    shared: float  # the forward pass and the batched gradient
+
+    def add_time(self, other: _Pass) -> None:
+        """Counts another pass's time as this one's (smoothing: the maps of several passes make one)."""
+        self.shared += other.shared
+        for method, per_layer in other.seconds.items():
+            for layer, value in per_layer.items():
+                self.seconds[method][layer] += value
+
+
+def _clock(device: torch.device) -> float:
+    """A time stamp after the device's queued work is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _Options) -> _Pass:
+    """Maps for one batch. The model must be in eval mode.
 
     The forward always records the graph from the target layers up, so that a
     layer the output does not depend on is refused for every method.
     """
     needs_grad = any(m.uses_gradients for m in opts.methods)
     layers = resolve_layers(model, opts.layer_spec, inputs)
+    started = _clock(inputs.device)
     head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
     with ActivationCapture(layers, track_grad=True) as capture, head, torch.enable_grad():
         output = run_model(model, inputs)
@@ -163,6 +200,8 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size)
     found_head = head.find(output) if isinstance(head, LinearCalls) else None
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
+    seconds: dict[str, dict[str, float]] = {m.name: {} for m in opts.methods}
+    shared = _clock(inputs.device) - started
     with torch.no_grad():
         for (name, module), view, out, grad in zip(layers, views, outputs, grads):
             cam_inputs = CamInputs(
@@ -181,33 +220,40 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                 generator=opts.generator,
             )
             for method in opts.methods:
+                begun = _clock(inputs.device)
                 maps[method.name][name] = method.compute(cam_inputs)
+                seconds[method.name][name] = _clock(inputs.device) - begun
         layer_names = [n for n, _ in layers]
         if opts.fuse is not None and len(layers) > 1:
             for per_layer in maps.values():
                 per_layer[f"fused:{opts.fuse}"] = fuse_layers(list(per_layer.values()), opts.fuse)
             layer_names.append(f"fused:{opts.fuse}")
-    return maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names
+    return _Pass(maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names, seconds, shared)
 
 
 SMOOTHING = (None, "noise", "flip")
 
 
-def _smoothed(model, inputs, targets, opts, maps, smooth, samples, noise):
-    """Averages `maps` (from the clean pass) over augmented copies: noisy (SmoothGrad) or flipped."""
+def _smoothed(model, inputs, targets, opts, clean: _Pass, smooth, samples, noise) -> None:
+    """Replaces the clean pass's maps by their average over augmented copies: noisy (SmoothGrad) or
+    flipped; the copies' time counts as the pass's."""
     if smooth == "flip":
-        flipped, *_ = _one_pass(model, inputs.flip(-1), targets, opts)
-        return {m: {layer: (v + flipped[m][layer].flip(-1)) / 2 for layer, v in per.items()} for m, per in maps.items()}
+        flipped = _one_pass(model, inputs.flip(-1), targets, opts)
+        clean.add_time(flipped)
+        clean.maps = {m: {layer: (v + flipped.maps[m][layer].flip(-1)) / 2 for layer, v in per.items()}
+                      for m, per in clean.maps.items()}
+        return
     generator = torch.Generator(device=inputs.device).manual_seed(0)  # the caller's random stream stays untouched
     spread = (inputs.amax(dim=(1, 2, 3), keepdim=True) - inputs.amin(dim=(1, 2, 3), keepdim=True)) * noise
-    total = {m: {layer: torch.zeros_like(v) for layer, v in per.items()} for m, per in maps.items()}
+    total = {m: {layer: torch.zeros_like(v) for layer, v in per.items()} for m, per in clean.maps.items()}
     for _ in range(samples):
         jitter = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
-        noisy, *_ = _one_pass(model, inputs + spread * jitter, targets, opts)
-        for m, per in noisy.items():
+        noisy = _one_pass(model, inputs + spread * jitter, targets, opts)
+        clean.add_time(noisy)
+        for m, per in noisy.maps.items():
             for layer, v in per.items():
                 total[m][layer] += v / samples
-    return total
+    clean.maps = total
 
 
 def compute_cams(
@@ -280,18 +326,20 @@ def compute_cams(
     with torch.inference_mode(False), training_safe(model), \
             torch.autocast(device_type=inputs.device.type, enabled=False):
         inputs = as_model_input(model, inputs)
-        maps, class_ids, scores, probs, layer_names = _one_pass(model, inputs, targets, opts)
+        done = _one_pass(model, inputs, targets, opts)
         if smooth is not None:
-            fixed = targets if class_ids is None else class_ids
-            maps = _smoothed(model, inputs, fixed, opts, maps, smooth, smooth_samples, float(smooth_noise))
-    if not all(bool(torch.isfinite(v).all()) for per_layer in maps.values() for v in per_layer.values()):
+            fixed = targets if done.class_ids is None else done.class_ids
+            _smoothed(model, inputs, fixed, opts, done, smooth, smooth_samples, float(smooth_noise))
+    if not all(bool(torch.isfinite(v).all()) for per_layer in done.maps.values() for v in per_layer.values()):
         raise ValueError("model: the maps hold NaN or Inf for these inputs (have the weights diverged?)")
     return CamResult(
-        maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in maps.items()},
-        class_ids=None if class_ids is None else class_ids.cpu(),
-        scores=scores.float().cpu(),
-        probs=None if probs is None else probs.cpu(),
-        layers=layer_names,
+        maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in done.maps.items()},
+        class_ids=None if done.class_ids is None else done.class_ids.cpu(),
+        scores=done.scores.float().cpu(),
+        probs=None if done.probs is None else done.probs.cpu(),
+        layers=done.layers,
         methods=[m.name for m in opts.methods],
         multilabel=opts.multilabel,
+        seconds=done.seconds,
+        pass_seconds=done.shared,
     )

@@ -122,21 +122,34 @@ def faithfulness(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, cla
     }
 
 
+def random_baseline(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, targets: object = None,
+                    reshape_transform: Optional[SpatialView] = None,
+                    seed: Optional[int] = None) -> dict[str, torch.Tensor]:
+    """The `random` baseline's maps (layer -> (B, K, h, w)) for the targets and layers of `result`
+    (`targets`: the callable the result was computed for, when it has no class ids), drawn at the
+    same layers, seen the same way (`reshape_transform`), from the same `seed`."""
+    if "random" in result.maps:
+        return result.maps["random"]
+    layers = [layer for layer in result.layers if not layer.startswith("fused:")]
+    chosen = result.class_ids if result.class_ids is not None else targets
+    return compute_cams(model, inputs, target_layer=layers, targets=chosen, methods="random",
+                        reshape_transform=reshape_transform, seed=seed).maps["random"]
+
+
 def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16,
-               reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None) -> list[dict]:
+               reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None,
+               baseline: Optional[dict[str, torch.Tensor]] = None) -> list[dict]:
     """`faithfulness` of every method and layer of a `CamResult`, and of the `random` baseline
     at the same layers, as records {"method", "layer", <metric>: value}.
 
-    `reshape_transform` and `seed` are those the maps were computed with: the baseline is drawn
-    at the same layers, seen the same way, from the same seed.
+    `baseline`: the baseline's maps when already drawn; otherwise `random_baseline` with the
+    `reshape_transform` and `seed` the maps were computed with.
     """
     if result.class_ids is None:
         raise ValueError("metrics=True needs class ids; targets given as a callable have none")
-    layers = [layer for layer in result.layers if not layer.startswith("fused:")]
     maps = dict(result.maps)
-    if "random" not in maps:
-        maps["random"] = compute_cams(model, inputs, target_layer=layers, targets=result.class_ids, methods="random",
-                                      reshape_transform=reshape_transform, seed=seed).maps["random"]
+    maps["random"] = baseline if baseline is not None else \
+        random_baseline(model, inputs, result, reshape_transform=reshape_transform, seed=seed)
     device_ids = result.class_ids.to(inputs.device)
     return [
         {"method": method, "layer": layer,

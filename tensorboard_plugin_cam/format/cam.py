@@ -36,11 +36,14 @@ MAP_FIELDS = ("image", "target", "method", "layer", "height", "width", "offset",
 
 
 def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Sequence[tuple[int, float]],
-                 sequence: int, metrics: Sequence[dict] = (), skipped: str | None = None) -> dict:
+                 sequence: int, metrics: Sequence[dict] = (), skipped: str | None = None,
+                 timings: Sequence[dict] | None = None, pass_seconds: float | None = None) -> dict:
     """A step's header from image records, map records and `encode_maps` placement.
 
-    `metrics`: optional faithfulness records {"method", "layer", <name>: number}.
+    `metrics`: optional faithfulness and localization records {"method", "layer", <name>: number}.
     `skipped`: why a step holds no maps (then `images` and `maps` are empty).
+    `timings`: optional {"method", "layer", "seconds"} records, each method's own time at a layer;
+    `pass_seconds` the shared forward and gradient pass.
     """
     header = {
         "version": VERSION,
@@ -55,7 +58,28 @@ def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Seq
         header["metrics"] = [dict(m) for m in metrics]
     if skipped is not None:
         header["skipped"] = skipped
+    if timings is not None:
+        header["timings"] = [dict(t) for t in timings]
+        header["pass_seconds"] = pass_seconds
     return header
+
+
+def _check_region(i: int, region: object) -> None:
+    """An image's object region: {"box": [x0, y0, x1, y1], "size": [H, W]} or {"mask": runs, "size": [H, W]}."""
+    where = f"images[{i}].region"
+    require(isinstance(region, dict), f"{where} is not an object")
+    size = region.get("size")
+    require(isinstance(size, list) and len(size) == 2 and all(is_int(v) and v > 0 for v in size),
+            f"{where}.size must be [height, width]")
+    if "box" in region:
+        box = region["box"]
+        require(isinstance(box, list) and len(box) == 4 and all(optional_number(v) and v is not None for v in box),
+                f"{where}.box must be four numbers")
+        require(0 <= box[0] < box[2] <= size[1] and 0 <= box[1] < box[3] <= size[0], f"{where}.box lies outside")
+    else:
+        runs = region.get("mask")
+        require(isinstance(runs, list) and all(is_int(r) and r >= 0 for r in runs), f"{where}.mask must list runs")
+        require(sum(runs) == size[0] * size[1], f"{where}.mask runs do not cover its size")
 
 
 def _check_images(images: object) -> None:
@@ -73,6 +97,8 @@ def _check_images(images: object) -> None:
                     f"images[{i}].targets[{j}].class_name")
             require(optional_number(t.get("score")) and optional_number(t.get("prob")),
                     f"images[{i}].targets[{j}] score/prob must be finite numbers or null")
+        if "region" in image:
+            _check_region(i, image["region"])
 
 
 def _check_map(k: int, m: object, images: list) -> None:
@@ -108,6 +134,14 @@ def parse_header(data: bytes) -> dict:
                 f"metrics[{k}] needs string 'method' and 'layer'")
         require(all(optional_number(v) for f, v in m.items() if f not in ("method", "layer")),
                 f"metrics[{k}] values must be finite numbers")
+    timings = header.get("timings", [])
+    require(isinstance(timings, list), "header 'timings' is not a list")
+    for k, t in enumerate(timings):
+        require(isinstance(t, dict) and isinstance(t.get("method"), str) and isinstance(t.get("layer"), str)
+                and optional_number(t.get("seconds")) and t.get("seconds") is not None and t["seconds"] >= 0,
+                f"timings[{k}] needs string 'method' and 'layer' and non-negative 'seconds'")
+    seconds = header.get("pass_seconds")
+    require(optional_number(seconds) and (seconds is None or seconds >= 0), "header 'pass_seconds'")
     return header
 
 

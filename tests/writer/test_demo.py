@@ -32,7 +32,8 @@ def test_shapes_demo_gradcam_beats_the_random_baseline(tmp_path):
     # The probe pictures repeat at every logged step: each series stores them once more, beside it.
     assert tags["cam"] == {"shapes/probe", "shapes/probe/activations", "model/summary", "shapes/probe/_pictures",
                            "shapes/probe/activations/_pictures"}
-    assert {"train/loss", "train/accuracy", "pointing_game/gradcam", "pointing_game/random"} <= tags["scalars"]
+    assert {"train/loss", "train/accuracy", "shapes/probe/pointing_game/gradcam",
+            "shapes/probe/energy_pointing_game/random"} <= tags["scalars"]
     assert any(t.startswith("weights/") for t in tags["histograms"])
     assert "inputs/probe_grid" in tags["images"]
 

@@ -26,7 +26,8 @@ from writer_ext.checks import (
 )
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.layers import LayerSpec, unwrap_model
-from writer_ext.metrics import METRICS, for_result
+from writer_ext.localization import LOCALIZATION, Regions, check_regions, localization
+from writer_ext.metrics import METRICS, for_result, random_baseline
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets import Targets
 
@@ -61,10 +62,14 @@ def _write(
     global_step: Optional[int],
     walltime: Optional[float],
     metrics: Sequence[dict] = (),
+    regions: Sequence[dict] = (),
+    timings: Optional[CamResult] = None,
 ) -> None:
     """Encodes one sample and adds it to the event file.
 
     maps: (method, layer, array (B, K, h, w)) triples, K matching `targets`.
+    regions: one `localization` region record per image, or none.
+    timings: the result whose `seconds` and `pass_seconds` the header records.
     """
     entries = [
         {"image": i, "target": k, "method": method, "layer": layer,
@@ -74,15 +79,21 @@ def _write(
     blob, placement = fmt.encode_map_stacks([array.reshape(-1, *array.shape[2:]) for _, _, array in maps])
 
     def header(sequence: int) -> dict:
+        images = [{"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
+                  for p, t in zip(pictures, targets)]
+        for image, region in zip(images, regions):
+            image["region"] = region
         return fmt.cam.build_header(
-            images=[
-                {"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
-                for p, t in zip(pictures, targets)
-            ],
+            images=images,
             maps=entries,
             placement=placement,
             sequence=sequence,
             metrics=metrics,
+            timings=None if timings is None else [
+                {"method": m, "layer": layer, "seconds": float(s)}
+                for m, per_layer in timings.seconds.items() for layer, s in per_layer.items()
+            ],
+            pass_seconds=None if timings is None else float(timings.pass_seconds),
         )
 
     add_sample(writer, tag, fmt.cam.KIND, header, [blob], Pictures(pictures, image_format), global_step, walltime)
@@ -116,6 +127,7 @@ def add_cam(
     display_images: Optional[object] = None,
     image_format: str = img.DEFAULT_FORMAT,
     metrics: bool = False,
+    regions: Regions = None,
     global_step: Optional[int] = None,
     walltime: Optional[float] = None,
     **options,
@@ -133,7 +145,12 @@ def add_cam(
     and for the `random` baseline, logs them as scalars
     ``<tag>/<metric>/<method>`` (``@<layer>`` added with several layers) and
     stores them in the sample for the tab.
-    Returns the raw maps and scores (`CamResult`).
+    `regions`, each image's object as a box (N, 4) (x0, y0, x1, y1 in input
+    pixels) or a boolean mask (N, H, W), adds the pointing game and its
+    energy-based form (`writer_ext.localization`), for the random baseline
+    too, logged the same way; the tab draws the regions over the pictures.
+    Each method's own time at each layer is stored for the tab's report card.
+    Returns the raw maps, scores, timings and logged metrics (`CamResult`).
     """
     check_writer(writer)
     tag = check_tag(tag)
@@ -142,6 +159,8 @@ def add_cam(
     names = check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
     metrics = check_bool(metrics, "metrics")
+    masks, region_records = check_regions(regions, inputs.shape[0], tuple(inputs.shape[-2:])) \
+        if regions is not None else (None, [])
     model = unwrap_model(model) if isinstance(model, nn.Module) else model
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
                           **options)
@@ -149,8 +168,7 @@ def add_cam(
         missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
-    scored = for_result(model, inputs, result, reshape_transform=options.get("reshape_transform"),
-                        seed=options.get("seed")) if metrics else []
+    scored = _scores(model, inputs, result, targets, metrics, masks, options)
     _write(
         writer,
         tag,
@@ -161,13 +179,37 @@ def add_cam(
         global_step=global_step,
         walltime=walltime,
         metrics=scored,
+        regions=region_records,
+        timings=result,
     )
     several = len({r["layer"] for r in scored}) > 1
     for record in scored:
         name = record["method"] + (f"@{record['layer']}" if several else "")
-        for metric in METRICS:
-            writer.add_scalar(f"{tag}/{metric}/{name}", record[metric], global_step, walltime)
+        for metric in (*METRICS, *LOCALIZATION):
+            if metric in record:
+                writer.add_scalar(f"{tag}/{metric}/{name}", record[metric], global_step, walltime)
+    result.metrics = scored
     return result
+
+
+def _scores(model: nn.Module, inputs: torch.Tensor, result: CamResult, targets: Targets, faithfulness: bool,
+            masks: Optional[torch.Tensor], options: dict) -> list[dict]:
+    """The records {"method", "layer", <metric>: value} of what `add_cam` scores: faithfulness with
+    `metrics=True`, localization with regions; the random baseline's too, drawn once for both."""
+    if not faithfulness and masks is None:
+        return []
+    baseline = random_baseline(model, inputs, result, targets=targets, seed=options.get("seed"),
+                               reshape_transform=options.get("reshape_transform"))
+    if faithfulness:
+        records = for_result(model, inputs, result, baseline=baseline)
+    else:
+        records = [{"method": m, "layer": layer} for m, per_layer in {**result.maps, "random": baseline}.items()
+                   for layer in per_layer]
+    if masks is not None:
+        maps = {**result.maps, "random": baseline}
+        for record in records:
+            record.update(localization(maps[record["method"]][record["layer"]], masks))
+    return records
 
 
 def _as_ids(value: object, name: str, shape: tuple[int, int]) -> np.ndarray:

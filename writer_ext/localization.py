@@ -1,0 +1,116 @@
+"""Does a map point at the object? Localization scores against a known box or mask per image.
+
+- Pointing game (Zhang et al., "Top-down Neural Attention by Excitation
+  Backprop", ECCV 2016): a hit when the map's maximum lies inside the
+  object's region (grown by `tolerance` pixels; the paper uses 15 at
+  ImageNet size); the score is the share of hits (higher is better). A map
+  without a single maximum point (a constant map) is a miss.
+- Energy-based pointing game (Wang et al., Score-CAM, CVPR 2020 workshops):
+  the share of the min-max normalised map's mass inside the region (higher
+  is better). A constant map spreads evenly: its score is the region's area.
+
+Maps are upsampled bilinearly to the input size, as for the faithfulness
+metrics (`writer_ext.metrics.saliency`). Regions are per image: a box
+(x0, y0, x1, y1) in input pixels (x1, y1 exclusive), or a boolean mask of the
+input's size. The scores need no model run.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from writer_ext.metrics import saliency
+
+LOCALIZATION = ("pointing_game", "energy_pointing_game")
+
+Regions = Union[None, torch.Tensor, np.ndarray]
+
+
+def check_regions(regions: Regions, batch: int, size: tuple[int, int]) -> tuple[torch.Tensor, list[dict]]:
+    """(batch, 4) boxes or (batch, H, W) masks as (batch, H, W) boolean masks on the CPU, and each
+    image's `region_record` for the header."""
+    if isinstance(regions, np.ndarray):
+        regions = torch.from_numpy(regions)
+    if not isinstance(regions, torch.Tensor):
+        raise TypeError(f"regions must be a tensor of boxes (N, 4) or masks (N, H, W), got {type(regions).__name__}")
+    regions = regions.detach().cpu()
+    h, w = size
+    if regions.dim() == 2 and regions.shape == (batch, 4):
+        if regions.dtype == torch.bool or regions.is_complex():
+            raise TypeError(f"regions: boxes must be real numbers, got {regions.dtype}")
+        boxes = regions.double()
+        if not bool(torch.isfinite(boxes).all()):
+            raise ValueError("regions: boxes hold NaN or Inf")
+        x0, y0, x1, y1 = boxes.unbind(1)
+        if bool(((x1 <= x0) | (y1 <= y0)).any()):
+            raise ValueError("regions: every box needs x0 < x1 and y0 < y1 (x0, y0, x1, y1 in input pixels)")
+        if bool(((x0 < 0) | (y0 < 0) | (x1 > w) | (y1 > h)).any()):
+            raise ValueError(f"regions: boxes must lie inside the {w} x {h} input (x0, y0, x1, y1 in pixels)")
+        ys = torch.arange(h, dtype=torch.float64).view(1, h, 1) + 0.5  # pixel centres
+        xs = torch.arange(w, dtype=torch.float64).view(1, 1, w) + 0.5
+        x0, y0, x1, y1 = (v.view(-1, 1, 1) for v in (x0, y0, x1, y1))
+        masks = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+        records = [{"box": box, "size": [h, w]} for box in boxes.tolist()]
+    elif regions.dim() == 3 and regions.shape == (batch, h, w):
+        if regions.dtype != torch.bool:
+            raise TypeError(f"regions: masks must be boolean, got {regions.dtype}")
+        masks = regions.clone()
+        records = [mask_record(m) for m in masks]
+    else:
+        raise ValueError(f"regions must be boxes ({batch}, 4) or masks ({batch}, {h}, {w}), "
+                         f"got shape {tuple(regions.shape)}")
+    if not bool(masks.flatten(1).any(1).all()):
+        raise ValueError("regions: a region covers no pixel centre of its image")
+    return masks, records
+
+
+def _per_target(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B*K, H, W) saliency of (B, K, h, w) maps at the masks' size, and each row's (B*K, H, W) mask."""
+    b, k = maps.shape[:2]
+    if masks.shape[0] != b:
+        raise ValueError(f"regions: {masks.shape[0]} regions for {b} images")
+    sal = saliency(maps.detach().cpu(), tuple(masks.shape[-2:])).flatten(0, 1)
+    return sal, masks.unsqueeze(1).expand(b, k, *masks.shape[1:]).flatten(0, 1)
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> float:
+    """Share of (image, target) maps whose maximum lies inside the image's region grown by `tolerance` px."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
+    sal, inside = _per_target(maps, masks)
+    if tolerance:
+        inside = nn.functional.max_pool2d(inside.float().unsqueeze(1), 2 * tolerance + 1, stride=1,
+                                          padding=tolerance)[:, 0] > 0
+    peak = sal == sal.amax(dim=(1, 2), keepdim=True)
+    single = ~(sal == sal.amin(dim=(1, 2), keepdim=True)).all(dim=(1, 2))  # a constant map has no peak
+    hits = (peak & ~inside).flatten(1).any(1).logical_not() & single
+    return float(hits.float().mean())
+
+
+def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> float:
+    """Mean share of each (image, target) map's mass (min-max normalised) inside the image's region."""
+    sal, inside = _per_target(maps, masks)
+    sal = sal.double()
+    total = sal.sum(dim=(1, 2))
+    within = (sal * inside).sum(dim=(1, 2))
+    area = inside.double().mean(dim=(1, 2))
+    return float(torch.where(total > 0, within / total.clamp(min=1e-300), area).mean())
+
+
+def localization(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+    """Both scores of `LOCALIZATION` for one set of (B, K, h, w) maps."""
+    return {"pointing_game": pointing_game(maps, masks), "energy_pointing_game": energy_pointing_game(maps, masks)}
+
+
+def mask_record(mask: torch.Tensor) -> dict:
+    """How a mask is stored in a CAM header: the lengths of its alternating runs in row-major order, the
+    first of `False` (0 when the first pixel is in the mask), with its size."""
+    h, w = mask.shape
+    flat = mask.flatten().numpy().astype(np.int8)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return {"mask": [0, *runs] if flat[0] else runs, "size": [h, w]}
