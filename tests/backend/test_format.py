@@ -117,6 +117,31 @@ def test_parse_header_rejects_bad_target_index():
         fmt.cam.parse_header(fmt.encode_header(header))
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda h: h["images"][0].update(region="box"), r"images\[0\].region is not an object"),
+        (lambda h: h["images"][0].update(region={"box": [0, 0, 2, 2], "size": [4]}), "size must be"),
+        (lambda h: h["images"][0].update(region={"box": [0, 0, 2], "size": [4, 4]}), "box must be four numbers"),
+        (lambda h: h["images"][0].update(region={"box": [3, 0, 2, 2], "size": [4, 4]}), "box lies outside"),
+        (lambda h: h["images"][0].update(region={"box": [0, 0, 5, 2], "size": [4, 4]}), "box lies outside"),
+        (lambda h: h["images"][0].update(region={"mask": [3, -1], "size": [2, 2]}), "mask must list runs"),
+        (lambda h: h["images"][0].update(region={"mask": [1, 2], "size": [2, 2]}), "do not cover"),
+        (lambda h: h.update(timings={}), "'timings' is not a list"),
+        (lambda h: h.update(timings=[{"method": "m", "layer": "l", "seconds": -1}]), r"timings\[0\]"),
+        (lambda h: h.update(timings=[{"method": "m", "seconds": 1}]), r"timings\[0\]"),
+        (lambda h: h.update(pass_seconds="1"), "pass_seconds"),
+    ],
+)
+def test_parse_header_rejects_bad_regions_and_timings(change, message):
+    header, _ = _header(timings=[{"method": "gradcam", "layer": "l", "seconds": 0.5}], pass_seconds=1.0)
+    header["images"][0]["region"] = {"mask": [5, 6, 5], "size": [4, 4]}
+    assert fmt.cam.parse_header(fmt.encode_header(header))["images"][0]["region"]["mask"] == [5, 6, 5]
+    change(header)
+    with pytest.raises(fmt.FormatError, match=message):
+        fmt.cam.parse_header(fmt.encode_header(header))
+
+
 def test_plugin_content():
     assert fmt.parse_plugin_content(fmt.plugin_content(fmt.cam.KIND)) == {"version": 1, "kind": "cam"}
     with pytest.raises(fmt.FormatError):
