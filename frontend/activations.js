@@ -8,6 +8,7 @@ import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { STATS, decodeBlockMaps, decodeStats, shapeText } from "./format.js";
+import { formatValue, scaleLegend } from "./legend.js";
 import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker, bindOptionKeys } from "./picker.js";
 import { Latest, loadChosenSample } from "./view.js";
@@ -31,6 +32,8 @@ const ui = {
   chart: el("canvas", { id: "act-chart", className: "chart", width: 640, height: 120 }),
   large: el("canvas", { id: "act-large", className: "large", width: LARGE, height: LARGE }),
   value: el("div", { id: "act-value", className: "value" }),
+  largeLegend: el("div", { id: "act-large-legend" }),
+  gridLegend: el("div", { id: "act-grid-legend" }),
   detailTitle: el("div", { id: "act-detail-title", className: "caption" }),
   empty: el("div", { id: "act-empty", className: "empty", hidden: true }),
 };
@@ -146,13 +149,15 @@ export function draw() {
   }
   const tiles = maps.map((m) => {
     const [lo, hi] = ui.scale.value === "shared" ? shared : range(m.values);
+    const span = ` (colours ${formatValue(lo)} to ${formatValue(hi)})`;
     const canvas = el("canvas", { width: block.map_width, height: block.map_height });
     canvas.getContext("2d").putImageData(paint(m.values, block.map_width, block.map_height, lo, hi), 0, 0);
     const tile = el("figure", { className: dead[m.channel] ? "tile dead" : "tile", dataset: { channel: String(m.channel) } }, [
       canvas,
       el("figcaption", { textContent: dead[m.channel] ? `${m.channel} dead` : String(m.channel) }),
     ]);
-    tile.title = `channel ${m.channel}: mean ${stats[m.channel].mean.toPrecision(3)}, max ${stats[m.channel].max.toPrecision(3)}`;
+    tile.title = `channel ${m.channel}: mean ${stats[m.channel].mean.toPrecision(3)}, ` +
+      `max ${stats[m.channel].max.toPrecision(3)}${span}`;
     tile.addEventListener("click", () => {
       state.channel = m.channel;
       drawLarge();
@@ -160,6 +165,10 @@ export function draw() {
     return tile;
   });
   ui.grid.replaceChildren(...tiles);
+  const sharedScale = ui.scale.value === "shared" && maps.length > 0;
+  ui.gridLegend.replaceChildren(sharedScale
+    ? scaleLegend({ lo: shared[0], hi: shared[1], colormap: ui.colormap.value, label: "every tile" })
+    : el("div", { className: "scale", textContent: "Each tile is coloured over its own range (hover a tile for it)" }));
   drawChart(stats, dead);
   drawLarge();
 }
@@ -191,12 +200,14 @@ function drawLarge() {
   const maps = block ? decodeBlockMaps(state.current.maps, block) : [];
   const shown = maps.find((m) => m.channel === state.channel);
   ui.large.hidden = !shown;
+  ui.largeLegend.replaceChildren();
   ui.detailTitle.textContent = shown ? `channel ${shown.channel} of ${block.layer} (${block.kind})` : "Click a tile";
   ui.value.textContent = "";
   if (!shown) return;
   const [lo, hi] = range(shown.values);
   const up = upsample(shown.values, block.map_height, block.map_width, LARGE, LARGE);
   ui.large.getContext("2d").putImageData(paint(up, LARGE, LARGE, lo, hi), 0, 0);
+  ui.largeLegend.append(scaleLegend({ lo, hi, colormap: ui.colormap.value, label: `channel ${shown.channel}` }));
   ui.large.dataset.channel = String(shown.channel);
 }
 
@@ -245,9 +256,9 @@ export function mount({ onError }) {
     labelled("Scale", ui.scale, "Normalise each tile by itself or all by one range"),
     labelled("Colour map", ui.colormap, "Colour map of the tiles"),
   ]);
-  const detail = el("div", { className: "detail" }, [ui.picture, el("div", {}, [ui.detailTitle, ui.large, ui.value])]);
+  const detail = el("div", { className: "detail" }, [ui.picture, el("div", {}, [ui.detailTitle, ui.large, ui.largeLegend, ui.value])]);
   const chart = el("div", { className: "chart-box" }, [labelled("Chart", ui.chartStat, "Statistic of every channel"), ui.chart]);
-  node.append(bar, notice, ui.empty, detail, chart, ui.grid);
+  node.append(bar, notice, ui.empty, detail, chart, ui.gridLegend, ui.grid);
   picker.wire(guarded(loadSteps), guarded(showStep));
   bindOptionKeys(ui.image, draw);
   for (const control of [ui.layer, ui.image, ui.kind, ui.order, ui.scale, ui.colormap, ui.chartStat]) {

@@ -68,7 +68,8 @@ export class Card {
     this.canvas = el("canvas", { className: "overlay", width: 0, height: 0 });
     this.viewport = el("div", { className: "viewport" }, [this.canvas]);
     this.caption = el("figcaption", { className: "caption" });
-    this.node = el("figure", { className, dataset: { state: "empty" } }, [this.viewport, this.caption]);
+    this.legend = el("div", { className: "legend-slot" });
+    this.node = el("figure", { className, dataset: { state: "empty" } }, [this.viewport, this.legend, this.caption]);
     this.lens = lens;
     this.probe = null; // (x, y) in canvas pixels -> text
     this.job = null;
@@ -84,6 +85,11 @@ export class Card {
     this.viewport.addEventListener("mouseleave", () => onHover(""));
   }
 
+  /** Shows a colour-scale legend element under the picture (none: null). */
+  setLegend(node) {
+    this.legend.replaceChildren(...(node ? [node] : []));
+  }
+
   setCaption(text) {
     this.caption.textContent = text;
     this.caption.title = text; // whole on hover when the ellipsis cuts it
@@ -92,7 +98,8 @@ export class Card {
 
 /**
  * Paints cards as they come into view. A job is `async () => draw`, where
- * `draw(canvas)` paints synchronously and returns the card's probe; a job
+ * `draw(canvas)` paints synchronously and returns {probe, legend}: the card's probe and its
+ * colour-scale legend element (or null); a job
  * replaced while it loads is dropped, so a late answer never overwrites a newer one.
  */
 export class Painter {
@@ -134,12 +141,15 @@ export class Painter {
     try {
       const draw = await job();
       if (card.job !== job) return;
-      card.probe = draw(card.canvas);
+      const { probe, legend } = draw(card.canvas);
+      card.probe = probe;
+      card.setLegend(legend);
       card.lens?.apply(card);
       card.node.dataset.state = "painted";
     } catch (error) {
       if (card.job !== job) return;
       card.probe = null;
+      card.setLegend(null);
       card.setCaption(`Could not draw: ${error.message}`);
       card.node.dataset.state = "failed";
     }

@@ -8,6 +8,7 @@
 import { lut } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { decodeMap } from "./format.js";
+import { formatValue, scaleLegend } from "./legend.js";
 import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker } from "./picker.js";
 import { Latest, loadChosenSample } from "./view.js";
@@ -120,14 +121,20 @@ function tile(buffer, entry, caption) {
   for (let i = 3; i < pixels.data.length; i += 4) pixels.data[i] = 255;
   blend(pixels.data, values, { lo, hi, colormap: "jet", opacity: 1 });
   canvas.getContext("2d").putImageData(pixels, 0, 0);
-  return el("figure", { className: "card thumb" }, [canvas, el("figcaption", { textContent: caption })]);
+  const figure = el("figure", { className: "card thumb" }, [canvas, el("figcaption", { textContent: caption })]);
+  figure.title = `${caption}: colours span ${formatValue(lo)} to ${formatValue(hi)}`;
+  figure.dataset.lo = String(lo);
+  figure.dataset.hi = String(hi);
+  return figure;
 }
 
 function drawStrips(sample) {
   const { header } = sample;
   const image = Number(ui.image.value || 0);
   const names = ["original", ...header.stages];
-  ui.strips.replaceChildren(...header.methods.map((method) => {
+  const legend = scaleLegend({ lo: 0, hi: 1, colormap: "jet", ends: ["min", "max"],
+    label: "Each map is coloured from its own minimum to its maximum (hover a map for its values)" });
+  ui.strips.replaceChildren(legend, ...header.methods.map((method) => {
     const maps = header.maps.filter((m) => m.method === method && m.image === image);
     maps.sort((a, b) => a.stage - b.stage);
     return el("div", { className: "strip" }, [

@@ -12,6 +12,7 @@ import * as cam from "./cam/index.js";
 import * as checks from "./checks.js";
 import { el } from "./dom.js";
 import { onDataReloaded } from "./host.js";
+import * as methods from "./methods.js";
 import * as model from "./model.js";
 import * as urlstate from "./urlstate.js";
 
@@ -19,6 +20,7 @@ const VIEWS = [
   ["cam", "CAM", cam],
   ["activations", "Activations", activations],
   ["model", "Model", model],
+  ["methods", "Methods", methods],
   ["checks", "Checks", checks],
 ];
 
@@ -26,7 +28,7 @@ const buttons = VIEWS.map(([name, text]) =>
   el("button", { id: `view-${name}`, type: "button", className: "view-button", textContent: text, dataset: { view: name } }),
 );
 
-/** Shows one view ("cam", "activations", "model" or "checks"), marks its button and saves it in the URL. */
+/** Shows one view ("cam", "activations", "model", "methods" or "checks"), marks its button and saves it in the URL. */
 function showView(name) {
   const known = VIEWS.some(([view]) => view === name) ? name : "cam";
   for (const [view, , module] of VIEWS) module.node.hidden = view !== known;
@@ -55,6 +57,13 @@ export async function render() {
   cam.mount({ root: main, reload: guardedReload, onError: camError });
   activations.mount({ onError: report(activations.notice) });
   checks.mount({ onError: report(checks.notice) });
+  methods.mount({
+    onError: report(methods.notice),
+    openCam: (where) => {
+      showView("cam");
+      return cam.show(where).catch(camError);
+    },
+  });
   model.mount({
     openActivations: (run, layer) => {
       showView("activations");

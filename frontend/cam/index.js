@@ -103,6 +103,14 @@ export async function open(run, layer) {
   await loadSteps();
 }
 
+/** Shows one step's maps of a method and layer (the Methods view's rows). */
+export async function show({ run, tag, step, method, layer }) {
+  if (!picker.series.some((s) => s.run === run && s.tag === tag)) return;
+  Object.assign(view.wanted, { step: String(step), method, layer });
+  picker.choose(run, tag);
+  await loadSteps();
+}
+
 async function loadSteps() {
   view.sample = null; // nothing is drawn for the new series until its step is loaded
   view.latest.next(); // and a step of the old one still loading is dropped

@@ -4,7 +4,9 @@ import * as api from "../api.js";
 import { Card } from "../cards.js";
 import { DIVERGING } from "../colormaps.js";
 import { decodeMap } from "../format.js";
+import { formatValue as number, scaleLegend } from "../legend.js";
 import { blend, normalise, range, upsample } from "../maps.js";
+import { outlineRegion } from "../regions.js";
 import { ui, view } from "./state.js";
 
 const decoded = new WeakMap(); // sample -> Map(offset -> raw values)
@@ -52,11 +54,10 @@ function upsampledForDrawing(layer, w, h) {
   return upsample(raw, entry.height, entry.width, h, w, ui.upsample.value, scratch);
 }
 
-const number = (v) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : v.toFixed(4));
-
 /**
  * A card's job (see cards.Painter): `load()` gives {run, tag, sample, index, entry} or, for a
- * difference, {…, a, b} with two such sources; `maxSize` shrinks filmstrip pictures.
+ * difference, {…, a, b} with two such sources; `maxSize` shrinks filmstrip pictures. The card shows
+ * the map's colour scale and the image's object region, when one was logged.
  */
 export function paintJob(load, maxSize = Infinity) {
   return async () => {
@@ -69,6 +70,7 @@ export function paintJob(load, maxSize = Infinity) {
     const image = await sample.image(index);
     const where = (x, y) => `pixel (${Math.floor(x / f)}, ${Math.floor(y / f)})`;
     let overlay = null; // () => [values, blend options], run when drawing
+    let scale = null; // the legend's {lo, hi, colormap, centered, label}
     let probe = (x, y) => `${where(x, y)}: no map`;
     if (source.a && source.b) {
       const [a, b] = await Promise.all([layerOf(source.a, w, h), layerOf(source.b, w, h)]);
@@ -76,6 +78,7 @@ export function paintJob(load, maxSize = Infinity) {
       let difference = null;
       const values = () => (difference ??= a.upsampled().map((_, i) => scaled(a, i) - scaled(b, i)));
       overlay = () => [values(), { lo: -1, hi: 1, colormap: DIVERGING, centered: true }];
+      scale = { lo: -1, hi: 1, colormap: DIVERGING, centered: true, label: "difference of the maps scaled to [0, 1]" };
       probe = (x, y) => {
         const i = y * w + x;
         return `${where(x, y)}: difference ${number(values()[i])} = ${number(scaled(a, i))} − ${number(scaled(b, i))} ` +
@@ -84,6 +87,8 @@ export function paintJob(load, maxSize = Infinity) {
     } else if (source.entry) {
       const layer = await layerOf(source, w, h);
       overlay = () => [upsampledForDrawing(layer, w, h), { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value }];
+      const label = ui.norm.value === "series" ? "the series' range of this method and layer" : "this map's range";
+      scale = { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value, label };
       probe = (x, y) => {
         const { r, c, value } = layer.cell(x, y);
         const v = layer.upsampled()[y * w + x];
@@ -110,7 +115,8 @@ export function paintJob(load, maxSize = Infinity) {
         blend(pixels.data, values, { ...options, opacity, threshold });
         context.putImageData(pixels, 0, 0);
       }
-      return probe;
+      if (info.region) outlineRegion(context, info.region, w, h);
+      return { probe, legend: scale && scaleLegend({ ...scale, threshold }) };
     };
   };
 }

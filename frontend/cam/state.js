@@ -2,6 +2,7 @@
 
 import { Lens } from "../cards.js";
 import { el } from "../dom.js";
+import { MEASURES, arrowed } from "../measures.js";
 import { SeriesPicker } from "../picker.js";
 import { Latest } from "../view.js";
 
@@ -20,12 +21,6 @@ export const AXES = [
 export const AGAINST = [
   ["step", "another step"],
   ["method", "another method"],
-];
-export const METRIC_LABELS = [
-  ["average_drop", "Average drop ↓"],
-  ["increase_in_confidence", "Increase in confidence ↑"],
-  ["deletion_auc", "Deletion AUC ↓"],
-  ["insertion_auc", "Insertion AUC ↑"],
 ];
 export const THUMBNAIL = 72; // filmstrip pictures are painted at most this many pixels wide or high
 export const PLAY_INTERVAL_MS = 400;
@@ -62,7 +57,8 @@ export const ui = {
   metrics: el("div", {
     id: "metrics",
     className: "metrics",
-    title: "Faithfulness of the shown method at this layer (add_cam(..., metrics=True)), random-map baseline in brackets",
+    title: "Faithfulness (add_cam(..., metrics=True)) and localization (regions=) of the shown method at this " +
+      "layer, the random baseline's in brackets",
   }),
   readout: el("div", { id: "readout", className: "value", title: "The map under the mouse" }),
   grid: el("div", { id: "grid", className: "grid" }),
@@ -121,12 +117,14 @@ export function showMetrics(header) {
   const find = (method) => records.find((r) => r.method === method && r.layer === ui.layer.value);
   const shown = find(ui.method.value);
   const baseline = find("random");
-  ui.metrics.textContent = shown
-    ? METRIC_LABELS.map(([key, label]) => {
-        const base = baseline && ui.method.value !== "random" ? ` (random ${baseline[key].toFixed(3)})` : "";
-        return `${label} ${shown[key].toFixed(3)}${base}`;
-      }).join("   ·   ")
-    : "";
+  const logged = shown ? MEASURES.filter((m) => shown[m.key] != null) : [];
+  ui.metrics.textContent = logged
+    .map((measure) => {
+      const other = baseline && ui.method.value !== "random" ? baseline[measure.key] : null;
+      const base = other != null ? ` (random ${other.toFixed(3)})` : "";
+      return `${arrowed(measure)} ${shown[measure.key].toFixed(3)}${base}`;
+    })
+    .join("   ·   ");
 }
 
 export function showControls() {

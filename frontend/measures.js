@@ -1,0 +1,44 @@
+/** The numbers add_cam stores per method and layer, with the direction that is better and what each measures. */
+
+export const MEASURES = [
+  {
+    key: "average_drop",
+    label: "Average drop",
+    better: "lower",
+    help: "How much the class probability drops when the image is multiplied by its normalised map " +
+      "(Grad-CAM++ paper); a faithful map keeps what the model needs",
+  },
+  {
+    key: "increase_in_confidence",
+    label: "Increase in confidence",
+    better: "higher",
+    help: "Share of images whose class probability rises on the image multiplied by the map",
+  },
+  {
+    key: "deletion_auc",
+    label: "Deletion AUC",
+    better: "lower",
+    help: "Area under the probability curve as the most salient pixels are removed first (RISE paper)",
+  },
+  {
+    key: "insertion_auc",
+    label: "Insertion AUC",
+    better: "higher",
+    help: "Area under the probability curve as the most salient pixels are put into a blurred image first",
+  },
+  {
+    key: "pointing_game",
+    label: "Pointing game",
+    better: "higher",
+    help: "Share of maps whose maximum lies inside the logged object region (box or mask)",
+  },
+  {
+    key: "energy_pointing_game",
+    label: "Energy in region",
+    better: "higher",
+    help: "Share of each normalised map's mass inside the logged object region",
+  },
+];
+
+/** A measure's label with its arrow: ↓ when lower is better, ↑ when higher is. */
+export const arrowed = (measure) => `${measure.label} ${measure.better === "lower" ? "↓" : "↑"}`;
