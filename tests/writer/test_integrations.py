@@ -1,0 +1,192 @@
+"""The framework callbacks (writer_ext.integrations): Lightning's and the Hugging Face Trainer's.
+
+Each trains a small random-weight model on generated data twice, with and without the callback, and
+checks the run is bit for bit the same and the CAM series sits in the framework's own TensorBoard run."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard import context
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from helpers import SmallNet, cam_sample_steps, python_provider
+from tensorboard_plugin_cam.reader import CamReader
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _data(n=32, size=12, classes=5):
+    generator = torch.Generator().manual_seed(7)
+    return torch.rand(n, 3, size, size, generator=generator), torch.randint(0, classes, (n,), generator=generator)
+
+
+def _scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def _cam_steps(run_dir: Path, tag: str = "probe") -> list[int]:
+    """The steps of a CAM series as the plugin's reader serves them, each step checked whole."""
+    reader = CamReader(python_provider(run_dir))
+    ctx = context.RequestContext()
+    assert reader.kind(ctx, "", ".", tag) == "cam"
+    steps = reader.steps(ctx, "", ".", tag)
+    for step in steps:
+        header, _ = reader.checked(ctx, step)
+        assert not header.get("skipped"), header["skipped"]
+    return [s.step for s in steps]
+
+
+def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_importing_writer_ext_imports_no_framework():
+    code = ("import sys, writer_ext, writer_ext.integrations; "
+            "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'transformers', 'accelerate') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module, blocked, extra", [
+    ("lightning", "lightning.pytorch", "lightning"),
+    ("pytorch_lightning", "pytorch_lightning", "lightning"),
+    ("transformers", "transformers", "transformers"),
+])
+def test_a_missing_framework_names_the_extra(monkeypatch, module, blocked, extra):
+    for name in {blocked, blocked.split(".")[0]}:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    monkeypatch.delitem(sys.modules, f"writer_ext.integrations.{module}", raising=False)
+    with pytest.raises(ImportError, match=rf"pip install 'tensorboard-plugin-cam\[{extra}\]'"):
+        importlib.import_module(f"writer_ext.integrations.{module}")
+
+
+# ---------------------------------------------------------------- Lightning
+
+def _lightning_module(pl):
+    class LitNet(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = SmallNet()  # BatchNorm, dropout, in-place ReLU
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    return LitNet()
+
+
+def _fit(pl, callbacks, logger, steps=6, **trainer_args):
+    """Seeded training on a shuffled loader; returns the trained module."""
+    pl.seed_everything(123, verbose=False)
+    module = _lightning_module(pl)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*_data()), batch_size=8, shuffle=True)
+    trainer = pl.Trainer(max_steps=steps, logger=logger, callbacks=callbacks, accelerator="cpu", devices=1,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=1, **trainer_args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        trainer.fit(module, loader)
+    return module
+
+
+def test_lightning_logs_with_its_scalars_and_training_is_bit_for_bit_the_same(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from writer_ext.integrations.lightning import CamCallback
+
+    plain = _fit(pl, [], TensorBoardLogger(tmp_path, name="plain", version=0))
+    callback = CamCallback(torch.rand(4, 3, 12, 12), every_n_steps=2, methods=("gradcam", "gradcam++"),
+                           target_layer="net.features", sanity_every=3)
+    watched = _fit(pl, [callback], TensorBoardLogger(tmp_path, name="watched", version=0))
+    assert _same_parameters(plain, watched)  # parameters and BatchNorm statistics, exactly
+    run = tmp_path / "watched" / "version_0"
+    losses = _scalars(run, "train_loss")
+    assert len(losses) == 6 and losses == _scalars(tmp_path / "plain" / "version_0", "train_loss")
+    assert _cam_steps(run) == [0, 2, 4, 6]  # step 0: the untrained model; then after every 2nd optimizer step
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer: Lightning's, maps beside its scalars
+    assert callback.monitor is None  # closed at teardown
+
+
+def test_lightning_without_a_tensorboard_logger_refuses_at_setup(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import CSVLogger
+
+    from writer_ext.integrations.lightning import CamCallback
+
+    probes = torch.rand(2, 3, 12, 12)
+    with pytest.raises(ValueError, match="TensorBoardLogger, and this Trainer has CSVLogger"):
+        _fit(pl, [CamCallback(probes)], CSVLogger(tmp_path))
+    with pytest.raises(ValueError, match="has no logger"):
+        _fit(pl, [CamCallback(probes)], False)
+    # log_dir= writes on its own; fast_dev_run switches the callback off as it does Lightning's loggers
+    _fit(pl, [CamCallback(probes, every_n_steps=1, log_dir=tmp_path / "own")], CSVLogger(tmp_path), steps=2)
+    assert _cam_steps(tmp_path / "own") == [0, 1, 2]
+    _fit(pl, [CamCallback(probes, log_dir=tmp_path / "dev")], CSVLogger(tmp_path), fast_dev_run=True)
+    assert not (tmp_path / "dev").exists()
+
+
+def test_lightning_callback_never_raises_into_training(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from writer_ext.integrations.lightning import CamCallback
+
+    def broken(output):
+        raise RuntimeError("no score today")
+
+    plain = _fit(pl, [], TensorBoardLogger(tmp_path, name="plain"), steps=3)
+    with pytest.warns(RuntimeWarning, match="no score today"):
+        watched = _fit(pl, [CamCallback(torch.rand(2, 3, 12, 12), every_n_steps=1, targets=broken)],
+                       TensorBoardLogger(tmp_path, name="watched", version=0), steps=3)
+    assert _same_parameters(plain, watched)
+    assert cam_sample_steps(tmp_path / "watched") == [0, 1, 2, 3]  # each logged as skipped, with the reason
+
+
+def test_bad_callback_arguments_fail_when_built():
+    pytest.importorskip("lightning.pytorch")
+    from writer_ext.integrations.lightning import CamCallback
+
+    probes = torch.rand(2, 3, 12, 12)
+    with pytest.raises(ValueError, match="every_n_steps must be a positive int"):
+        CamCallback(probes, every_n_steps=0)
+    with pytest.raises(TypeError, match="probe_inputs must be a torch.Tensor"):
+        CamCallback([1, 2])
+    with pytest.raises(ValueError, match="unknown method 'gradkam'"):
+        CamCallback(probes, methods="gradkam")
+    with pytest.raises(TypeError, match="does not take every"):
+        CamCallback(probes, every=3)
+
+
+def test_pytorch_lightning_import_name(tmp_path):
+    pl = pytest.importorskip("pytorch_lightning")
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from writer_ext.integrations.pytorch_lightning import CamCallback
+
+    callback = CamCallback(torch.rand(2, 3, 12, 12), every_n_steps=2, model="net")
+    assert isinstance(callback, pl.Callback)
+    _fit(pl, [callback], TensorBoardLogger(tmp_path, name="", version=0), steps=2)
+    assert _cam_steps(tmp_path / "version_0") == [0, 2]
