@@ -45,6 +45,13 @@ def _cam_steps(run_dir: Path, tag: str = "probe") -> list[int]:
     return [s.step for s in steps]
 
 
+def _sanity_steps(run_dir: Path, tag: str = "probe/sanity") -> list[int]:
+    reader = CamReader(python_provider(run_dir))
+    ctx = context.RequestContext()
+    assert reader.kind(ctx, "", ".", tag) == "sanity"
+    return [s.step for s in reader.steps(ctx, "", ".", tag)]
+
+
 def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -126,6 +133,7 @@ def test_lightning_logs_with_its_scalars_and_training_is_bit_for_bit_the_same(tm
     losses = _scalars(run, "train_loss")
     assert len(losses) == 6 and losses == _scalars(tmp_path / "plain" / "version_0", "train_loss")
     assert _cam_steps(run) == [0, 2, 4, 6]  # step 0: the untrained model; then after every 2nd optimizer step
+    assert _sanity_steps(run) == [0, 3, 6]
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer: Lightning's, maps beside its scalars
     assert callback.monitor is None  # closed at teardown
 
@@ -190,3 +198,91 @@ def test_pytorch_lightning_import_name(tmp_path):
     assert isinstance(callback, pl.Callback)
     _fit(pl, [callback], TensorBoardLogger(tmp_path, name="", version=0), steps=2)
     assert _cam_steps(tmp_path / "version_0") == [0, 2]
+
+
+# ---------------------------------------------------------------- Hugging Face Trainer
+
+def _hf_train(tmp_path, name, callbacks, report_to="none", steps=6):
+    """A random-weight ConvNeXt (stochastic depth on: the random stream matters) trained on generated
+    pictures by the Trainer; returns the model and the losses the Trainer logged."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ConvNextConfig(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+                                         num_labels=3, image_size=32, patch_size=4, drop_path_rate=0.3,
+                                         id2label={0: "circle", 1: "square", 2: "triangle"})
+    model = transformers.ConvNextForImageClassification(config)
+    x, y = _data(16, 32, 3)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / name), max_steps=steps, per_device_train_batch_size=4, learning_rate=1e-2,
+        logging_steps=1, report_to=report_to, save_strategy="no", use_cpu=True, seed=123, disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(model=model, args=args, callbacks=callbacks,
+                                   train_dataset=[{"pixel_values": a, "labels": b} for a, b in zip(x, y)])
+    trainer.train()
+    return model, [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def _top_logit(output):  # until writer_ext.targets reads a ModelOutput's logits itself
+    return output.logits.amax(1)
+
+
+def test_transformers_logs_with_the_trainers_scalars_and_training_is_bit_for_bit_the_same(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from writer_ext.integrations.transformers import CamCallback
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "plain-tb"))
+    plain, plain_losses = _hf_train(tmp_path, "plain", [], report_to=["tensorboard"])
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "watched-tb"))
+    callback = CamCallback(torch.rand(4, 3, 32, 32), every_n_steps=2, methods=("gradcam", "layercam"),
+                           targets=_top_logit, sanity_every=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        watched, watched_losses = _hf_train(tmp_path, "watched", [callback], report_to=["tensorboard"])
+    assert not [w for w in caught if "CamMonitor" in str(w.message) or "CamCallback" in str(w.message)]
+    assert _same_parameters(plain, watched)
+    assert len(plain_losses) == 6 and plain_losses == watched_losses
+    run = tmp_path / "watched-tb"
+    assert _cam_steps(run) == [0, 2, 4, 6]
+    assert _sanity_steps(run) == [0, 3, 6]  # the sanity check explains what the maps do (targets= passed on)
+    assert [s for s, _ in _scalars(run, "train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # the TensorBoardCallback's writer, shared
+    assert callback.monitor is None
+
+
+def test_transformers_without_tensorboard_reporting_writes_its_own_run(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from writer_ext.integrations.transformers import CamCallback
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    _hf_train(tmp_path, "out", [CamCallback(torch.rand(2, 3, 32, 32), every_n_steps=3, targets=_top_logit)], steps=4)
+    (run,) = {p.parent for p in (tmp_path / "out" / "runs").rglob("events.out.tfevents.*")}  # <date>_<host>
+    assert _cam_steps(run) == [0, 3]
+    _hf_train(tmp_path, "out2", [CamCallback(torch.rand(2, 3, 32, 32), every_n_steps=2, targets=_top_logit,
+                                             log_dir=tmp_path / "mine")], steps=2)
+    assert _cam_steps(tmp_path / "mine") == [0, 2]
+
+
+def test_transformers_model_output_with_default_targets(tmp_path, monkeypatch):
+    """targets=None on a ModelOutput: the callback passes it on unchanged, so it works once writer_ext.targets
+    reads `.logits`; until then each step is logged as skipped and training goes on."""
+    transformers = pytest.importorskip("transformers")
+    from writer_ext import compute_cams
+    from writer_ext.integrations.transformers import CamCallback
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    callback = CamCallback(torch.rand(2, 3, 32, 32), every_n_steps=2, log_dir=tmp_path / "tb")
+    config = transformers.ConvNextConfig(num_channels=3, hidden_sizes=[8], depths=[1], num_stages=1, num_labels=3)
+    try:
+        compute_cams(transformers.ConvNextForImageClassification(config), torch.rand(1, 3, 32, 32))
+        supported = True
+    except TypeError:
+        supported = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if not supported else "default")
+        _hf_train(tmp_path, "out", [callback], steps=2)
+    assert cam_sample_steps(tmp_path / "tb") == [0, 2]
+    if not supported:
+        pytest.skip("writer_ext.targets does not read a ModelOutput's logits yet: the steps were logged as skipped")
+    reader = CamReader(python_provider(tmp_path / "tb"))
+    header, _ = reader.checked(context.RequestContext(), reader.steps(context.RequestContext(), "", ".", "probe")[-1])
+    assert not header.get("skipped")
