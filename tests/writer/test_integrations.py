@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -154,6 +155,26 @@ def test_lightning_without_a_tensorboard_logger_refuses_at_setup(tmp_path):
     assert _cam_steps(tmp_path / "own") == [0, 1, 2]
     _fit(pl, [CamCallback(probes, log_dir=tmp_path / "dev")], CSVLogger(tmp_path), fast_dev_run=True)
     assert not (tmp_path / "dev").exists()
+    with pytest.raises(ValueError, match="LitNet has no submodule 'backbone'"):
+        _fit(pl, [CamCallback(probes, model="backbone", log_dir=tmp_path / "x")], False)
+
+
+def test_lightning_logs_on_global_rank_zero_only(tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from writer_ext.integrations.lightning import CamCallback
+
+    for rank_zero in (False, True):
+        logger = TensorBoardLogger(tmp_path, name=f"zero-{rank_zero}", version=0)
+        trainer = SimpleNamespace(fast_dev_run=False, loggers=[logger], is_global_zero=rank_zero, global_step=0)
+        callback, module = CamCallback(torch.rand(2, 3, 12, 12), every_n_steps=1), SmallNet()
+        callback.setup(trainer, module, "fit")
+        callback.on_train_start(trainer, module)
+        assert (callback.monitor is not None) == rank_zero
+        callback.teardown(trainer, module, "fit")
+    assert not (tmp_path / "zero-False").exists()
+    assert cam_sample_steps(tmp_path / "zero-True") == [0]
 
 
 def test_lightning_callback_never_raises_into_training(tmp_path):
@@ -286,3 +307,21 @@ def test_transformers_model_output_with_default_targets(tmp_path, monkeypatch):
     reader = CamReader(python_provider(tmp_path / "tb"))
     header, _ = reader.checked(context.RequestContext(), reader.steps(context.RequestContext(), "", ".", "probe")[-1])
     assert not header.get("skipped")
+
+
+def test_transformers_logs_on_the_main_process_only(tmp_path):
+    pytest.importorskip("transformers")
+    from writer_ext.integrations.transformers import CamCallback
+
+    for main in (False, True):
+        callback = CamCallback(torch.rand(2, 3, 12, 12), every_n_steps=1, log_dir=tmp_path / f"main-{main}")
+        args = SimpleNamespace(output_dir=str(tmp_path))
+        state = SimpleNamespace(is_world_process_zero=main, global_step=0)
+        callback.on_train_begin(args, state, None)
+        callback.on_step_begin(args, state, None, model=SmallNet())
+        state.global_step = 1
+        callback.on_step_end(args, state, None)
+        assert (callback.monitor is not None) == main
+        callback.on_train_end(args, state, None)
+    assert not (tmp_path / "main-False").exists()
+    assert cam_sample_steps(tmp_path / "main-True") == [0, 1]
