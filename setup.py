@@ -40,6 +40,9 @@ setup(
     extras_require={
         # frames event records with a compiled CRC-32C instead of TensorBoard's pure-Python one
         "fast": ["crc32c>=2.3"],
+        # writer_ext.integrations.lightning (and .pytorch_lightning) and writer_ext.integrations.transformers
+        "lightning": ["lightning>=2.0"],
+        "transformers": ["transformers>=4.40", "accelerate>=0.26"],
         "test": [
             "crc32c>=2.3",
             "pytest>=7",
@@ -53,6 +56,10 @@ setup(
             # the libraries our maps are compared with (tests/test_agreement.py)
             "grad-cam>=1.5",
             "torchcam>=0.4",
+            # the framework callbacks (tests/writer/test_integrations.py)
+            "lightning>=2.0",
+            "transformers>=4.40",
+            "accelerate>=0.26",
         ],
         # bench/ also times Captum beside pytorch-grad-cam and torchcam
         # bench/bench_sanity.py compares sanity_check with Quantus's MPRT (base install, no TensorFlow; brings scipy)

@@ -36,8 +36,9 @@ from writer_ext.summaries.cam import add_cam, add_skipped
 from writer_ext.summaries.sanity import add_sanity_check
 from writer_ext.writer import SummaryWriter
 
-# compute_cams options a sanity check takes from the monitor's (metrics, smoothing and the like are add_cam's)
-SANITY_OPTIONS = ("batch_size", "reshape_transform", "topk", "multilabel")
+# compute_cams options a sanity check takes from the monitor's (metrics, smoothing and the like are add_cam's);
+# `targets` too, so the check explains what the maps explain (a callable for a model without logits)
+SANITY_OPTIONS = ("targets", "batch_size", "reshape_transform", "topk", "multilabel")
 
 
 def _rank() -> int:
