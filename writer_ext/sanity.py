@@ -51,17 +51,18 @@ class SanityResult:
 
 
 def _ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks along the last dimension, tied values given their average rank (as scipy.stats.rankdata):
-    a ReLU'd map has many exact zeros."""
+    """Ranks (float64) along the last dimension, tied values given their average rank (as
+    scipy.stats.rankdata): a ReLU'd map has many exact zeros. Sorted in the values' own dtype."""
     ordered, order = x.sort(dim=-1)
     starts = torch.ones_like(ordered, dtype=torch.bool)
     starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
     group = starts.long().cumsum(-1) - 1  # which run of equal values each sorted position belongs to
-    position = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(x)
-    total = torch.zeros_like(x).scatter_add_(-1, group, position)
-    count = torch.zeros_like(x).scatter_add_(-1, group, torch.ones_like(x))
+    position = torch.arange(x.shape[-1], dtype=torch.float64, device=x.device).expand(x.shape)
+    zeros = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    total = zeros.scatter_add(-1, group, position)
+    count = zeros.scatter_add(-1, group, torch.ones_like(position))
     average = (total / count.clamp(min=1)).gather(-1, group)
-    return torch.empty_like(x).scatter_(-1, order, average)
+    return torch.empty_like(average).scatter_(-1, order, average)
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,12 +73,32 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, (a * b).sum(-1) / norm.clamp(min=1e-30), torch.zeros_like(norm))
 
 
+def _flat_map(x: torch.Tensor) -> torch.Tensor:
+    """Rows of map values, where a rank correlation is 0 (a flat map ranks nothing)."""
+    flat = x.flatten(-2)
+    return flat.amax(-1) == flat.amin(-1)
+
+
+def _spearman_against(original: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of `original` (..., h, w) with each of `others` (S, ..., h, w): the
+    original ranked once, the others in one batch."""
+    ranked = _ranks(original.flatten(-2))
+    r = _pearson(ranked.expand(others.shape[0], *ranked.shape), _ranks(others.flatten(-2)))
+    return torch.where(_flat_map(original) | _flat_map(others), torch.zeros_like(r), r)
+
+
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of each map pair (..., h, w), ties at their average rank; 0 for a flat map."""
-    flat_a, flat_b = a.flatten(-2).double(), b.flatten(-2).double()
-    r = _pearson(_ranks(flat_a), _ranks(flat_b))
-    constant = (flat_a.amax(-1) == flat_a.amin(-1)) | (flat_b.amax(-1) == flat_b.amin(-1))
-    return torch.where(constant, torch.zeros_like(r), r)
+    return _spearman_against(a, b.unsqueeze(0))[0]
+
+
+def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The mean of every `size` x `size` window (stride 1, no padding), as `nn.AvgPool2d(size, 1)`,
+    from a summed-area table: four lookups per pixel whatever the window."""
+    table = nn.functional.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+    end, start = slice(size, None), slice(None, -size)
+    total = table[..., end, end] - table[..., start, end] - table[..., end, start] + table[..., start, start]
+    return total / (size * size)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
@@ -85,18 +106,17 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     a uniform window of `window` (or the map's smaller side) pixels, as scikit-image's default."""
 
     def unit(x):
-        x = x.flatten(0, -3).unsqueeze(1).double()
+        x = x.flatten(0, -3).double()
         lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
         return (x - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
 
     x, y = unit(a), unit(b)
     size = min(window, *x.shape[-2:])
-    mean = nn.AvgPool2d(size, stride=1)
-    mx, my = mean(x), mean(y)
-    vx, vy, cov = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
+    mx, my, xx, yy, xy = _box_mean(torch.stack([x, y, x * x, y * y, x * y]), size)
+    vx, vy, cov = xx - mx * mx, yy - my * my, xy - mx * my
     c1, c2 = 0.01**2, 0.03**2
     value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return value.mean((-3, -2, -1)).view(a.shape[:-2])
+    return value.mean((-2, -1)).view(a.shape[:-2])
 
 
 def _at(size: torch.Size, maps: torch.Tensor) -> torch.Tensor:
@@ -105,13 +125,16 @@ def _at(size: torch.Size, maps: torch.Tensor) -> torch.Tensor:
 
 
 def _measures(stages: list[torch.Tensor]) -> dict[str, list[float]]:
-    """Each measure of every stage's maps against the original ones (stages[0]), means over images and targets."""
-    original = stages[0]
-    return {
-        "spearman_abs": [float(spearman(original.abs(), s.abs()).mean()) for s in stages[1:]],
-        "spearman": [float(spearman(original, s).mean()) for s in stages[1:]],
-        "ssim": [float(ssim(original, s).mean()) for s in stages[1:]],
-    }
+    """Each measure of every stage's maps against the original ones (stages[0]), means over images and
+    targets; all stages at once. Maps without negative values rank the same signed or absolute."""
+    if len(stages) == 1:
+        return {name: [] for name in MEASURES}
+    original, others = stages[0], torch.stack(stages[1:])
+    absolute = _spearman_against(original.abs(), others.abs())
+    signed = absolute if bool((original >= 0).all() and (others >= 0).all()) else _spearman_against(original, others)
+    similar = ssim(original.expand_as(others), others)
+    return {name: [float(v) for v in values.flatten(1).mean(1)]
+            for name, values in (("spearman_abs", absolute), ("spearman", signed), ("ssim", similar))}
 
 
 def _resettable(model: nn.Module) -> list[str]:

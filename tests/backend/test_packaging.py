@@ -62,10 +62,9 @@ def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
         check=True, capture_output=True, text=True, cwd=tmp_path,
     ).stdout.splitlines()
     assert where[0].startswith(str(env_dir)), where
-    shipped = ["activations.js", "api.js", "cam/filmstrip.js", "cam/index.js", "cam/link.js", "cam/modes.js",
-               "cam/paint.js", "cam/state.js", "cards.js", "checks.js", "colormaps.js", "dom.js", "format.js",
-               "host.js", "index.js", "maps.js", "model.js", "picker.js", "style.css", "urlstate.js", "view.js"]
-    assert where[1] == str(shipped)
+    frontend = ROOT / "frontend"  # every file of the checkout's frontend is in the wheel
+    shipped = sorted(p.relative_to(frontend).as_posix() for p in frontend.rglob("*") if p.suffix in (".js", ".css"))
+    assert "cam/index.js" in shipped and where[1] == str(shipped)
 
     logdir = tmp_path / "logs"
     logdir.mkdir()

@@ -68,6 +68,21 @@ def test_the_model_and_the_random_stream_are_left_as_they_were(small_net, images
     assert calls == [1]  # the original pass; the randomized copies run without the user's hooks
 
 
+def _ssim_by_hand(a, b, size):
+    """Wang et al.'s SSIM with uniform windows (torch's average pooling), maps min-max scaled, mean per map."""
+    def unit(x):
+        x = x.double().unsqueeze(1)
+        lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
+        return (x - lo) / (hi - lo)
+
+    x, y = unit(a), unit(b)
+    pool = torch.nn.AvgPool2d(size, stride=1)
+    mx, my = pool(x), pool(y)
+    vx, vy, cov = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return (((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean((1, 2, 3))
+
+
 def test_spearman_and_ssim_are_the_usual_measures():
     gen = torch.Generator().manual_seed(0)
     a, b = torch.rand(3, 9, 9, generator=gen), torch.rand(3, 9, 9, generator=gen)
@@ -77,6 +92,8 @@ def test_spearman_and_ssim_are_the_usual_measures():
         assert float(spearman(a[i], b[i])) == pytest.approx(expected, abs=1e-9)
     assert torch.allclose(ssim(a, a), torch.ones(3, dtype=torch.float64))
     assert (ssim(a, b) < 0.9).all()
+    for x, y, window in ((a, b, 7), (a[:, :5, :6], b[:, :5, :6], 7), (a, b, 3)):
+        assert torch.allclose(ssim(x, y, window), _ssim_by_hand(x, y, min(window, *x.shape[-2:])), atol=1e-12)
     assert float(spearman(torch.zeros(4, 4), a[0, :4, :4])) == 0.0  # a flat map ranks nothing
     tied = torch.relu(a - 0.5)  # many exact zeros, as after a ReLU: scipy gives ties their average rank
     for i in range(3):
