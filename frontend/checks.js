@@ -29,6 +29,7 @@ const ui = {
   image: el("select", { id: "chk-image" }),
   chart: el("canvas", { id: "chk-chart", width: 720, height: 220 }),
   legend: el("div", { id: "chk-legend", className: "legend" }),
+  scale: el("div", { id: "chk-scale" }),
   strips: el("div", { id: "chk-strips", className: "strips" }),
   empty: el("div", { id: "chk-empty", className: "empty", hidden: true }),
 };
@@ -132,9 +133,9 @@ function drawStrips(sample) {
   const { header } = sample;
   const image = Number(ui.image.value || 0);
   const names = ["original", ...header.stages];
-  const legend = scaleLegend({ lo: 0, hi: 1, colormap: "jet", ends: ["min", "max"],
-    label: "Each map is coloured from its own minimum to its maximum (hover a map for its values)" });
-  ui.strips.replaceChildren(legend, ...header.methods.map((method) => {
+  ui.scale.replaceChildren(scaleLegend({ lo: 0, hi: 1, colormap: "jet", ends: ["min", "max"],
+    label: "Each map is coloured from its own minimum to its maximum (hover a map for its values)" }));
+  ui.strips.replaceChildren(...header.methods.map((method) => {
     const maps = header.maps.filter((m) => m.method === method && m.image === image);
     maps.sort((a, b) => a.stage - b.stage);
     return el("div", { className: "strip" }, [
@@ -163,7 +164,7 @@ export function mount({ onError }) {
     labelled("Measure", ui.measure, "How a stage's maps are compared with the original ones"),
     labelled("Image", ui.image, "Whose maps the strips show"),
   ]);
-  node.append(bar, notice, ui.empty, ui.chart, ui.legend, ui.strips);
+  node.append(bar, notice, ui.empty, ui.chart, ui.legend, ui.scale, ui.strips);
   picker.wire(guarded(loadSteps), guarded(showStep));
   ui.measure.addEventListener("change", guarded(draw));
   ui.image.addEventListener("change", guarded(draw));

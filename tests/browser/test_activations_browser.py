@@ -173,7 +173,7 @@ def test_model_view_search_and_links(page, stored):
     page.click("#view-model")
     page.fill("#model-search", "")
     page.click("#model-rows tr[data-layer='features'] .to-cam")
-    page.wait_for_function("document.querySelectorAll('#grid canvas').length === 2")
+    page.wait_for_function("document.querySelectorAll('#grid canvas.overlay').length === 2")
     assert page.is_visible("#cam-view") and page.eval_on_selector("#layer", "s => s.value") == "features"
     assert page.evaluate("document.querySelectorAll('main img').length") == 0  # the HTML layer name stayed text
 
@@ -192,7 +192,7 @@ def test_tab_lists_the_views_inside_tensorboard(browser, tensorboard):
             pg.wait_for_timeout(100)
         frame.wait_for_selector("#view-activations")
         assert frame.eval_on_selector_all(".views button", "bs => bs.map(b => b.textContent)") == [
-            "CAM", "Activations", "Model", "Checks"]
+            "CAM", "Activations", "Model", "Methods", "Checks"]
         frame.click("#view-activations")
         frame.wait_for_function("document.querySelectorAll('#act-grid .tile').length === 8")
     finally:

@@ -52,7 +52,7 @@ def page(browser, tensorboard):
 
 
 def wait_for_cards(frame, count):
-    frame.wait_for_function(f"document.querySelectorAll('#grid canvas').length === {count}", timeout=30000)
+    frame.wait_for_function(f"document.querySelectorAll('#grid canvas.overlay').length === {count}", timeout=30000)
     wait_for_painted(frame, count)
 
 
@@ -67,7 +67,7 @@ def wait_for_painted(frame, count):
 
 def canvas_pixels(frame):
     return frame.evaluate(
-        """() => [...document.querySelectorAll('#grid canvas')].map((c) =>
+        """() => [...document.querySelectorAll('#grid canvas.overlay')].map((c) =>
               Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data))"""
     )
 

@@ -132,7 +132,7 @@ def card_pixels(frame, index=0, where="#grid"):
     """One card's canvas as an (h, w, 4) uint8 array."""
     data = frame.evaluate(
         """([where, i]) => {
-             const c = document.querySelectorAll(where + ' .card canvas')[i];
+             const c = document.querySelectorAll(where + ' .card canvas.overlay')[i];
              const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
              return [c.width, c.height, Array.from(data)]; }""",
         [where, index],
@@ -156,7 +156,7 @@ def redrawn(frame, change):
 
 def hover(page, frame, x, y, index=0):
     """Moves the mouse over picture pixel (x, y) of a card (whatever its zoom) and returns the readout."""
-    box = frame.locator("#grid .card canvas").nth(index).bounding_box()
+    box = frame.locator("#grid .card canvas.overlay").nth(index).bounding_box()
     page.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
     return frame.text_content("#readout")
 
@@ -203,7 +203,7 @@ def test_value_under_the_mouse_is_the_logged_number(page, frame, logdir):
     text = frame.text_content("#readout")
     x = int(re.search(r"pixel \((\d+), ", text).group(1))
     assert 15 <= x <= 17, text  # the view now starts a quarter into the picture
-    transforms = frame.eval_on_selector_all("#grid canvas", "cs => cs.map((c) => c.style.transform)")
+    transforms = frame.eval_on_selector_all("#grid canvas.overlay", "cs => cs.map((c) => c.style.transform)")
     assert len(set(transforms)) == 1 and "scale(2)" in transforms[0], transforms  # both cards pan together
 
 
@@ -267,7 +267,7 @@ def test_difference_against_another_method_is_their_scaled_maps(page, frame, log
                                              align_corners=False)[0, 0]
         scaled.append((up - raw.min()) / (raw.max() - raw.min()))
     for x, y in ((5, 7), (20, 30), (side - 3, side // 2)):
-        box = frame.locator("#grid .card canvas").nth(2).bounding_box()
+        box = frame.locator("#grid .card canvas.overlay").nth(2).bounding_box()
         page.mouse.move(box["x"] + box["width"] * (x + 0.5) / side, box["y"] + box["height"] * (y + 0.5) / side)
         text = frame.text_content("#readout")
         assert readout_number(text, "difference") == pytest.approx(float(scaled[0][y, x] - scaled[1][y, x]),

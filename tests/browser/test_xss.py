@@ -65,7 +65,7 @@ def test_html_in_layer_method_and_class_names_is_text(xss_tb, browser):
         assert page.text_content("#grid .damaged").startswith("This sample is damaged: ")
         page.fill("#step", "0")
         page.dispatch_event("#step", "input")
-        page.wait_for_function("document.querySelectorAll('#grid canvas').length === 2", timeout=30000)
+        page.wait_for_function("document.querySelectorAll('#grid canvas.overlay').length === 2", timeout=30000)
 
         def option_text(select):
             return page.eval_on_selector(select, "s => s.options[s.selectedIndex].textContent")
@@ -78,7 +78,7 @@ def test_html_in_layer_method_and_class_names_is_text(xss_tb, browser):
         assert [c.split(" (")[0] for c in captions] == [XSS_CLASSES[0], XSS_CLASSES[1]]
         injected = "document.querySelectorAll('main b, main img, main svg, main script, main iframe').length"
         assert page.evaluate(injected) == 0
-        for selector in ("#method", "#layer", "#grid figcaption", "#grid canvas"):
+        for selector in ("#method", "#layer", "#grid figcaption", "#grid canvas.overlay"):
             page.hover(selector)
         page.select_option("#target", "0")
         page.wait_for_timeout(500)
