@@ -17,6 +17,8 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from helpers import SmallNet, raw_cam_values
 from writer_ext import SummaryWriter, add_cam, compute_cams
+from writer_ext import targets as tgt
+from writer_ext.layer_rule import explained_layer
 from writer_ext.targets import Detection, MultiLabel, Regression, SemanticSegmentation, Similarity
 
 tv = torchvision.models
@@ -170,7 +172,24 @@ def test_detection_with_rerunning_methods_and_flip():
     if not bool(((matches >= 0.5) & (mirrored["labels"] == found["labels"][0])).any()):
         pytest.skip("the random detector finds no mirrored detection to match")
     smoothed = compute_cams(model, x, target_layer="backbone", targets=target, smooth="flip")
-    assert smoothed.maps["gradcam"]["backbone"].shape == (1, 1, 4, 5)
+    mirrored_target = Detection(flipped_box, [int(found["labels"][0])])
+    flipped = compute_cams(model, x.flip(-1), target_layer="backbone", targets=mirrored_target)
+    expected = (result.maps["gradcam"]["backbone"] + flipped.maps["gradcam"]["backbone"].flip(-1)) / 2
+    torch.testing.assert_close(smoothed.maps["gradcam"]["backbone"], expected)
+
+
+def test_detection_lost_on_a_rerun_scores_zero():
+    """Score-CAM/Ablation-CAM copies that lose the detection: 0, not a refusal (and not a wrong match)."""
+    box, label = torch.tensor([[10.0, 10.0, 30.0, 40.0]]), torch.tensor([2])
+    clean = [{"boxes": box.clone(), "scores": torch.tensor([0.7]), "labels": label}]
+    lost = [{"boxes": torch.tensor([[50.0, 10.0, 70.0, 40.0]]), "scores": torch.tensor([0.9]), "labels": label}]
+    target = Detection(box, label)
+    score, slots = tgt.perturbed_scorer(target, None, 1, 8, clean)
+    assert slots == 1
+    assert score(clean).flatten().tolist() == pytest.approx([0.7])
+    assert score(lost).flatten().tolist() == [0.0]
+    with pytest.raises(ValueError, match="targets: no detection in image 0"):
+        target(lost)
 
 
 def test_multilabel_regression_similarity_equal_hand_gradcam(tmp_path):
@@ -372,6 +391,15 @@ def _same(before, after):
         assert now[0] is grad and now[2] == flag and (value is None or torch.equal(now[1], value)), n
     assert before[1].keys() == after[1].keys() and all(torch.equal(before[1][n], after[1][n]) for n in before[1])
     assert before[2] == after[2]
+
+
+def test_layer_rule_gives_frozen_flags_back():
+    model = tiny_detector()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    assert explained_layer(model, torch.rand(1, 3, 64, 80)) == "backbone"
+    assert [p.requires_grad for p in model.parameters()] == flags
 
 
 @pytest.mark.parametrize("fails", [False, True])
