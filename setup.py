@@ -53,6 +53,9 @@ setup(
             # the libraries our maps are compared with (tests/test_agreement.py)
             "grad-cam>=1.5",
             "torchcam>=0.4",
+            # model families for target_layer=None and the target kinds (tests/writer/test_reach.py; random weights)
+            "timm>=1.0",
+            "transformers>=4.40",
         ],
         # bench/ also times Captum beside pytorch-grad-cam and torchcam
         # bench/bench_sanity.py compares sanity_check with Quantus's MPRT (base install, no TensorFlow; brings scipy)
