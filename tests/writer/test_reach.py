@@ -235,7 +235,7 @@ class Wrapped(nn.Module):
 
 
 @pytest.mark.parametrize("how", ["tuple", "dict", "namedtuple"])
-def test_int_targets_and_topk_on_containers(how):
+def test_int_targets_and_topk_on_containers(tmp_path, how):
     torch.manual_seed(0)
     net = SmallNet().eval()
     x = torch.rand(2, 3, 12, 12)
@@ -244,8 +244,9 @@ def test_int_targets_and_topk_on_containers(how):
                            methods=["gradcam", "cam", "scorecam"])
     for method in plain.methods:
         torch.testing.assert_close(wrapped.maps[method]["net.features"], plain.maps[method]["features"])
-    top = compute_cams(Wrapped(net, how), x, target_layer="net.features", topk=2)
+    top = logged(tmp_path, Wrapped(net, how), x, target_layer="net.features", topk=2, metrics=True)
     assert torch.equal(top.class_ids, net(x).topk(2).indices)
+    torch.testing.assert_close(top.probs, torch.softmax(net(x), 1).topk(2).values)
 
 
 # ---- target_layer=None on model families -----------------------------------------------------------
@@ -313,6 +314,9 @@ DETECTORS = {
     "fasterrcnn_mobilenet": (lambda: detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64), "backbone.body.13"),
     "retinanet": (lambda: detection.retinanet_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64, score_thresh=0.001),
+        "backbone.body.layer2"),
+    "fcos": (lambda: detection.fcos_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=64, score_thresh=0.001),
         "backbone.body.layer2"),
     "ssdlite": (lambda: small_ssdlite(), "backbone.features.0"),
