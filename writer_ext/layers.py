@@ -3,7 +3,7 @@
 A `LayerSpec` is an exact name (with or without DataParallel's ``module.``),
 a glob over names (``"layer*.1.conv2"``), a module of the model, a module
 type, or a list of these. Two specs need a forward pass of the inputs:
-``None`` (a CAM's `target_layer`: the last layer with a spatial output) and
+``None`` (a CAM's `target_layer`: the last spatial layer the whole output is computed from) and
 ``"auto"`` (`add_activations` and `capture`: every such layer).
 """
 
@@ -124,7 +124,7 @@ def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
 
 def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
     """A CAM's `target_layer`: every named layer (or module) as (name, module), in the order given,
-    without repeats; ``None`` is the last layer with a spatial output."""
+    without repeats; ``None`` is `find_spatial_layer`'s choice."""
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not specs:
         raise ValueError("target_layer: the list of layers is empty")
