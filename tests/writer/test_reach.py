@@ -102,6 +102,23 @@ def test_semantic_segmentation_equals_hand_gradcam(tmp_path):
         compute_cams(model, x, target_layer=layer, targets=SemanticSegmentation(7))
 
 
+def test_semantic_segmentation_reruns_keep_the_clean_pixels():
+    """Score-CAM/Ablation-CAM rescore masked copies over the pixels predicted on the clean image, not on each copy."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    category = int(predicted[0, 0, 0])
+    assert bool(((predicted == category).flatten(1).sum(1) > 0).all())
+    methods = ["scorecam", "ablationcam"]
+    default = compute_cams(model, x, target_layer="1", targets=SemanticSegmentation(category), methods=methods)
+    given = compute_cams(model, x, target_layer="1", methods=methods,
+                         targets=SemanticSegmentation(category, mask=(predicted == category)))
+    for method in methods:
+        torch.testing.assert_close(default.maps[method]["1"], given.maps[method]["1"])
+
+
 def test_semantic_segmentation_refuses_a_category_predicted_nowhere():
     class Seg(nn.Module):  # class 2's logit is always lowest: no pixel is predicted as it
         def __init__(self):
