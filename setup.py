@@ -60,6 +60,8 @@ setup(
             "lightning>=2.0",
             "transformers>=4.40",
             "accelerate>=0.26",
+            # model families for target_layer=None and the target kinds (tests/writer/test_reach.py; random weights)
+            "timm>=1.0",
         ],
         # bench/ also times Captum beside pytorch-grad-cam and torchcam
         # bench/bench_sanity.py compares sanity_check with Quantus's MPRT (base install, no TensorFlow; brings scipy)

@@ -12,9 +12,11 @@ from writer_ext.summaries.activations import add_activations
 from writer_ext.summaries.cam import add_cam, add_cam_maps
 from writer_ext.summaries.model import add_model_summary, summary
 from writer_ext.summaries.sanity import add_sanity_check
+from writer_ext.target_kinds import Detection, MultiLabel, Regression, SemanticSegmentation, Similarity
 from writer_ext.writer import SummaryWriter
 
 __all__ = [
-    "METHODS", "CamMonitor", "CamResult", "SanityResult", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
+    "METHODS", "CamMonitor", "CamResult", "Detection", "MultiLabel", "Regression", "SanityResult",
+    "SemanticSegmentation", "Similarity", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
     "add_model_summary", "add_sanity_check", "capture", "compute_cams", "metrics", "sanity_check", "summary",
 ]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from writer_ext import targets as tgt
+from writer_ext.canvas import CanvasRecorder, aligned_view
 from writer_ext.checks import as_model_input, check_bool, check_inputs, check_positive_int
 from writer_ext.hooks import ActivationCapture, LinearCalls, run_model
 from writer_ext.layers import LayerSpec, SpatialView, resolve_layers, spatial_view, unwrap_model
@@ -41,6 +42,8 @@ class CamResult:
     pass_seconds: the shared forward pass and batched gradient, paid once.
     metrics: what `add_cam` scored (faithfulness, localization) per method
         and layer, as logged; empty from `compute_cams`.
+    description: what a target kind explains (`writer_ext.targets`'s
+        `description`), None for class ids and plain callables.
     """
 
     maps: dict[str, dict[str, torch.Tensor]]
@@ -53,6 +56,7 @@ class CamResult:
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     pass_seconds: float = 0.0
     metrics: list[dict] = field(default_factory=list)
+    description: Optional[str] = None
 
 
 def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -180,11 +184,25 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     layers = resolve_layers(model, opts.layer_spec, inputs)
     started = _clock(inputs.device)
     head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
-    with ActivationCapture(layers, track_grad=True) as capture, head, torch.enable_grad():
+    with ActivationCapture(layers, track_grad=True) as capture, head, CanvasRecorder(model) as canvas, \
+            torch.enable_grad():
         output = run_model(model, inputs)
+    if canvas.error:
+        raise ValueError(f"inputs: {canvas.error}")
     outputs = [capture.output(name) for name, _ in layers]
-    views = [spatial_view(name, out.shape, tuple(inputs.shape[-2:]), opts.reshape_transform)
-             for (name, _), out in zip(layers, outputs)]
+    for (name, _), out in zip(layers, outputs):
+        if out.shape[0] != inputs.shape[0]:
+            raise ValueError(f"target_layer {name!r} has output shape {tuple(out.shape)}, not one row per image of "
+                             f"the batch of {inputs.shape[0]} (a layer after a detector's region pooling?); choose a "
+                             "layer that sees the whole images")
+    # a detection model's layers see the resized, padded canvas: the views cut the maps to the input
+    seen_hw = canvas.canvas.size if canvas.canvas is not None else tuple(inputs.shape[-2:])
+    views = [spatial_view(name, out.shape, seen_hw, opts.reshape_transform) for (name, _), out in zip(layers, outputs)]
+    # Ablation-CAM zeroes channels of the layer's own output: fine through a crop of an (N, C, H, W) output
+    own_shapes = [out.shape if canvas.canvas is not None and _checked_view(name, view, out.detach()).shape == out.shape
+                  else None for (name, _), view, out in zip(layers, views, outputs)]
+    views = [aligned_view(name, view, canvas.canvas, tuple(_checked_view(name, view, out.detach()).shape[-2:]))
+             for (name, _), view, out in zip(layers, views, outputs)]
     with torch.enable_grad():
         chosen = tgt.select(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
     if not bool(torch.isfinite(chosen.scores.detach()).all()):
@@ -197,13 +215,13 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
         raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "
                          "output (it is detached or unused downstream); choose a layer the output is computed from")
     grads = _gradients(chosen.scores, outputs) if needs_grad else [None] * len(layers)
-    scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size)
-    found_head = head.find(output) if isinstance(head, LinearCalls) else None
+    scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size, output)
+    found_head = head.find(chosen.logits) if isinstance(head, LinearCalls) and chosen.logits is not None else None
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
     seconds: dict[str, dict[str, float]] = {m.name: {} for m in opts.methods}
     shared = _clock(inputs.device) - started
     with torch.no_grad():
-        for (name, module), view, out, grad in zip(layers, views, outputs, grads):
+        for (name, module), view, out, grad, own_shape in zip(layers, views, outputs, grads, own_shapes):
             cam_inputs = CamInputs(
                 model=model,
                 layer=name,
@@ -218,6 +236,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                 eigen_smooth=opts.eigen_smooth,
                 head=found_head,
                 generator=opts.generator,
+                layer_shape=own_shape,
             )
             for method in opts.methods:
                 begun = _clock(inputs.device)
@@ -237,8 +256,9 @@ SMOOTHING = (None, "noise", "flip")
 def _smoothed(model, inputs, targets, opts, clean: _Pass, smooth, samples, noise) -> None:
     """Replaces the clean pass's maps by their average over augmented copies: noisy (SmoothGrad) or
     flipped; the copies' time counts as the pass's."""
-    if smooth == "flip":
-        flipped = _one_pass(model, inputs.flip(-1), targets, opts)
+    if smooth == "flip":  # a target kind's boxes and masks are mirrored with the image
+        mirrored = targets.flipped(inputs.shape[-1]) if isinstance(targets, tgt.Target) else targets
+        flipped = _one_pass(model, inputs.flip(-1), mirrored, opts)
         clean.add_time(flipped)
         clean.maps = {m: {layer: (v + flipped.maps[m][layer].flip(-1)) / 2 for layer, v in per.items()}
                       for m, per in clean.maps.items()}
@@ -342,4 +362,5 @@ def compute_cams(
         multilabel=opts.multilabel,
         seconds=done.seconds,
         pass_seconds=done.shared,
+        description=targets.description if isinstance(targets, tgt.Target) else None,
     )

@@ -3,7 +3,7 @@
 A `LayerSpec` is an exact name (with or without DataParallel's ``module.``),
 a glob over names (``"layer*.1.conv2"``), a module of the model, a module
 type, or a list of these. Two specs need a forward pass of the inputs:
-``None`` (a CAM's `target_layer`: the last layer with a spatial output) and
+``None`` (a CAM's `target_layer`: the last spatial layer the whole output is computed from) and
 ``"auto"`` (`add_activations` and `capture`: every such layer).
 """
 
@@ -56,23 +56,39 @@ def resolve_layer(model: nn.Module, spec: str | nn.Module, arg: str = "target_la
 
 
 def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
-    """The name of the last module to finish with a spatial (N, C, H, W) output, H*W > 1,
-    among those that run once (a shared module's output is ambiguous).
+    """The layer `target_layer=None` explains: the last module (finishing last) whose output is
+    spatial ((N, C, H, W) with H*W > 1, channels-last, or tokens on a patch grid, see
+    `spatial_view`) and that
 
-    Found by one gradient-free forward pass of the first image, with a hook on
-    every module, and remembered for this model and input shape.
+    - runs once (a shared module's output is ambiguous);
+    - every path from the input to the output runs through (not a branch beside a
+      residual or skip connection, not one level of a pyramid: a map of it would
+      explain only part of the output);
+    - has positions the output depends on (a ViT's last block: only its class token
+      reaches the head, so its patch tokens have no gradient; the block before is used).
+
+    Found by one forward pass of the first image with autograd on and a hook on every
+    module, and remembered for this model and input shape. When the output does not
+    depend on the input at all (an untrained head of zeros), the last condition is
+    dropped; when the model cannot run with autograd on its input, the last module
+    with an (N, C, H, W) output that runs once is used.
     """
     key = tuple(inputs.shape[1:])
     cached = _AUTO_LAYERS.get(model, {}).get(key)
     if cached is not None:
         return cached
-    names = spatial_layer_names(model, inputs)
-    finished = [n for n in names if names.count(n) == 1]
-    if not finished:
-        raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
-    name = finished[-1]
+    from writer_ext.layer_rule import explained_layer  # the rule needs the targets' and canvas' modules
+
+    name = explained_layer(model, inputs)
+    if name is None:
+        names = spatial_layer_names(model, inputs)
+        finished = [n for n in names if names.count(n) == 1]
+        if not finished:
+            raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
+        name = finished[-1]
     _AUTO_LAYERS.setdefault(model, {})[key] = name
-    warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output", stacklevel=4)
+    warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output that the whole output "
+                  "is computed from", stacklevel=4)
     return name
 
 
@@ -108,7 +124,7 @@ def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
 
 def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
     """A CAM's `target_layer`: every named layer (or module) as (name, module), in the order given,
-    without repeats; ``None`` is the last layer with a spatial output."""
+    without repeats; ``None`` is `find_spatial_layer`'s choice."""
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not specs:
         raise ValueError("target_layer: the list of layers is empty")

@@ -31,7 +31,7 @@ from writer_ext.checks import as_model_input, check_inputs
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.layers import SpatialView
 from writer_ext.safety import training_safe
-from writer_ext.targets import probabilities
+from writer_ext.targets import logits_of, probabilities
 
 METRICS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc")
 
@@ -49,7 +49,7 @@ def _probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor
     """Softmax (or sigmoid: multi-label, one logit) probability of `classes[j]` for each of `images[j]`."""
     out = []
     for start in range(0, images.shape[0], batch_size):
-        probs = probabilities(model(images[start:start + batch_size]), multilabel)
+        probs = probabilities(logits_of(model(images[start:start + batch_size])), multilabel)
         out.append(probs.gather(1, classes[start:start + batch_size, None])[:, 0])
     return torch.cat(out)
 

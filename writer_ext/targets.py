@@ -8,6 +8,16 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from writer_ext.target_kinds import (  # noqa: F401 (re-exported: writer_ext.targets is where targets live)
+    Detection,
+    MultiLabel,
+    Regression,
+    SemanticSegmentation,
+    Similarity,
+    Target,
+    logits_of,
+)
+
 Targets = Union[None, int, Sequence[int], torch.Tensor, Callable[[object], torch.Tensor]]
 
 
@@ -38,17 +48,23 @@ class Selected:
     class_ids: Optional[torch.Tensor]  # (B, K), None for a callable
     scores: torch.Tensor  # (B, K), with the graph
     probs: Optional[torch.Tensor]  # (B, K), None for a callable
+    logits: Optional[torch.Tensor] = None  # the (B, classes) output the class ids index, None for a callable
 
 
 def select(output: object, targets: Targets, topk: int, batch: int, multilabel: bool = False) -> Selected:
-    """The explained scores of a model `output` for `targets` (the top `topk` classes when None)."""
+    """The explained scores of a model `output` for `targets` (the top `topk` classes when None).
+
+    Class targets explain a tensor output, or the ``logits`` of a dict, named tuple or Hugging Face
+    `ModelOutput`, or the one tensor in a tuple (`logits_of`).
+    """
     if is_callable_target(targets):
         return Selected(None, callable_scores(targets, output, batch), None)
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+    output = logits_of(output)
+    if output.dim() != 2:
         raise TypeError(
-            f"the model output is {got}, not (N, classes) logits; pass targets= as a callable "
-            "that returns one score per image"
+            f"targets: the model output has shape {tuple(output.shape)}, not (N, classes) logits; pass targets= as "
+            "a callable that returns one score per image (or a kind from writer_ext.targets: SemanticSegmentation "
+            "for (N, classes, H, W) outputs, Regression for (N,) values)"
         )
     if output.shape[0] != batch:
         raise ValueError(f"the model returned {output.shape[0]} rows for a batch of {batch}")
@@ -60,7 +76,7 @@ def select(output: object, targets: Targets, topk: int, batch: int, multilabel: 
     else:
         class_ids = class_id_tensor(targets, batch, num_classes).to(output.device)
     probs = probabilities(output, multilabel).gather(1, class_ids)
-    return Selected(class_ids, output.gather(1, class_ids), probs)
+    return Selected(class_ids, output.gather(1, class_ids), probs, output)
 
 
 def class_id_tensor(targets: Targets, batch: int, num_classes: int) -> torch.Tensor:
@@ -95,20 +111,25 @@ def class_id_tensor(targets: Targets, batch: int, num_classes: int) -> torch.Ten
     return ids
 
 
-def perturbed_scorer(targets: Targets, class_ids: Optional[torch.Tensor], batch: int, batch_size: int):
+def perturbed_scorer(targets: Targets, class_ids: Optional[torch.Tensor], batch: int, batch_size: int,
+                     clean_output: object = None):
     """For methods that rerun the model on perturbed copies of the whole batch (Score-CAM, Ablation-CAM).
 
     Returns (score, slots): `score(output)` maps the output of a forward of
     n * batch rows (n perturbed copies of the batch, each in the batch's image
     order) to (n, batch, K) scores; `slots` is the most copies one forward may
     hold. A callable sees the output of exactly one copy of the batch, so a
-    target that depends on the image (its label, its mask) stays right.
+    target that depends on the image (its label, its mask) stays right. A
+    `Target` kind is pinned to the `clean_output` first (`Target.fixed`).
     """
     if class_ids is None:
+        if isinstance(targets, Target):
+            targets = targets.fixed(clean_output)
         return (lambda output: callable_scores(targets, output, batch).unsqueeze(0)), 1
 
-    def score(output: torch.Tensor) -> torch.Tensor:
+    def score(output: object) -> torch.Tensor:
+        output = logits_of(output)
         n = output.shape[0] // batch
-        return output.view(n, batch, -1).gather(2, class_ids.expand(n, -1, -1))
+        return output.reshape(n, batch, -1).gather(2, class_ids.expand(n, -1, -1))
 
     return score, max(1, batch_size // batch)

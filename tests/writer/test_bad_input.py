@@ -152,19 +152,20 @@ def test_diverged_model_is_refused(writer, small_net):
     assert _event_bytes(writer.logdir) == before
 
 
-def test_non_tensor_output_needs_a_callable(writer):
-    class DictOut(torch.nn.Module):
+def test_ambiguous_output_needs_a_callable(writer):
+    class DictOut(torch.nn.Module):  # two tensors, neither named logits: which one to explain is a guess
         def __init__(self):
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 4, 3)
 
         def forward(self, x):
-            return {"logits": self.conv(x).mean(dim=(2, 3))}
+            pooled = self.conv(x).mean(dim=(2, 3))
+            return {"scores": pooled, "features": pooled * 2}
 
     model = DictOut()
     with pytest.raises(TypeError, match="pass targets= as a callable"):
         add_cam(writer, "cam", model, X, target_layer="conv")
-    result = add_cam(writer, "cam", model, X, target_layer="conv", targets=lambda out: out["logits"][:, 0])
+    result = add_cam(writer, "cam", model, X, target_layer="conv", targets=lambda out: out["scores"][:, 0])
     assert result.maps["gradcam"]["conv"].shape == (2, 1, 10, 10)
 
 

@@ -27,6 +27,8 @@ class CamInputs:
     head: the nn.Linear whose result is the model's output, and its input
         (for CAM; None when not asked for or when no Linear made the output).
     generator: where the random baseline draws its noise.
+    layer_shape: the layer's own (N, C, H, W) output shape when `activations`
+        is a crop of it (a detection model's padded canvas), else None.
     """
 
     model: nn.Module
@@ -42,6 +44,7 @@ class CamInputs:
     eigen_smooth: bool = False
     head: Optional[tuple[nn.Module, torch.Tensor]] = None
     generator: Optional[torch.Generator] = None
+    layer_shape: Optional[torch.Size] = None
 
 
 class CamMethod:

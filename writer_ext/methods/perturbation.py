@@ -75,7 +75,8 @@ class AblationCAM(CamMethod):
         ablate: dict[str, torch.Tensor] = {}
 
         def hook(module, args, output):
-            if not isinstance(output, torch.Tensor) or output.shape[1:] != inputs.activations.shape[1:]:
+            own = inputs.layer_shape if inputs.layer_shape is not None else inputs.activations.shape
+            if not isinstance(output, torch.Tensor) or output.shape[1:] != own[1:]:
                 raise ValueError(f"methods: 'ablationcam' needs an (N, C, H, W) output at layer {inputs.layer!r}")
             output = output.clone()
             output[torch.arange(output.shape[0], device=output.device), ablate["channels"]] = 0
