@@ -1,5 +1,5 @@
 /**
- * The object regions logged with `add_cam(regions=...)`: a box or a run-length encoded mask per image,
+ * The object regions logged with `add_cam(regions=...)`: boxes or a run-length encoded mask per image,
  * in input pixels, drawn as an outline over the picture the map lies on.
  */
 
@@ -18,18 +18,19 @@ export function decodeMask(region) {
 /** Outlines `region` on a w x h canvas (the picture scaled from the region's input size): white over black. */
 export function outlineRegion(context, region, w, h) {
   const [rh, rw] = region.size;
-  if (region.box) {
-    // through the centres of the box's edge pixels: a crisp white line on them, black either side
-    const [x0, y0, x1, y1] = region.box;
-    const left = Math.round((x0 * w) / rw);
-    const top = Math.round((y0 * h) / rh);
-    const width = Math.max(Math.round((x1 * w) / rw) - left - 1, 0);
-    const height = Math.max(Math.round((y1 * h) / rh) - top - 1, 0);
+  if (region.boxes) {
+    // through the centres of each box's edge pixels: a crisp white line on them, black either side
     context.save();
     for (const [colour, line] of [["#000", 3], ["#fff", 1]]) {
       context.strokeStyle = colour;
       context.lineWidth = line;
-      context.strokeRect(left + 0.5, top + 0.5, width, height);
+      for (const [x0, y0, x1, y1] of region.boxes) {
+        const left = Math.round((x0 * w) / rw);
+        const top = Math.round((y0 * h) / rh);
+        const width = Math.max(Math.round((x1 * w) / rw) - left - 1, 0);
+        const height = Math.max(Math.round((y1 * h) / rh) - top - 1, 0);
+        context.strokeRect(left + 0.5, top + 0.5, width, height);
+      }
     }
     context.restore();
     return;

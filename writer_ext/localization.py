@@ -17,7 +17,7 @@ input's size. The scores need no model run.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def check_regions(regions: Regions, batch: int, size: tuple[int, int]) -> tuple[
         xs = torch.arange(w, dtype=torch.float64).view(1, 1, w) + 0.5
         x0, y0, x1, y1 = (v.view(-1, 1, 1) for v in (x0, y0, x1, y1))
         masks = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-        records = [{"box": box, "size": [h, w]} for box in boxes.tolist()]
+        records = [{"boxes": [box], "size": [h, w]} for box in boxes.tolist()]
     elif regions.dim() == 3 and regions.shape == (batch, h, w):
         if regions.dtype != torch.bool:
             raise TypeError(f"regions: masks must be boolean, got {regions.dtype}")
@@ -104,6 +104,31 @@ def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> float:
 def localization(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
     """Both scores of `LOCALIZATION` for one set of (B, K, h, w) maps."""
     return {"pointing_game": pointing_game(maps, masks), "energy_pointing_game": energy_pointing_game(maps, masks)}
+
+
+def target_regions(targets: object, batch: int, size: tuple[int, int]) -> Optional[tuple[torch.Tensor, list[dict]]]:
+    """The regions a target kind names (`Detection`'s boxes, `SemanticSegmentation`'s given mask), as
+    `check_regions` returns them, the same for every image; None when it names none inside the input."""
+    h, w = size
+    boxes = getattr(targets, "boxes", None)
+    mask = getattr(targets, "mask", None)
+    if boxes:
+        clipped = [[max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))] for x0, y0, x1, y1 in boxes]
+        clipped = [b for b in clipped if b[0] < b[2] and b[1] < b[3]]
+        if not clipped:
+            return None
+        masks, _ = check_regions(torch.tensor(clipped, dtype=torch.float64), len(clipped), size)
+        union = masks.any(0)
+        return union.expand(batch, h, w).clone(), [{"boxes": clipped, "size": [h, w]}] * batch
+    if isinstance(mask, torch.Tensor):
+        m = mask if mask.dim() == 3 else mask.expand(batch, *mask.shape)
+        if m.shape[0] != batch:
+            return None
+        m = nn.functional.interpolate(m.float().unsqueeze(1).cpu(), size=size, mode="nearest")[:, 0] > 0
+        if not bool(m.flatten(1).any(1).all()):
+            return None
+        return m, [mask_record(one) for one in m]
+    return None
 
 
 def mask_record(mask: torch.Tensor) -> dict:

@@ -321,7 +321,8 @@ export function mount({ root, reload, onError }) {
     labelled("Zoom", ui.zoom, "Enlarge the pictures; drag one to pan them all"),
     ui.download,
   ]);
-  node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.metrics, ui.readout, ui.empty, ui.grid, ui.filmstrip);
+  node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.description, ui.metrics,
+    ui.readout, ui.empty, ui.grid, ui.filmstrip);
 
   picker.wire(guarded(loadSteps), guarded(showStep));
   const redraw = guarded(draw);

@@ -60,6 +60,7 @@ export const ui = {
     title: "Faithfulness (add_cam(..., metrics=True)) and localization (regions=) of the shown method at this " +
       "layer, the random baseline's in brackets",
   }),
+  description: el("div", { id: "description", className: "metrics", title: "What the maps explain (a target kind)" }),
   readout: el("div", { id: "readout", className: "value", title: "The map under the mouse" }),
   grid: el("div", { id: "grid", className: "grid" }),
   filmstrip: el("div", { id: "filmstrip", className: "filmstrip", hidden: true }),
@@ -112,7 +113,9 @@ export function targetCaption(target) {
   return parts.join("  ");
 }
 
+/** The step's target description and the shown method's scores at the shown layer. */
 export function showMetrics(header) {
+  ui.description.textContent = header?.description ? `Explains: ${header.description}` : "";
   const records = header?.metrics ?? [];
   const find = (method) => records.find((r) => r.method === method && r.layer === ui.layer.value);
   const shown = find(ui.method.value);

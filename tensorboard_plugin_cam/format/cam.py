@@ -37,13 +37,15 @@ MAP_FIELDS = ("image", "target", "method", "layer", "height", "width", "offset",
 
 def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Sequence[tuple[int, float]],
                  sequence: int, metrics: Sequence[dict] = (), skipped: str | None = None,
-                 timings: Sequence[dict] | None = None, pass_seconds: float | None = None) -> dict:
+                 timings: Sequence[dict] | None = None, pass_seconds: float | None = None,
+                 description: str | None = None) -> dict:
     """A step's header from image records, map records and `encode_maps` placement.
 
     `metrics`: optional faithfulness and localization records {"method", "layer", <name>: number}.
     `skipped`: why a step holds no maps (then `images` and `maps` are empty).
     `timings`: optional {"method", "layer", "seconds"} records, each method's own time at a layer;
     `pass_seconds` the shared forward and gradient pass.
+    `description`: what the maps explain, for a target kind (`writer_ext.targets`).
     """
     header = {
         "version": VERSION,
@@ -58,6 +60,8 @@ def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Seq
         header["metrics"] = [dict(m) for m in metrics]
     if skipped is not None:
         header["skipped"] = skipped
+    if description is not None:
+        header["description"] = description
     if timings is not None:
         header["timings"] = [dict(t) for t in timings]
         header["pass_seconds"] = pass_seconds
@@ -65,17 +69,20 @@ def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Seq
 
 
 def _check_region(i: int, region: object) -> None:
-    """An image's object region: {"box": [x0, y0, x1, y1], "size": [H, W]} or {"mask": runs, "size": [H, W]}."""
+    """An image's object region: {"boxes": [[x0, y0, x1, y1], ...], "size": [H, W]} or
+    {"mask": runs, "size": [H, W]}."""
     where = f"images[{i}].region"
     require(isinstance(region, dict), f"{where} is not an object")
     size = region.get("size")
     require(isinstance(size, list) and len(size) == 2 and all(is_int(v) and v > 0 for v in size),
             f"{where}.size must be [height, width]")
-    if "box" in region:
-        box = region["box"]
-        require(isinstance(box, list) and len(box) == 4 and all(optional_number(v) and v is not None for v in box),
-                f"{where}.box must be four numbers")
-        require(0 <= box[0] < box[2] <= size[1] and 0 <= box[1] < box[3] <= size[0], f"{where}.box lies outside")
+    if "boxes" in region:
+        boxes = region["boxes"]
+        require(isinstance(boxes, list) and boxes, f"{where}.boxes must list boxes")
+        for box in boxes:
+            require(isinstance(box, list) and len(box) == 4 and all(optional_number(v) and v is not None for v in box),
+                    f"{where}.boxes must hold four numbers each")
+            require(0 <= box[0] < box[2] <= size[1] and 0 <= box[1] < box[3] <= size[0], f"{where}.boxes lie outside")
     else:
         runs = region.get("mask")
         require(isinstance(runs, list) and all(is_int(r) and r >= 0 for r in runs), f"{where}.mask must list runs")
@@ -121,6 +128,8 @@ def parse_header(data: bytes) -> dict:
     header = parse_json_object(data, "header")
     require(header.get("maps_dtype") == MAPS_DTYPE, f"header 'maps_dtype' must be {MAPS_DTYPE!r}")
     require(header.get("skipped") is None or isinstance(header["skipped"], str), "header 'skipped' must be a string")
+    require(header.get("description") is None or isinstance(header["description"], str),
+            "header 'description' must be a string")
     pictures_step(header)
     _check_images(header.get("images"))
     maps = header.get("maps")

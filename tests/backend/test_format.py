@@ -121,16 +121,19 @@ def test_parse_header_rejects_bad_target_index():
     "change, message",
     [
         (lambda h: h["images"][0].update(region="box"), r"images\[0\].region is not an object"),
-        (lambda h: h["images"][0].update(region={"box": [0, 0, 2, 2], "size": [4]}), "size must be"),
-        (lambda h: h["images"][0].update(region={"box": [0, 0, 2], "size": [4, 4]}), "box must be four numbers"),
-        (lambda h: h["images"][0].update(region={"box": [3, 0, 2, 2], "size": [4, 4]}), "box lies outside"),
-        (lambda h: h["images"][0].update(region={"box": [0, 0, 5, 2], "size": [4, 4]}), "box lies outside"),
+        (lambda h: h["images"][0].update(region={"boxes": [[0, 0, 2, 2]], "size": [4]}), "size must be"),
+        (lambda h: h["images"][0].update(region={"boxes": [[0, 0, 2]], "size": [4, 4]}), "four numbers each"),
+        (lambda h: h["images"][0].update(region={"boxes": [], "size": [4, 4]}), "must list boxes"),
+        (lambda h: h["images"][0].update(region={"boxes": [[0, 0, 1, 1], [3, 0, 2, 2]], "size": [4, 4]}),
+         "boxes lie outside"),
+        (lambda h: h["images"][0].update(region={"boxes": [[0, 0, 5, 2]], "size": [4, 4]}), "boxes lie outside"),
         (lambda h: h["images"][0].update(region={"mask": [3, -1], "size": [2, 2]}), "mask must list runs"),
         (lambda h: h["images"][0].update(region={"mask": [1, 2], "size": [2, 2]}), "do not cover"),
         (lambda h: h.update(timings={}), "'timings' is not a list"),
         (lambda h: h.update(timings=[{"method": "m", "layer": "l", "seconds": -1}]), r"timings\[0\]"),
         (lambda h: h.update(timings=[{"method": "m", "seconds": 1}]), r"timings\[0\]"),
         (lambda h: h.update(pass_seconds="1"), "pass_seconds"),
+        (lambda h: h.update(description=["a"]), "'description' must be a string"),
     ],
 )
 def test_parse_header_rejects_bad_regions_and_timings(change, message):

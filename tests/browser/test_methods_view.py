@@ -14,6 +14,7 @@ import torch
 from helpers import BOTH_LOADERS, TensorBoardProcess
 from writer_ext import SummaryWriter
 from writer_ext.demo import CLASSES, draw_shapes
+from writer_ext.targets import SemanticSegmentation
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 METHODS = ["gradcam", "layercam", "scorecam"]
@@ -36,14 +37,18 @@ def logged(tmp_path_factory, trained_shapenet):
         small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                     torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
         writer.add_cam("masks", small, torch.rand(2, 3, 16, 16) * 0.9, target_layer="1", regions=masks, global_step=1)
-    return logdir, cam, sanity, boxes, masks
+        segmenter = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(4, 2, 3, padding=1)).eval()
+        seg = writer.add_cam("seg", segmenter, torch.rand(2, 3, 16, 16) * 0.9, target_layer="1",
+                             targets=SemanticSegmentation(1, mask=masks[0]), global_step=1)
+    return logdir, cam, sanity, boxes, masks, seg
 
 
 @pytest.fixture(scope="module", **BOTH_LOADERS)
 def tensorboard(request, logged):
     tb = TensorBoardProcess(logged[0], load_fast=request.param)
     try:
-        for tag in ("shapes", "shapes/sanity", "masks"):
+        for tag in ("shapes", "shapes/sanity", "masks", "seg"):
             tb.wait_for(f"/data/plugin/cam/steps?run=run&tag={tag.replace('/', '%2F')}",
                         lambda b: len(json.loads(b)["steps"]) == 1)
         yield tb
@@ -78,7 +83,7 @@ def _open_methods(page):
 
 
 def test_report_card_shows_the_python_numbers(page, logged):
-    _, cam, sanity, _, _ = logged
+    _, cam, sanity, *_ = logged
     _open_methods(page)
     rows = _table(page)
     expected = {(r["method"], r["layer"]): r for r in cam.metrics}
@@ -105,7 +110,7 @@ def test_report_card_shows_the_python_numbers(page, logged):
 
 
 def test_report_card_sorts_and_opens_the_cam_view(page, logged):
-    _, cam, _, _, _ = logged
+    _, cam, *_ = logged
     _open_methods(page)
     page.click("#mth-table th[data-key='deletion_auc']")  # lower is better: ascending first
     order = [(r["method"], r["layer"]) for r in _table(page)]
@@ -131,7 +136,7 @@ def _legends(page) -> list[dict]:
 
 
 def test_cam_cards_show_their_colour_scale_and_threshold(page, logged, tensorboard):
-    _, cam, _, _, _ = logged
+    _, cam, *_ = logged
     page.select_option("#tag", "shapes")
     page.wait_for_selector("#grid[data-step='5']", state="attached", timeout=30000)
     page.select_option("#method", "gradcam")
@@ -169,7 +174,7 @@ def _white(page, card: int) -> np.ndarray:
 
 
 def test_regions_are_outlined(page, logged):
-    _, _, _, boxes, masks = logged
+    _, _, _, boxes, masks, seg = logged
     page.select_option("#tag", "shapes")
     page.wait_for_selector("#grid[data-step='5']", state="attached", timeout=30000)
     _legends(page)
@@ -186,3 +191,11 @@ def test_regions_are_outlined(page, logged):
         padded = np.pad(mask, 1)
         interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
         assert np.array_equal(_white(page, i), mask & ~interior)  # the mask's edge, and nothing else
+    page.select_option("#tag", "seg")  # a target kind: its mask outlined on every image, its description shown
+    page.wait_for_function("() => document.querySelector('#description').textContent !== ''")
+    _legends(page)
+    assert page.text_content("#description") == f"Explains: {seg.description}"
+    first = masks[0].numpy()
+    padded = np.pad(first, 1)
+    edge = first & ~(padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    assert all(np.array_equal(_white(page, i), edge) for i in range(2))

@@ -78,7 +78,7 @@ def test_masks_and_boxes_agree_and_masks_round_trip():
     from_boxes, records = check_regions(boxes, 2, (SIZE, SIZE))
     from_masks, mask_records = check_regions(from_boxes, 2, (SIZE, SIZE))
     assert torch.equal(from_boxes, from_masks)
-    assert records[0] == {"box": [1.0, 2.0, 9.5, 7.0], "size": [SIZE, SIZE]}
+    assert records[0] == {"boxes": [[1.0, 2.0, 9.5, 7.0]], "size": [SIZE, SIZE]}
     expected = np.zeros((SIZE, SIZE), bool)
     expected[2:7, 1:9] = True  # the pixels whose centres lie inside: column 9's centre 9.5 is on the edge, outside
     assert np.array_equal(from_boxes[0].numpy(), expected)
@@ -130,7 +130,7 @@ def test_add_cam_scores_a_trained_model_and_stores_regions_and_timings(trained_s
 
     header = fmt.cam.parse_header(raw_cam_values(tmp_path)[(".", "shapes", 3)][0])
     assert header["metrics"] == result.metrics
-    assert [image["region"]["box"] for image in header["images"]] == boxes.double().tolist()
+    assert [image["region"]["boxes"] for image in header["images"]] == [[b] for b in boxes.double().tolist()]
     timed = {(t["method"], t["layer"]): t["seconds"] for t in header["timings"]}
     assert timed == {(m, layer): s for m, per in result.seconds.items() for layer, s in per.items()}
     assert set(timed) == {(m, layer) for m in ("gradcam", "scorecam") for layer in ("features", "features.0")}

@@ -16,9 +16,11 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from helpers import SmallNet, raw_cam_values
+from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam, compute_cams
 from writer_ext import targets as tgt
 from writer_ext.layer_rule import explained_layer
+from writer_ext.localization import localization
 from writer_ext.targets import Detection, MultiLabel, Regression, SemanticSegmentation, Similarity
 
 tv = torchvision.models
@@ -49,6 +51,12 @@ def logged(tmp_path, model, x, **kwargs):
         result = add_cam(writer, "cam", model, x, **kwargs)
     assert any(tag == "cam" for _, tag, _ in raw_cam_values(tmp_path))
     return result
+
+
+def logged_header(tmp_path) -> dict:
+    """The header of the one CAM sample logged in `tmp_path`."""
+    (blobs,) = [b for (_, tag, _), b in raw_cam_values(tmp_path).items() if tag == "cam"]
+    return fmt.cam.parse_header(blobs[0])
 
 
 def tiny_detector():
@@ -161,6 +169,25 @@ def test_detection_scores_the_matching_box_and_cuts_the_padding(tmp_path):
     torch.testing.assert_close(result.scores[:, 0], found["scores"][d:d + 1])
     torch.testing.assert_close(maps[:, 0], by_hand(d), rtol=1e-4, atol=1e-6)
     assert target.boxes == [found["boxes"][d].tolist()] and "detection" in result.description
+    header = logged_header(tmp_path)  # the box is stored for the tab and scored as the object's region
+    assert header["description"] == target.description
+    assert header["images"][0]["region"]["boxes"] == [[max(v, 0.0) for v in target.boxes[0]]]
+    assert {(r["method"], "pointing_game" in r) for r in result.metrics} == {("gradcam", True), ("random", True)}
+
+
+def test_a_segmentation_mask_is_stored_and_scored(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()
+    mask = torch.zeros(16, 16)
+    mask[4:9, 2:12] = 1
+    result = logged(tmp_path, model, torch.randn(2, 3, 16, 16), target_layer="1",
+                    targets=SemanticSegmentation(1, mask=mask))
+    header = logged_header(tmp_path)
+    runs = header["images"][1]["region"]["mask"]
+    decoded = torch.repeat_interleave(torch.arange(len(runs)) % 2 == 1, torch.tensor(runs)).view(16, 16)
+    assert torch.equal(decoded, mask.bool()) and header["description"] == result.description
+    by_hand = localization(result.maps["gradcam"]["1"], mask.bool().expand(2, 16, 16))
+    assert {k: v for k, v in result.metrics[0].items() if k in by_hand} == by_hand
 
 
 def test_detection_refusals():

@@ -26,7 +26,7 @@ from writer_ext.checks import (
 )
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.layers import LayerSpec, unwrap_model
-from writer_ext.localization import LOCALIZATION, Regions, check_regions, localization
+from writer_ext.localization import LOCALIZATION, Regions, check_regions, localization, target_regions
 from writer_ext.metrics import METRICS, for_result, random_baseline
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets import Targets
@@ -64,6 +64,7 @@ def _write(
     metrics: Sequence[dict] = (),
     regions: Sequence[dict] = (),
     timings: Optional[CamResult] = None,
+    description: Optional[str] = None,
 ) -> None:
     """Encodes one sample and adds it to the event file.
 
@@ -94,6 +95,7 @@ def _write(
                 for m, per_layer in timings.seconds.items() for layer, s in per_layer.items()
             ],
             pass_seconds=None if timings is None else float(timings.pass_seconds),
+            description=description,
         )
 
     add_sample(writer, tag, fmt.cam.KIND, header, [blob], Pictures(pictures, image_format), global_step, walltime)
@@ -149,6 +151,9 @@ def add_cam(
     pixels) or a boolean mask (N, H, W), adds the pointing game and its
     energy-based form (`writer_ext.localization`), for the random baseline
     too, logged the same way; the tab draws the regions over the pictures.
+    Without `regions`, a target kind's own boxes or mask (`Detection`,
+    `SemanticSegmentation(mask=...)`) are used, and its description is
+    stored for the tab.
     Each method's own time at each layer is stored for the tab's report card.
     Returns the raw maps, scores, timings and logged metrics (`CamResult`).
     """
@@ -159,8 +164,11 @@ def add_cam(
     names = check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
     metrics = check_bool(metrics, "metrics")
-    masks, region_records = check_regions(regions, inputs.shape[0], tuple(inputs.shape[-2:])) \
-        if regions is not None else (None, [])
+    size = tuple(inputs.shape[-2:])
+    if regions is not None:
+        masks, region_records = check_regions(regions, inputs.shape[0], size)
+    else:  # a target kind's own boxes or mask (Detection, SemanticSegmentation(mask=...)), when it has them
+        masks, region_records = target_regions(targets, inputs.shape[0], size) or (None, [])
     model = unwrap_model(model) if isinstance(model, nn.Module) else model
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
                           **options)
@@ -181,6 +189,7 @@ def add_cam(
         metrics=scored,
         regions=region_records,
         timings=result,
+        description=result.description,
     )
     several = len({r["layer"] for r in scored}) > 1
     for record in scored:
