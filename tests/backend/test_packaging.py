@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_entry_point_module_imports_no_torch():
     code = (
         "import sys, importlib.metadata as md;"
-        "[ep] = [e for e in md.entry_points(group='tensorboard_plugins') if e.name == 'cam'];"
+        # Python 3.9's entry_points() is a dict by group, without select(), and lists a distribution twice
+        # when its metadata is also found in the current directory (the checkout's egg-info)
+        "eps = md.entry_points();"
+        "eps = eps.select(group='tensorboard_plugins') if hasattr(eps, 'select') else eps['tensorboard_plugins'];"
+        "[ep] = {e.value: e for e in eps if e.name == 'cam'}.values();"
         "loader = ep.load();"
         "print(ep.value, 'torch' in sys.modules, 'PIL' in sys.modules)"
     )
