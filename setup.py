@@ -25,8 +25,8 @@ setup(
     package_dir={"tensorboard_plugin_cam.frontend": "frontend"},
     package_data={"tensorboard_plugin_cam.frontend": ["*.js", "*.css", "cam/*.js"]},
     install_requires=[
-        # The range scripts/compat.sh and the test suite have run against. TensorBoard 2.20 and
-        # older need setuptools<82 (and 2.15 and 2.16 numpy<2) at start-up: README, "Versions".
+        # The range scripts/compat.sh and the test suite have run against. TensorBoard 2.20 and older
+        # need setuptools<82, 2.15 and 2.16 also numpy<2 and protobuf<5: README, "Versions".
         "tensorboard>=2.15,<2.22",
         "tensorboard-data-server>=0.7,<0.8",
         "torch>=2.1",
