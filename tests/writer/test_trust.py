@@ -40,7 +40,7 @@ def test_inputs_of_another_dtype_give_the_float32_maps(net, dtype):
 
 
 def _cpu_runs_half_convolutions() -> bool:
-    try:  # torch 2.1 has no float16 convolution on the CPU (2.2 and newer have)
+    try:  # torch 2.1 has no float16 convolution on the CPU (2.14 and 2.15 have)
         nn.functional.conv2d(torch.zeros(1, 1, 2, 2, dtype=torch.half), torch.zeros(1, 1, 1, 1, dtype=torch.half))
     except RuntimeError:
         return False
