@@ -25,10 +25,9 @@ setup(
     package_dir={"tensorboard_plugin_cam.frontend": "frontend"},
     package_data={"tensorboard_plugin_cam.frontend": ["*.js", "*.css", "cam/*.js"]},
     install_requires=[
-        # The range the test suite has run against. TensorBoard 2.20 and older
-        # import pkg_resources at start-up, which setuptools 82 removed; widen
-        # this only together with a `setuptools<82` pin for those versions.
-        "tensorboard>=2.21,<2.22",
+        # The range scripts/compat.sh and the test suite have run against. TensorBoard 2.20 and older
+        # need setuptools<82, 2.15 and 2.16 also numpy<2 and protobuf<5: README, "Versions".
+        "tensorboard>=2.15,<2.22",
         "tensorboard-data-server>=0.7,<0.8",
         "torch>=2.1",
         "torchvision>=0.16",
@@ -73,6 +72,7 @@ setup(
     },
     classifiers=[
         "Programming Language :: Python :: 3",
+        *(f"Programming Language :: Python :: 3.{minor}" for minor in range(9, 14)),
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )

@@ -3,7 +3,15 @@ Everything else the tests share is in helpers.py."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+if sys.version_info < (3, 10):
+    # Python 3.9's subprocess forks where newer ones vfork, so gRPC's fork handlers run in each child the tests
+    # start; with the gRPC channels of earlier data servers open, a new data server then sometimes aborts
+    # ("epoll_wait error: Bad file descriptor", exit -6) before it runs. Set before gRPC is imported.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import numpy as np
 import pytest

@@ -5,6 +5,7 @@ and serves its frontend."""
 from __future__ import annotations
 
 import json
+import site
 import subprocess
 import sys
 import venv
@@ -19,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_entry_point_module_imports_no_torch():
     code = (
         "import sys, importlib.metadata as md;"
-        "[ep] = [e for e in md.entry_points(group='tensorboard_plugins') if e.name == 'cam'];"
+        # Python 3.9's entry_points() is a dict by group, without select(), and lists a distribution twice
+        # when its metadata is also found in the current directory (the checkout's egg-info)
+        "eps = md.entry_points();"
+        "eps = eps.select(group='tensorboard_plugins') if hasattr(eps, 'select') else eps['tensorboard_plugins'];"
+        "[ep] = {e.value: e for e in eps if e.name == 'cam'}.values();"
         "loader = ep.load();"
         "print(ep.value, 'torch' in sys.modules, 'PIL' in sys.modules)"
     )
@@ -51,9 +56,16 @@ def test_wheel_in_fresh_venv_lists_the_tab(tmp_path):
     assert source <= shipped_modules, sorted(source - shipped_modules)  # every module of the source is shipped
     env_dir = tmp_path / "venv"
     # The fresh environment borrows the already-installed dependencies (TensorBoard, torch)
-    # but gets the plugin only from the wheel.
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    # but gets the plugin only from the wheel. They are borrowed from this interpreter's
+    # site directories, whether it is a virtual environment or not: `system_site_packages`
+    # would give the base interpreter's instead, without what a virtual environment installed.
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    borrowed = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    # after the environment's own directory, each with its .pth files, as a system site directory would be
+    (Path(own) / "_borrowed.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in borrowed))
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
                     "--ignore-installed", str(wheel)], check=True, capture_output=True)
     where = subprocess.run(
