@@ -89,6 +89,13 @@ def model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
     return default
 
 
+def model_device(model: nn.Module) -> Optional[torch.device]:
+    """The device of a model's first parameter or buffer; None for a model without tensors."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return None
+
+
 def as_model_input(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """`inputs` as the model takes them: in its parameters' dtype (float64 or bfloat16 probe images
     for a float32 model, float32 ones for a half model), and an ordinary tensor when it was made

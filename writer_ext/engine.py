@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from writer_ext import targets as tgt
-from writer_ext.canvas import CanvasRecorder, aligned_view
+from writer_ext.canvas import Canvas, CanvasRecorder, aligned_view
 from writer_ext.checks import as_model_input, check_bool, check_inputs, check_positive_int
 from writer_ext.hooks import ActivationCapture, LinearCalls, run_model
 from writer_ext.layers import LayerSpec, SpatialView, resolve_layers, spatial_view, unwrap_model
@@ -167,6 +167,25 @@ class _Pass:
                 self.seconds[method][layer] += value
 
 
+def _layer_views(layers: list[tuple[str, nn.Module]], outputs: list[torch.Tensor], canvas: Optional[Canvas],
+                 inputs: torch.Tensor, transform: Optional[SpatialView]) -> list[tuple]:
+    """Per layer: the view that turns its output (and gradient) into (N, C, h, w) maps over the input, its
+    activations seen that way (float32), and its own output shape when Ablation-CAM zeroes channels through
+    a crop (a detection model's layers see the resized, padded canvas: the view cuts the maps to the input)."""
+    found = []
+    for (name, _), out in zip(layers, outputs):
+        if out.shape[0] != inputs.shape[0]:
+            raise ValueError(f"target_layer {name!r} has output shape {tuple(out.shape)}, not one row per image of "
+                             f"the batch of {inputs.shape[0]} (a layer after a detector's region pooling?); choose a "
+                             "layer that sees the whole images")
+        view = spatial_view(name, out.shape, canvas.size if canvas is not None else tuple(inputs.shape[-2:]), transform)
+        spatial = _checked_view(name, view, out.detach())
+        own = out.shape if canvas is not None and spatial.shape == out.shape else None
+        aligned = aligned_view(name, view, canvas, tuple(spatial.shape[-2:]))
+        found.append((aligned, (spatial if aligned is view else aligned(out.detach())).float(), own))
+    return found
+
+
 def _clock(device: torch.device) -> float:
     """A time stamp after the device's queued work is done (CUDA runs asynchronously)."""
     if device.type == "cuda":
@@ -181,8 +200,8 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     layer the output does not depend on is refused for every method.
     """
     needs_grad = any(m.uses_gradients for m in opts.methods)
-    layers = resolve_layers(model, opts.layer_spec, inputs)
     started = _clock(inputs.device)
+    layers = resolve_layers(model, opts.layer_spec, inputs)
     head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
     with ActivationCapture(layers, track_grad=True) as capture, head, CanvasRecorder(model) as canvas, \
             torch.enable_grad():
@@ -190,19 +209,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     if canvas.error:
         raise ValueError(f"inputs: {canvas.error}")
     outputs = [capture.output(name) for name, _ in layers]
-    for (name, _), out in zip(layers, outputs):
-        if out.shape[0] != inputs.shape[0]:
-            raise ValueError(f"target_layer {name!r} has output shape {tuple(out.shape)}, not one row per image of "
-                             f"the batch of {inputs.shape[0]} (a layer after a detector's region pooling?); choose a "
-                             "layer that sees the whole images")
-    # a detection model's layers see the resized, padded canvas: the views cut the maps to the input
-    seen_hw = canvas.canvas.size if canvas.canvas is not None else tuple(inputs.shape[-2:])
-    views = [spatial_view(name, out.shape, seen_hw, opts.reshape_transform) for (name, _), out in zip(layers, outputs)]
-    # Ablation-CAM zeroes channels of the layer's own output: fine through a crop of an (N, C, H, W) output
-    own_shapes = [out.shape if canvas.canvas is not None and _checked_view(name, view, out.detach()).shape == out.shape
-                  else None for (name, _), view, out in zip(layers, views, outputs)]
-    views = [aligned_view(name, view, canvas.canvas, tuple(_checked_view(name, view, out.detach()).shape[-2:]))
-             for (name, _), view, out in zip(layers, views, outputs)]
+    seen = _layer_views(layers, outputs, canvas.canvas, inputs, opts.reshape_transform)
     with torch.enable_grad():
         chosen = tgt.select(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
     if not bool(torch.isfinite(chosen.scores.detach()).all()):
@@ -221,13 +228,13 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     seconds: dict[str, dict[str, float]] = {m.name: {} for m in opts.methods}
     shared = _clock(inputs.device) - started
     with torch.no_grad():
-        for (name, module), view, out, grad, own_shape in zip(layers, views, outputs, grads, own_shapes):
+        for (name, module), (view, activations, own_shape), grad in zip(layers, seen, grads):
             cam_inputs = CamInputs(
                 model=model,
                 layer=name,
                 module=module,
                 inputs=inputs,
-                activations=_checked_view(name, view, out.detach()).float(),
+                activations=activations,
                 gradients=None if grad is None else view(grad.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
                 class_ids=chosen.class_ids,
                 scores=chosen.scores.detach(),
@@ -330,6 +337,9 @@ def compute_cams(
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
+    if isinstance(targets, tgt.Target) and not isinstance(targets.description, str):
+        raise TypeError(f"targets: a target kind's description must be a string, got "
+                        f"{type(targets.description).__name__}")
     opts = _Options(
         methods=get_methods(methods),
         layer_spec=target_layer,

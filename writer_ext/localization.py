@@ -2,9 +2,10 @@
 
 - Pointing game (Zhang et al., "Top-down Neural Attention by Excitation
   Backprop", ECCV 2016): a hit when the map's maximum lies inside the
-  object's region (grown by `tolerance` pixels; the paper uses 15 at
-  ImageNet size); the score is the share of hits (higher is better). A map
-  without a single maximum point (a constant map) is a miss.
+  object's region, or closer to it than `tolerance` pixels (Euclidean, as
+  TorchRay; the paper uses 15 at ImageNet size); the score is the share of
+  hits (higher is better). When the maximum is reached at several pixels,
+  all must be inside; a constant map has no maximum point and misses.
 - Energy-based pointing game (Wang et al., Score-CAM, CVPR 2020 workshops):
   the share of the min-max normalised map's mass inside the region (higher
   is better). A constant map spreads evenly: its score is the region's area.
@@ -78,13 +79,15 @@ def _per_target(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> float:
-    """Share of (image, target) maps whose maximum lies inside the image's region grown by `tolerance` px."""
+    """Share of (image, target) maps whose maximum lies inside the image's region or closer to it than
+    `tolerance` pixels (the region grown by a disc of that radius)."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
     sal, inside = _per_target(maps, masks)
     if tolerance:
-        inside = nn.functional.max_pool2d(inside.float().unsqueeze(1), 2 * tolerance + 1, stride=1,
-                                          padding=tolerance)[:, 0] > 0
+        offsets = torch.arange(-tolerance, tolerance + 1, dtype=torch.float32)
+        disc = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) < tolerance**2).float()[None, None]
+        inside = nn.functional.conv2d(inside.float().unsqueeze(1), disc, padding=tolerance)[:, 0] > 0
     peak = sal == sal.amax(dim=(1, 2), keepdim=True)
     single = ~(sal == sal.amin(dim=(1, 2), keepdim=True)).all(dim=(1, 2))  # a constant map has no peak
     hits = (peak & ~inside).flatten(1).any(1).logical_not() & single
@@ -112,6 +115,12 @@ def target_regions(targets: object, batch: int, size: tuple[int, int]) -> Option
     h, w = size
     boxes = getattr(targets, "boxes", None)
     mask = getattr(targets, "mask", None)
+    if boxes is not None and not (isinstance(boxes, (list, tuple)) and all(
+            isinstance(b, (list, tuple)) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)
+            for b in boxes)):
+        raise TypeError("targets: a target kind's boxes must be a list of [x0, y0, x1, y1] numbers")
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise TypeError(f"targets: a target kind's mask must be a tensor, got {type(mask).__name__}")
     if boxes:
         clipped = [[max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))] for x0, y0, x1, y1 in boxes]
         clipped = [b for b in clipped if b[0] < b[2] and b[1] < b[3]]

@@ -146,7 +146,8 @@ def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, ste
     `reshape_transform` and `seed` the maps were computed with.
     """
     if result.class_ids is None:
-        raise ValueError("metrics=True needs class ids; targets given as a callable have none")
+        raise ValueError("metrics: Average Drop and the other faithfulness metrics need class probabilities; "
+                         "targets given as a callable or a target kind have none (use regions= for localization)")
     maps = dict(result.maps)
     maps["random"] = baseline if baseline is not None else \
         random_baseline(model, inputs, result, reshape_transform=reshape_transform, seed=seed)

@@ -41,6 +41,17 @@ from writer_ext.writer import SummaryWriter
 SANITY_OPTIONS = ("targets", "batch_size", "reshape_transform", "topk", "multilabel")
 
 
+def warn_once(seen: set, key: str, message: str) -> None:
+    """Warns `message` the first time `key` is seen; never raises (code inside a training loop calls
+    it, and warnings may be turned into errors with -W error)."""
+    if key not in seen:
+        seen.add(key)
+        try:
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+        except Exception:
+            pass
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
@@ -166,14 +177,8 @@ class CamMonitor:
             self._warn(f"could not log the skip at step {global_step}: {e}", key=f"log: {e}")
 
     def _warn(self, message: str, *, key: Optional[str] = None) -> None:
-        key = message if key is None else key
-        if key not in self._warned:
-            self._warned.add(key)
-            try:  # warnings turned into errors (-W error) must not reach the training loop either
-                warnings.warn(f"CamMonitor: {message} (warned once; the tab shows each skipped step)",
-                              RuntimeWarning, stacklevel=3)
-            except Exception:
-                pass
+        warn_once(self._warned, message if key is None else key,
+                  f"CamMonitor: {message} (warned once; the tab shows each skipped step)")
 
     def close(self) -> None:
         if self._owns_writer and self.writer is not None:

@@ -124,17 +124,22 @@ def _at(size: torch.Size, maps: torch.Tensor) -> torch.Tensor:
     return nn.functional.interpolate(maps.float(), size=tuple(size), mode="bilinear", align_corners=False)
 
 
+STAGES_AT_ONCE = 8  # stages compared in one batch: fast, with memory bounded however deep the model
+
+
 def _measures(stages: list[torch.Tensor]) -> dict[str, list[float]]:
     """Each measure of every stage's maps against the original ones (stages[0]), means over images and
-    targets; all stages at once. Maps without negative values rank the same signed or absolute."""
-    if len(stages) == 1:
-        return {name: [] for name in MEASURES}
-    original, others = stages[0], torch.stack(stages[1:])
-    absolute = _spearman_against(original.abs(), others.abs())
-    signed = absolute if bool((original >= 0).all() and (others >= 0).all()) else _spearman_against(original, others)
-    similar = ssim(original.expand_as(others), others)
-    return {name: [float(v) for v in values.flatten(1).mean(1)]
-            for name, values in (("spearman_abs", absolute), ("spearman", signed), ("ssim", similar))}
+    targets; STAGES_AT_ONCE stages per batch. Maps without negative values rank the same signed or absolute."""
+    original, found = stages[0], {name: [] for name in MEASURES}
+    for start in range(1, len(stages), STAGES_AT_ONCE):
+        others = torch.stack(stages[start:start + STAGES_AT_ONCE])
+        absolute = _spearman_against(original.abs(), others.abs())
+        signed = absolute if bool((original >= 0).all() and (others >= 0).all()) \
+            else _spearman_against(original, others)
+        similar = ssim(original.expand_as(others), others)
+        for name, values in (("spearman_abs", absolute), ("spearman", signed), ("ssim", similar)):
+            found[name] += [float(v) for v in values.flatten(1).mean(1)]
+    return found
 
 
 def _resettable(model: nn.Module) -> list[str]:

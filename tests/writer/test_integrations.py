@@ -6,6 +6,7 @@ checks the run is bit for bit the same and the CAM series sits in the framework'
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 import warnings
@@ -284,29 +285,43 @@ def test_transformers_without_tensorboard_reporting_writes_its_own_run(tmp_path,
 
 
 def test_transformers_model_output_with_default_targets(tmp_path, monkeypatch):
-    """targets=None on a ModelOutput: the callback passes it on unchanged, so it works once writer_ext.targets
-    reads `.logits`; until then each step is logged as skipped and training goes on."""
-    transformers = pytest.importorskip("transformers")
-    from writer_ext import compute_cams
+    """targets=None on a ModelOutput: the maps explain the top classes of its logits."""
+    pytest.importorskip("transformers")
     from writer_ext.integrations.transformers import CamCallback
 
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     callback = CamCallback(torch.rand(2, 3, 32, 32), every_n_steps=2, log_dir=tmp_path / "tb")
-    config = transformers.ConvNextConfig(num_channels=3, hidden_sizes=[8], depths=[1], num_stages=1, num_labels=3)
-    try:
-        compute_cams(transformers.ConvNextForImageClassification(config), torch.rand(1, 3, 32, 32))
-        supported = True
-    except TypeError:
-        supported = False
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if not supported else "default")
+        warnings.simplefilter("error", RuntimeWarning)  # no step skipped
         _hf_train(tmp_path, "out", [callback], steps=2)
     assert cam_sample_steps(tmp_path / "tb") == [0, 2]
-    if not supported:
-        pytest.skip("writer_ext.targets does not read a ModelOutput's logits yet: the steps were logged as skipped")
     reader = CamReader(python_provider(tmp_path / "tb"))
     header, _ = reader.checked(context.RequestContext(), reader.steps(context.RequestContext(), "", ".", "probe")[-1])
     assert not header.get("skipped")
+
+
+def test_sharded_training_is_refused_when_it_starts(tmp_path):
+    """Only the main process would run the model: under FSDP or DeepSpeed the other ranks never join its
+    gathers, so both callbacks refuse before the first step instead of hanging training."""
+    if importlib.util.find_spec("lightning") is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        from writer_ext.integrations.lightning import CamCallback as LightningCallback
+
+        class FSDPStrategy:  # what Lightning's sharded strategy is called
+            pass
+
+        trainer = SimpleNamespace(fast_dev_run=False, loggers=[TensorBoardLogger(tmp_path)], is_global_zero=True,
+                                  global_step=0, strategy=FSDPStrategy())
+        with pytest.raises(ValueError, match="sharded strategy"):
+            LightningCallback(torch.rand(2, 3, 12, 12)).setup(trainer, SmallNet(), "fit")
+    if importlib.util.find_spec("transformers") is not None:
+        from writer_ext.integrations.transformers import CamCallback as TrainerCallback
+
+        for args in (SimpleNamespace(output_dir=str(tmp_path), fsdp="full_shard", deepspeed=None),
+                     SimpleNamespace(output_dir=str(tmp_path), fsdp="", deepspeed="ds_config.json")):
+            with pytest.raises(ValueError, match="sharded strategy"):
+                TrainerCallback(torch.rand(2, 3, 12, 12)).on_train_begin(args, SimpleNamespace(), None)
 
 
 def test_transformers_logs_on_the_main_process_only(tmp_path):

@@ -26,17 +26,15 @@ def _scalars(logdir) -> dict[str, list[tuple[int, float]]]:
     return found
 
 
-def _by_hand(maps: np.ndarray, boxes: np.ndarray, tolerance: int = 0) -> tuple[float, float]:
+def _by_hand(maps: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:
     """Both scores of (B, H, W) maps at the input size against (B, 4) pixel boxes, in numpy."""
     hits, energies = [], []
     for m, (x0, y0, x1, y1) in zip(maps, boxes):
         norm = (m - m.min()) / (m.max() - m.min())
         inside = np.zeros(m.shape, bool)
         inside[y0:y1, x0:x1] = True
-        grown = np.zeros(m.shape, bool)
-        grown[max(y0 - tolerance, 0):y1 + tolerance, max(x0 - tolerance, 0):x1 + tolerance] = True
         ys, xs = np.nonzero(m == m.max())
-        hits.append(all(grown[y, x] for y, x in zip(ys, xs)))
+        hits.append(all(inside[y, x] for y, x in zip(ys, xs)))
         energies.append(norm[inside].sum() / norm.sum())
     return float(np.mean(hits)), float(np.mean(energies))
 
@@ -56,14 +54,14 @@ def test_scores_equal_a_hand_computation():
     assert energy_pointing_game(tensor, masks) == pytest.approx(energy, rel=1e-6)
 
 
-def test_tolerance_grows_the_region():
-    maps = torch.zeros(1, 1, SIZE, SIZE)
-    maps[0, 0, 5, 9] = 1.0  # two pixels right of the box (x 2 to 7)
-    masks, _ = check_regions(torch.tensor([[2, 2, 8, 8]]), 1, (SIZE, SIZE))
-    assert pointing_game(maps, masks) == 0.0
-    assert pointing_game(maps, masks, tolerance=1) == 0.0
-    assert pointing_game(maps, masks, tolerance=2) == 1.0
-    assert _by_hand(maps[:, 0].numpy(), np.array([[2, 2, 8, 8]]), tolerance=2)[0] == 1.0
+def test_tolerance_grows_the_region_by_a_disc():
+    """A hit when the maximum is closer to the region than `tolerance` pixels (Euclidean distance, as TorchRay)."""
+    masks, _ = check_regions(torch.tensor([[2, 2, 8, 8]]), 1, (SIZE, SIZE))  # pixels 2 to 7
+    for (y, x), nearest in [((5, 9), 2.0), ((10, 10), (3**2 + 3**2) ** 0.5), ((0, 12), (2**2 + 5**2) ** 0.5)]:
+        maps = torch.zeros(1, 1, SIZE, SIZE)
+        maps[0, 0, y, x] = 1.0
+        for tolerance in range(0, 8):
+            assert pointing_game(maps, masks, tolerance=tolerance) == float(nearest < tolerance), (y, x, tolerance)
 
 
 def test_a_constant_map_points_nowhere_and_spreads_evenly():
@@ -138,3 +136,28 @@ def test_add_cam_scores_a_trained_model_and_stores_regions_and_timings(trained_s
     assert timed["scorecam", "features"] > timed["gradcam", "features"]  # Score-CAM reruns the model
     logged = _scalars(tmp_path)["shapes/energy_pointing_game/gradcam@features"]
     assert logged == [(3, pytest.approx(by["gradcam", "features"]["energy_pointing_game"], rel=1e-6))]
+
+
+def test_a_target_kinds_own_regions_and_description_are_checked(small_net, tmp_path):
+    """A Target subclass of the user's: malformed boxes, mask or description are refused, naming targets."""
+    from writer_ext.targets import Target
+
+    class Odd(Target):
+        def __init__(self, **attributes):
+            self.description = "first logit"
+            self.__dict__.update(attributes)
+
+        def __call__(self, output):
+            return output[:, 0]
+
+    x = torch.rand(2, 3, SIZE, SIZE)
+    for odd, error in [(Odd(boxes=[[0, 0, 4]]), TypeError), (Odd(boxes="0 0 4 4"), TypeError),
+                       (Odd(mask=[[1]]), TypeError), (Odd(description=3), TypeError)]:
+        with SummaryWriter(tmp_path) as writer, pytest.raises(error, match="targets: a target kind's"):
+            add_cam(writer, "t", small_net, x, target_layer="features", targets=odd)
+    assert raw_cam_values(tmp_path, as_stored=True) == {}
+    with SummaryWriter(tmp_path) as writer:  # boxes partly outside the input are clipped to it
+        result = add_cam(writer, "t", small_net, x, target_layer="features", targets=Odd(boxes=[[-4, 2, 8, 40]]))
+    header = fmt.cam.parse_header(raw_cam_values(tmp_path)[(".", "t", 0)][0])
+    assert header["images"][1]["region"]["boxes"] == [[0.0, 2.0, 8.0, 16.0]]
+    assert header["description"] == "first logit" and result.metrics[0]["method"] == "gradcam"

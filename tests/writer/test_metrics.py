@@ -96,7 +96,7 @@ def test_add_cam_logs_metrics_as_scalars_and_in_the_sample(small_net, tmp_path):
 
 def test_metrics_need_class_ids(small_net, tmp_path):
     writer = SummaryWriter(tmp_path)
-    with pytest.raises(ValueError, match="metrics=True needs class ids"):
+    with pytest.raises(ValueError, match="metrics: Average Drop and the other faithfulness metrics need class"):
         add_cam(writer, "probe", small_net, torch.rand(2, 3, 12, 12), target_layer="features",
                 targets=lambda out: out[:, 0], metrics=True)
     writer.close()

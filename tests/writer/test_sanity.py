@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
+from writer_ext import sanity as sanity_module
 from writer_ext import sanity_check
 from writer_ext.sanity import spearman, ssim
 
@@ -81,6 +82,18 @@ def _ssim_by_hand(a, b, size):
     vx, vy, cov = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     return (((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean((1, 2, 3))
+
+
+def test_measures_of_many_stages_equal_one_stage_at_a_time():
+    """Stages are compared in batches (STAGES_AT_ONCE): the numbers are those of one stage at a time."""
+    gen = torch.Generator().manual_seed(1)
+    stages = [torch.randn(2, 1, 8, 8, generator=gen) for _ in range(sanity_module.STAGES_AT_ONCE * 2 + 3)]
+    found = sanity_module._measures(stages)
+    for k, stage in enumerate(stages[1:]):
+        assert found["spearman_abs"][k] == pytest.approx(float(spearman(stages[0].abs(), stage.abs()).mean()))
+        assert found["spearman"][k] == pytest.approx(float(spearman(stages[0], stage).mean()))
+        assert found["ssim"][k] == pytest.approx(float(ssim(stages[0], stage).mean()))
+    assert len(found["ssim"]) == len(stages) - 1
 
 
 def test_spearman_and_ssim_are_the_usual_measures():

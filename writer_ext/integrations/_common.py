@@ -4,15 +4,17 @@ started once the framework knows the model and the writer, and no exception ever
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from writer_ext.checks import check_bool, check_positive_int
+from writer_ext.checks import check_bool, check_positive_int, check_tag, model_device
 from writer_ext.methods import get_methods
-from writer_ext.monitor import CamMonitor
+from writer_ext.monitor import CamMonitor, warn_once
+
+SHARDED = ("CamCallback runs the model on the main process alone, which a sharded strategy (FSDP, DeepSpeed) "
+           "cannot do without the other ranks: train with DDP, or compute the maps after training")
 
 
 def missing(module: str, package: str, extra: str, error: ImportError) -> ImportError:
@@ -21,12 +23,6 @@ def missing(module: str, package: str, extra: str, error: ImportError) -> Import
         f"writer_ext.integrations.{module} needs the {package} package: "
         f"pip install 'tensorboard-plugin-cam[{extra}]' ({error})"
     )
-
-
-def model_device(model: nn.Module) -> Optional[torch.device]:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return None
 
 
 class MonitorCore:
@@ -59,8 +55,7 @@ class MonitorCore:
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
         get_methods(methods)  # a misspelt method fails here, not at every step
         check_positive_int(sanity_every, "sanity_every", allow_none=True)
-        if not isinstance(tag, str) or not tag.strip():
-            raise ValueError(f"tag must be a non-empty string, got {tag!r}")
+        check_tag(tag)
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"log_dir must be a path or None, got {type(log_dir).__name__}")
         reserved = sorted(set(options) & {"every", "all_ranks", "writer", "model", "probe_inputs"})
@@ -106,9 +101,4 @@ class MonitorCore:
                 self.warn(f"could not close the writer: {e}")
 
     def warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            try:  # warnings turned into errors (-W error) must not reach the training loop either
-                warnings.warn(f"CamCallback: {message}", RuntimeWarning, stacklevel=3)
-            except Exception:
-                pass
+        warn_once(self._warned, message, f"CamCallback: {message}")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext.integrations._common import MonitorCore
+from writer_ext.integrations._common import SHARDED, MonitorCore
 
 
 class LightningCamCallback:
@@ -85,6 +85,8 @@ class LightningCamCallback:
         self._logger = None
         if trainer.fast_dev_run:
             return
+        if any(name in type(getattr(trainer, "strategy", None)).__name__ for name in ("FSDP", "DeepSpeed")):
+            raise ValueError(SHARDED)
         self._explained(pl_module)  # a wrong submodule name fails now
         tensorboard = None
         if self._core.log_dir is None:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext.integrations._common import MonitorCore, missing
+from writer_ext.integrations._common import SHARDED, MonitorCore, missing
 
 try:
     from transformers import TrainerCallback
@@ -39,9 +39,8 @@ class CamCallback(TrainerCallback):
 
     probe_inputs: the (N, C, H, W) `pixel_values` explained at every logged step (moved to the model's
         device; the model is called as `model(probe_inputs)`).
-    targets: what each map explains, as `add_cam` takes it. None explains the top-`topk` classes; for a
-        model whose output is a `ModelOutput` rather than a logits tensor, that needs writer_ext.targets to
-        read `.logits` (in the meantime pass a callable, `targets=lambda out: out.logits.amax(1)`).
+    targets: what each map explains, as `add_cam` takes it. None explains the top-`topk` classes of the
+        `ModelOutput`'s `logits`.
     class_names: by default the model's `config.id2label`.
     Other arguments are `CamMonitor`'s and `add_cam`'s (`target_layer`, `topk`, `smooth`, ...);
     `sanity_every=N` adds a sanity check of the probes every N steps.
@@ -77,6 +76,8 @@ class CamCallback(TrainerCallback):
         return self._core.monitor
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if getattr(args, "fsdp", None) or getattr(args, "deepspeed", None):
+            raise ValueError(SHARDED)
         self._core.close()
         self._pending = True  # started at the first step, once every callback's on_train_begin has run
 

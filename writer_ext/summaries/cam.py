@@ -63,14 +63,16 @@ def _write(
     walltime: Optional[float],
     metrics: Sequence[dict] = (),
     regions: Sequence[dict] = (),
-    timings: Optional[CamResult] = None,
+    seconds: Optional[dict[str, dict[str, float]]] = None,
+    pass_seconds: Optional[float] = None,
     description: Optional[str] = None,
 ) -> None:
     """Encodes one sample and adds it to the event file.
 
     maps: (method, layer, array (B, K, h, w)) triples, K matching `targets`.
     regions: one `localization` region record per image, or none.
-    timings: the result whose `seconds` and `pass_seconds` the header records.
+    seconds, pass_seconds: each method's own time per layer and the shared pass's (`CamResult`).
+    description: what a target kind explains.
     """
     entries = [
         {"image": i, "target": k, "method": method, "layer": layer,
@@ -90,11 +92,11 @@ def _write(
             placement=placement,
             sequence=sequence,
             metrics=metrics,
-            timings=None if timings is None else [
+            timings=None if seconds is None else [
                 {"method": m, "layer": layer, "seconds": float(s)}
-                for m, per_layer in timings.seconds.items() for layer, s in per_layer.items()
+                for m, per_layer in seconds.items() for layer, s in per_layer.items()
             ],
-            pass_seconds=None if timings is None else float(timings.pass_seconds),
+            pass_seconds=None if pass_seconds is None else float(pass_seconds),
             description=description,
         )
 
@@ -176,6 +178,9 @@ def add_cam(
         missing = sorted({int(c) for c in result.class_ids.flatten()} - set(names))
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
+    if metrics and result.class_ids is None:
+        raise ValueError("metrics: Average Drop and the other faithfulness metrics need class probabilities; "
+                         "targets given as a callable or a target kind have none (use regions= for localization)")
     scored = _scores(model, inputs, result, targets, metrics, masks, options)
     _write(
         writer,
@@ -188,7 +193,8 @@ def add_cam(
         walltime=walltime,
         metrics=scored,
         regions=region_records,
-        timings=result,
+        seconds=result.seconds,
+        pass_seconds=result.pass_seconds,
         description=result.description,
     )
     several = len({r["layer"] for r in scored}) > 1

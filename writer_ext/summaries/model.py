@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext.checks import check_step, check_tag, check_writer
+from writer_ext.checks import check_step, check_tag, check_writer, model_device
 from writer_ext.layers import unwrap_model
 from writer_ext.safety import training_safe
 
@@ -116,8 +116,7 @@ def summary(model: nn.Module, input_size: Union[Sequence[int], Sequence[Sequence
     if not sizes or not all(isinstance(s, (tuple, list)) and all(isinstance(d, int) and d > 0 for d in s)
                             for s in sizes):
         raise ValueError(f"input_size must be a shape like (3, 224, 224) or a list of shapes, got {input_size!r}")
-    device = next((p.device for p in model.parameters()), torch.device("cpu")) if isinstance(model, nn.Module) \
-        else torch.device("cpu")
+    device = (model_device(model) if isinstance(model, nn.Module) else None) or torch.device("cpu")
     table = model_table(model, tuple(torch.zeros(batch_size, *s, device=device) for s in sizes))
     print(format_table(table), file=file or sys.stdout)
     return table
