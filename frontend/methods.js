@@ -85,9 +85,12 @@ function rowsOf(header, sanity) {
     return rows.get(key);
   };
   for (const m of header.maps) row(m.method, m.layer);
-  for (const record of header.metrics ?? []) Object.assign(row(record.method, record.layer), record);
+  for (const record of header.metrics ?? []) {
+    const target = row(record.method, record.layer);
+    for (const { key } of MEASURES) if (typeof record[key] === "number") target[key] = record[key];
+  }
   for (const t of header.timings ?? []) row(t.method, t.layer).ms = t.seconds * 1000;
-  if (sanity) {
+  if (sanity?.header.mode === "cascading") { // its last stage is the whole model re-initialised
     for (const [method, measures] of Object.entries(sanity.header.measures)) {
       const values = measures.spearman_abs;
       const target = rows.get(`${method}\u0000${sanity.header.layer}`);
@@ -124,7 +127,12 @@ function noteFor(header, sanity, tag) {
   if (header.pass_seconds != null) {
     parts.push(`Forward pass and batched gradient shared by all methods: ${(header.pass_seconds * 1000).toFixed(1)} ms.`);
   }
-  if (sanity) parts.push(`Sanity check from step ${sanity.step}, layer ${sanity.header.layer} (${sanity.header.mode}).`);
+  if (sanity?.header.mode === "cascading") {
+    parts.push(`Sanity check from step ${sanity.step}, layer ${sanity.header.layer}.`);
+  } else if (sanity) {
+    parts.push(`The sanity check at step ${sanity.step} re-initialised each module alone (independent): ` +
+      "see the Checks view; the column needs a cascading check.");
+  }
   const missing = [];
   if (!header.metrics?.some((r) => r.average_drop != null)) missing.push("add_cam(..., metrics=True) for faithfulness");
   if (!header.metrics?.some((r) => r.pointing_game != null)) missing.push("regions= (boxes or masks) for localization");

@@ -35,9 +35,14 @@ export function outlineRegion(context, region, w, h) {
     context.restore();
     return;
   }
+  // the mask at the canvas' size (each pixel takes the mask cell under its centre), then its edge pixels white
   const mask = decodeMask(region);
-  const inside = (x, y) =>
-    x >= 0 && y >= 0 && x < w && y < h && mask[Math.floor((y * rh) / h) * rw + Math.floor((x * rw) / w)] === 1;
+  const scaled = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++) {
+    const row = Math.min(Math.floor(((y + 0.5) * rh) / h), rh - 1) * rw;
+    for (let x = 0; x < w; x++) scaled[y * w + x] = mask[row + Math.min(Math.floor(((x + 0.5) * rw) / w), rw - 1)];
+  }
+  const inside = (x, y) => x >= 0 && y >= 0 && x < w && y < h && scaled[y * w + x] === 1;
   const pixels = context.getImageData(0, 0, w, h);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {

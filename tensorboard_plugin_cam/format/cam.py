@@ -33,6 +33,9 @@ DATA = ("maps",)  # the data blobs after the header, in order
 MAPS_INDEX = 1
 FIRST_PICTURE = 1 + len(DATA)
 MAP_FIELDS = ("image", "target", "method", "layer", "height", "width", "offset", "scale")
+MAX_REGION_PIXELS = 1 << 26  # a region's mask is decoded in the browser: 64 Mi pixels at most
+FRACTIONS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc", "pointing_game",
+             "energy_pointing_game")  # the stored scores that lie in [0, 1]
 
 
 def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Sequence[tuple[int, float]],
@@ -76,6 +79,7 @@ def _check_region(i: int, region: object) -> None:
     size = region.get("size")
     require(isinstance(size, list) and len(size) == 2 and all(is_int(v) and v > 0 for v in size),
             f"{where}.size must be [height, width]")
+    require(size[0] * size[1] <= MAX_REGION_PIXELS, f"{where}.size is larger than {MAX_REGION_PIXELS} pixels")
     if "boxes" in region:
         boxes = region["boxes"]
         require(isinstance(boxes, list) and boxes, f"{where}.boxes must list boxes")
@@ -141,8 +145,9 @@ def parse_header(data: bytes) -> dict:
     for k, m in enumerate(metrics):
         require(isinstance(m, dict) and isinstance(m.get("method"), str) and isinstance(m.get("layer"), str),
                 f"metrics[{k}] needs string 'method' and 'layer'")
-        require(all(optional_number(v) for f, v in m.items() if f not in ("method", "layer")),
+        require(all(optional_number(v) and v is not None for f, v in m.items() if f not in ("method", "layer")),
                 f"metrics[{k}] values must be finite numbers")
+        require(all(0 <= m[f] <= 1 for f in FRACTIONS if f in m), f"metrics[{k}] scores must lie in [0, 1]")
     timings = header.get("timings", [])
     require(isinstance(timings, list), "header 'timings' is not a list")
     for k, t in enumerate(timings):

@@ -39,6 +39,9 @@ def logged(tmp_path_factory, trained_shapenet):
         writer.add_cam("masks", small, torch.rand(2, 3, 16, 16) * 0.9, target_layer="1", regions=masks, global_step=1)
         segmenter = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
                                         torch.nn.Conv2d(4, 2, 3, padding=1)).eval()
+        writer.add_cam("other", trained_shapenet, images[:2], target_layer="features", global_step=5)
+        writer.add_sanity_check("other/sanity", trained_shapenet, images[:2], target_layer="features",
+                                mode="independent", global_step=5)
         seg = writer.add_cam("seg", segmenter, torch.rand(2, 3, 16, 16) * 0.9, target_layer="1",
                              targets=SemanticSegmentation(1, mask=masks[0]), global_step=1)
     return logdir, cam, sanity, boxes, masks, seg
@@ -48,7 +51,7 @@ def logged(tmp_path_factory, trained_shapenet):
 def tensorboard(request, logged):
     tb = TensorBoardProcess(logged[0], load_fast=request.param)
     try:
-        for tag in ("shapes", "shapes/sanity", "masks", "seg"):
+        for tag in ("shapes", "shapes/sanity", "masks", "seg", "other", "other/sanity"):
             tb.wait_for(f"/data/plugin/cam/steps?run=run&tag={tag.replace('/', '%2F')}",
                         lambda b: len(json.loads(b)["steps"]) == 1)
         yield tb
@@ -107,6 +110,15 @@ def test_report_card_shows_the_python_numbers(page, logged):
     note = page.text_content("#mth-note")
     assert "Sanity check from step 5, layer features" in note and "Log more" not in note
     page.screenshot(path=str(DOCS / "methods.png"))  # README's picture of the view
+
+
+def test_an_independent_sanity_check_fills_no_column(page):
+    """Its last stage is one module re-initialised alone, not the whole model: no "after randomization" value."""
+    page.click("#view-methods")
+    page.select_option("#mth-tag", "other")
+    page.wait_for_function("() => document.querySelector('#mth-note').textContent.includes('independent')")
+    assert page.eval_on_selector_all("#mth-table th", "ths => ths.map((t) => t.dataset.key)") == \
+        ["method", "layer", "ms"]
 
 
 def test_report_card_sorts_and_opens_the_cam_view(page, logged):
