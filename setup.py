@@ -59,7 +59,8 @@ setup(
             "lightning>=2.0",
             "transformers>=4.40",
             "accelerate>=0.26",
-            # model families for target_layer=None and the target kinds (tests/writer/test_target_kinds.py, test_model_families.py; random weights)
+            # model families for target_layer=None and the target kinds
+            # (tests/writer/test_target_kinds.py, test_model_families.py; random weights)
             "timm>=1.0",
         ],
         # bench/ also times Captum beside pytorch-grad-cam and torchcam

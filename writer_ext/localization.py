@@ -89,7 +89,7 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
         disc = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) < tolerance**2).float()[None, None]
         inside = nn.functional.conv2d(inside.float().unsqueeze(1), disc, padding=tolerance)[:, 0] > 0
     peak = sal == sal.amax(dim=(1, 2), keepdim=True)
-    single = ~(sal == sal.amin(dim=(1, 2), keepdim=True)).all(dim=(1, 2))  # a constant map has no peak
+    single = ~(sal == sal.amin(dim=(1, 2), keepdim=True)).flatten(1).all(1)  # a constant map has no peak
     hits = (peak & ~inside).flatten(1).any(1).logical_not() & single
     return float(hits.float().mean())
 

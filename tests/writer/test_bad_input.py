@@ -62,7 +62,7 @@ CAM_CASES = [
     ("smooth", dict(smooth="blur"), ValueError, "smooth must be one of"),
     ("fuse", dict(target_layer=["features.2", "features"], fuse="max"), ValueError, "fuse must be one of"),
     ("batch_size", dict(methods="scorecam", batch_size=0), ValueError, "batch_size must be"),
-    ("metrics_callable", dict(targets=lambda out: out[:, 0], metrics=True), ValueError, "metrics=True needs class"),
+    ("metrics_callable", dict(targets=lambda out: out[:, 0], metrics=True), ValueError, "metrics: Average Drop"),
     ("reshape", dict(reshape_transform=lambda t: t.flatten(1)), ValueError, "reshape_transform must give"),
     ("unknown_option", dict(colour="red"), TypeError, "colour"),
 ]
