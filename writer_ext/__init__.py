@@ -5,6 +5,7 @@ TensorBoard tab."""
 from writer_ext import metrics
 from writer_ext.capture import capture
 from writer_ext.engine import CamResult, compute_cams
+from writer_ext.evaluate import EvalResult, evaluate
 from writer_ext.methods import METHODS
 from writer_ext.monitor import CamMonitor
 from writer_ext.sanity import SanityResult, sanity_check
@@ -15,6 +16,6 @@ from writer_ext.summaries.sanity import add_sanity_check
 from writer_ext.writer import SummaryWriter
 
 __all__ = [
-    "METHODS", "CamMonitor", "CamResult", "SanityResult", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
-    "add_model_summary", "add_sanity_check", "capture", "compute_cams", "metrics", "sanity_check", "summary",
+    "METHODS", "CamMonitor", "CamResult", "EvalResult", "SanityResult", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
+    "add_model_summary", "add_sanity_check", "capture", "compute_cams", "evaluate", "metrics", "sanity_check", "summary",
 ]

@@ -51,7 +51,7 @@ def target_records(shape: tuple[int, int], class_ids, scores, probs, names: Opti
     return rows
 
 
-def _write(
+def write_sample(
     writer: TorchSummaryWriter,
     tag: str,
     pictures: np.ndarray,
@@ -169,7 +169,7 @@ def add_cam(
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
     scored = _scores(model, inputs, result, targets, metrics, masks, options)
-    _write(
+    write_sample(
         writer,
         tag,
         pictures,
@@ -272,7 +272,7 @@ def add_cam_maps(
         missing = sorted({int(c) for c in ids.flatten()} - set(names))
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
-    _write(
+    write_sample(
         writer,
         tag,
         pictures,
