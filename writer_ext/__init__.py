@@ -16,6 +16,7 @@ from writer_ext.summaries.sanity import add_sanity_check
 from writer_ext.writer import SummaryWriter
 
 __all__ = [
-    "METHODS", "CamMonitor", "CamResult", "EvalResult", "SanityResult", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
-    "add_model_summary", "add_sanity_check", "capture", "compute_cams", "evaluate", "metrics", "sanity_check", "summary",
+    "METHODS", "CamMonitor", "CamResult", "EvalResult", "SanityResult", "SummaryWriter", "add_activations", "add_cam",
+    "add_cam_maps", "add_model_summary", "add_sanity_check", "capture", "compute_cams", "evaluate", "metrics",
+    "sanity_check", "summary",
 ]

@@ -18,10 +18,11 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+from torch.utils.data import Dataset
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from writer_ext import images as img
+from writer_ext import shards
 from writer_ext.checks import check_bool, check_class_names, check_positive_int, check_step, check_tag, check_writer
 from writer_ext.engine import compute_cams, default_batch_size
 from writer_ext.layers import LayerSpec
@@ -58,13 +59,6 @@ class EvalResult:
     examples: dict[str, dict[str, list[Example]]] = field(default_factory=dict, repr=False)
 
 
-def _world() -> tuple[int, int]:
-    """(rank, world size) under an initialised `torch.distributed`, else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def baseline_maps(indices: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
     """The random baseline's (B, 1, h, w) maps in [0, 1): a hash of (seed, dataset index, cell), so that an
     image gets the same map whichever rank and batch scores it."""
@@ -91,19 +85,6 @@ def _metric_list(metrics: object, has_regions: bool) -> list[str]:
     if not has_regions and any(m in LOCALIZATION for m in metrics):
         raise ValueError("metrics: the pointing games need boxes or masks, as (image, label, region) items")
     return [m for m in known if m in metrics]
-
-
-def _unpack(batch: object) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-        raise ValueError(f"data: each batch must be (images, labels) or (images, labels, regions), got "
-                         f"{type(batch).__name__}")
-    images, labels = batch[0], batch[1]
-    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError("data: images and labels must be tensors")
-    if labels.dim() != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"data: labels must be one integer class per image, got shape {tuple(labels.shape)} "
-                         f"{labels.dtype} for {images.shape[0]} images")
-    return images, labels, batch[2] if len(batch) == 3 else None
 
 
 @dataclass
@@ -162,40 +143,6 @@ def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
             values["energy_pointing_game"] = energy_shares(maps, masks)
         per_layer.append(torch.stack([values[m].detach().cpu().double().view(n, rows) for m in plan.metrics], -1))
     return torch.cat(per_layer, dim=1), labels, result, records
-
-
-def _batches(data: object, rank: int, world: int, batch_size: int, workers: int, skip: int):
-    """(batch, dataset indices) pairs of this rank's part, after the first `skip` batches, and their count
-    of images (None when unknown). A map-style Dataset is split here (rank r takes items r, r + world, ...);
-    any other iterable yields this rank's batches already (its n-th image counts as index n * world + rank)."""
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        shard = list(range(rank, len(data), world))[skip * batch_size:]
-        loader = DataLoader(Subset(data, shard), batch_size=batch_size, shuffle=False, num_workers=workers)
-        starts = range(0, len(shard), batch_size)
-        return ((b, torch.tensor(shard[s:s + batch_size])) for b, s in zip(loader, starts)), len(shard)
-
-    def stream():
-        seen = 0
-        for number, batch in enumerate(data):
-            images, labels, regions = _unpack(batch)
-            if number >= skip:
-                yield (images, labels, regions), (torch.arange(seen, seen + len(labels)) * world + rank)
-            seen += len(labels)
-    return stream(), None
-
-
-def _first_item_has_regions(data: object) -> bool:
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        if len(data) == 0:
-            raise ValueError("data: the data set is empty")
-        item = data[0]
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise ValueError("data: each item must be (image, label) or (image, label, region)")
-        return len(item) == 3
-    first = next(iter(data), None)
-    if first is None:
-        raise ValueError("data: no batches")
-    return _unpack(first)[2] is not None
 
 
 def _check_checkpoint(checkpoint: object) -> Optional[Path]:
@@ -279,14 +226,15 @@ def evaluate(
     path = _check_checkpoint(checkpoint)
     if not isinstance(data, Iterable) and not isinstance(data, Dataset):
         raise TypeError(f"data must be a Dataset or an iterable of batches, got {type(data).__name__}")
-    chosen = _metric_list(metrics, _first_item_has_regions(data))
+    data, regions = shards.peek(data)
+    chosen = _metric_list(metrics, regions)
     if rank_by is None:
         rank_by = next((m for m in ("average_drop", "deletion_auc", "energy_pointing_game") if m in chosen), chosen[0])
     elif rank_by not in chosen:
         raise ValueError(f"rank_by must be one of the metrics scored {chosen}, got {rank_by!r}")
     plan = _Plan(names, chosen, with_baseline, target_layer, targets or "predicted", steps, tolerance, seed,
                  batch_size)
-    rank, world = _world()
+    rank, world = shards.world()
     return _run(model, data, plan, writer=writer, tag=tag, size=size, worst=worst, global_step=global_step,
                 rank_by=rank_by, class_names=class_names, path=path, workers=num_workers, progress=progress,
                 rank=rank, world=world, write=add_evaluation)
@@ -320,6 +268,21 @@ def _shared_layers(layers: Optional[list[str]], world: int) -> list[str]:
     return layers
 
 
+def _examples(images, labels, indices, result, records, plan: _Plan):
+    """Builds batch item i's `Example` (its picture once, however many rows keep it)."""
+    built: dict[int, tuple] = {}
+
+    def example(i: int, value: float) -> Example:
+        if i not in built:
+            built[i] = (torch.from_numpy(img.images_for(images[i:i + 1].detach().cpu(), None)[0].copy()),
+                        {m: {layer: result.maps[m][layer][i, 0].clone() for layer in result.layers}
+                         for m in plan.methods})
+        picture, maps = built[i]
+        return Example(int(indices[i]), value, int(labels[i]), int(result.class_ids[i, 0]),
+                       float(result.probs[i, 0]), picture, maps, None if records is None else records[i])
+    return example
+
+
 def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, rank_by, class_names, path, workers,
          progress, rank, world, write) -> EvalResult:
     """The loop: batches of this rank's part (resumed after a checkpoint's), totals, their sum over ranks."""
@@ -340,30 +303,19 @@ def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, ran
         skip, layers, seconds = saved["batches"], saved["layers"], saved["seconds"]
         tally = new_tally(layers)
         tally.load_state_dict(saved["tally"])
-    batches, total = _batches(data, rank, world, size, workers, skip)
+    batches, total = shards.batches(data, rank, world, size, workers, skip)
     bar = _progress(total, rank, world, progress, tag)
     if tally is not None:
         bar.update(tally.count)
     done = skip
     clock = time.perf_counter()
     for batch, indices in batches:
-        images, labels, regions = _unpack(batch)
+        images, labels, regions = shards.unpack(batch)
         values, labels, result, records = _score(model, (images, labels, regions), indices, plan)
         if tally is None:
             layers, tally = result.layers, new_tally(result.layers)
         tally.add(values, labels)
-        built: dict[int, tuple] = {}
-
-        def example(i: int, value: float) -> Example:
-            if i not in built:  # one picture per image, whichever rows keep it
-                built[i] = (torch.from_numpy(img.images_for(images[i:i + 1].detach().cpu(), None)[0].copy()),
-                            {m: {layer: result.maps[m][layer][i, 0].clone() for layer in result.layers}
-                             for m in plan.methods})
-            picture, maps = built[i]
-            return Example(int(indices[i]), value, int(labels[i]), int(result.class_ids[i, 0]),
-                           float(result.probs[i, 0]), picture, maps, None if records is None else records[i])
-
-        tally.offer(values[:, tally.ranked, q], indices, example)
+        tally.offer(values[:, tally.ranked, q], indices, _examples(images, labels, indices, result, records, plan))
         done += 1
         if file is not None:
             _save(file, {"fingerprint": fingerprint, "batches": done, "layers": layers, "tally": tally.state_dict(),
