@@ -59,7 +59,8 @@ def test_one_process_and_two_under_torchrun_log_the_same_numbers(folder):
     one = _run([sys.executable, "-m", "writer_ext.cli", *_eval_args(folder, "one")], folder)
     assert one.returncode == 0, one.stderr
     assert "15 images" in one.stdout and "gradcam" in one.stdout and "random" in one.stdout
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(free_port())]
     two = _run([*torchrun, "-m", "writer_ext.cli", *_eval_args(folder, "two")], folder)
     assert two.returncode == 0, two.stderr
     single, split = _header(folder / "one"), _header(folder / "two")
