@@ -49,8 +49,8 @@ def test_ddp_two_processes(tmp_path, all_ranks):
 
 def _summary(result) -> dict:
     """What must not depend on how the data was split: a comparable dict of an EvalResult."""
-    return {"count": result.count, "means": result.means, "histograms": result.histograms,
-            "classes": result.class_counts, "per_class": result.per_class,
+    return {"count": result.count, "means": result.means, "intervals": result.intervals,
+            "histograms": result.histograms, "classes": result.class_counts, "per_class": result.per_class,
             "worst": {k: [e["index"] for e in v] for k, v in result.worst.items()},
             "best": {k: [e["index"] for e in v] for k, v in result.best.items()}}
 
@@ -94,6 +94,12 @@ def test_two_processes_give_the_numbers_of_one(tmp_path):
         assert split["means"].keys() == whole["means"].keys()
         for key, per_metric in whole["means"].items():
             assert split["means"][key] == pytest.approx(per_metric, abs=1e-9)
-        assert {k: v for k, v in split.items() if k not in ("means", "per_class")} == \
-            {k: v for k, v in whole.items() if k not in ("means", "per_class")}
+            for metric, interval in whole["intervals"][key].items():
+                assert split["intervals"][key][metric] == pytest.approx(interval, abs=1e-9)
+        for c, per_key in whole["per_class"].items():
+            for key, per_metric in per_key.items():
+                assert split["per_class"][c][key] == pytest.approx(per_metric, abs=1e-9)
+        floats = ("means", "intervals", "per_class")
+        assert {k: v for k, v in split.items() if k not in floats} == \
+            {k: v for k, v in whole.items() if k not in floats}
     assert [p.parent for p in logdir.rglob("events.out.tfevents.*")] == [logdir]
