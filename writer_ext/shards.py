@@ -41,14 +41,16 @@ def unpack(batch: object) -> Batch:
 
 def batches(data: object, rank: int, world: int, batch_size: int, workers: int,
             skip: int) -> tuple[Iterator[tuple[Batch, torch.Tensor]], Optional[int]]:
-    """(batch, dataset indices) pairs of this rank's part, after the first `skip` batches, and their count
-    of images (None when unknown). A map-style Dataset is split here (rank r takes items r, r + world, ...);
-    any other iterable yields this rank's batches already (its n-th image counts as index n * world + rank)."""
+    """(batch, dataset indices) pairs of this rank's part, after the first `skip` batches, and the part's
+    number of images, skipped ones included (None when unknown). A map-style Dataset is split here (rank r
+    takes items r, r + world, ...); any other iterable yields this rank's batches already (its n-th image
+    counts as index n * world + rank)."""
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        shard = list(range(rank, len(data), world))[skip * batch_size:]
+        part = range(rank, len(data), world)  # a range: no list of indices in memory
+        shard = part[skip * batch_size:]
         loader = DataLoader(Subset(data, shard), batch_size=batch_size, shuffle=False, num_workers=workers)
         starts = range(0, len(shard), batch_size)
-        return ((b, torch.tensor(shard[s:s + batch_size])) for b, s in zip(loader, starts)), len(shard)
+        return ((b, torch.tensor(shard[s:s + batch_size])) for b, s in zip(loader, starts)), len(part)
 
     def stream():
         seen = 0
