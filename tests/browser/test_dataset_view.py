@@ -16,11 +16,24 @@ import pytest
 from torch.utils.data import TensorDataset
 
 from helpers import BOTH_LOADERS, TensorBoardProcess
+from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, evaluate
 from writer_ext.demo import CLASSES, draw_shapes
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+XSS = {"tag": "<script>alert(1)</script>", "method": "<img src=x onerror=alert(2)>",
+       "layer": "<b onmouseover=alert(3)>x</b>", "class": "<iframe src=javascript:alert(4)>"}
+
+
+def _hostile_header() -> dict:
+    """An evaluation step whose method, layer and class names are HTML (the format allows any string)."""
+    means = {"average_drop": 0.5}
+    row = {"method": XSS["method"], "layer": XSS["layer"], "baseline": False, "means": means,
+           "intervals": {"average_drop": [0.4, 0.6]}, "histograms": {"average_drop": [1, 1]}}
+    return fmt.evaluation.build_header(count=2, targets="label", metrics=["average_drop"], rank_by=None, bins=2,
+                                       rows=[row], classes=[{"class_id": 0, "class_name": XSS["class"], "count": 2,
+                                                             "means": [means]}], seconds=1.0, sequence=0)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +47,8 @@ def logged(tmp_path_factory, trained_shapenet):
                                     methods=("gradcam", "layercam", "gradcam++"), target_layer="features", steps=4,
                                     batch_size=16, worst=4, writer=writer, global_step=step, progress=False,
                                     class_names=list(CLASSES)))
+        hostile = fmt.blob_summary(XSS["tag"], [fmt.encode_header(_hostile_header())], fmt.evaluation.KIND)
+        writer._get_file_writer().add_summary(hostile, 1)
     return logdir, results[-1]
 
 
@@ -54,6 +69,7 @@ def page(browser, tensorboard):
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("dialog", lambda d: page.errors.append(f"dialog: {d.message}"))
     page.goto(tensorboard.url + "/data/plugin_entry.html?name=cam")
     yield page
     assert page.errors == []
@@ -119,3 +135,15 @@ def test_a_row_chooses_the_images_and_a_card_opens_the_cam_view(page, logged):
     page.click("#ds-examples [data-side='Worst'] .card")
     page.wait_for_selector("#cam-view:not([hidden]) #grid[data-step='2']", state="attached", timeout=30000)
     assert page.input_value("#tag") == "eval/examples" and page.input_value("#method") == "layercam"
+
+
+def test_html_in_names_is_text(page):
+    page.click("#view-dataset")
+    page.select_option("#ds-tag", XSS["tag"])
+    page.wait_for_selector("#ds-table[data-step='1'] tbody tr", state="attached", timeout=30000)
+    assert page.text_content("#ds-table tbody td") == f"{XSS['method']} @ {XSS['layer']}" or \
+        page.text_content("#ds-table tbody td") == XSS["method"]
+    assert page.text_content("#ds-classes tbody td") == XSS["class"]
+    assert page.eval_on_selector_all("#dataset-view img, #dataset-view iframe, #dataset-view script, "
+                                     "#dataset-view b", "els => els.length") == 0
+
