@@ -138,7 +138,7 @@ def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
                 for name, insertion in (("deletion_auc", False), ("insertion_auc", True)):
                     if name in plan.metrics:
                         values[name] = curve_auc(model, flat, sal, classes, plan.steps, chunk, False, insertion)
-        if masks is not None:
+        if masks is not None and any(m in LOCALIZATION for m in plan.metrics):
             values["pointing_game"] = pointing_hits(maps, masks, plan.tolerance).float()
             values["energy_pointing_game"] = energy_shares(maps, masks)
         per_layer.append(torch.stack([values[m].detach().cpu().double().view(n, rows) for m in plan.metrics], -1))
