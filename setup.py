@@ -35,10 +35,13 @@ setup(
         "protobuf>=3.19.6",
         "numpy>=1.22",
         "Pillow>=9.0",
+        "tqdm>=4.60",  # writer_ext.evaluate's progress bar
     ],
     extras_require={
         # frames event records with a compiled CRC-32C instead of TensorBoard's pure-Python one
         "fast": ["crc32c>=2.3"],
+        # `tensorboard-cam eval --model timm:NAME`
+        "timm": ["timm>=0.9"],
         # writer_ext.integrations.lightning (and .pytorch_lightning) and writer_ext.integrations.transformers
         "lightning": ["lightning>=2.0"],
         "transformers": ["transformers>=4.40", "accelerate>=0.26"],
@@ -69,7 +72,7 @@ setup(
     },
     entry_points={
         "tensorboard_plugins": ["cam = tensorboard_plugin_cam.plugin:CamLoader"],
-        "console_scripts": ["tensorboard-cam-demo = writer_ext.demo:main"],
+        "console_scripts": ["tensorboard-cam-demo = writer_ext.demo:main", "tensorboard-cam = writer_ext.cli:main"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

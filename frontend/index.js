@@ -10,6 +10,7 @@ import * as activations from "./activations.js";
 import * as api from "./api.js";
 import * as cam from "./cam/index.js";
 import * as checks from "./checks.js";
+import * as dataset from "./dataset.js";
 import { el } from "./dom.js";
 import { onDataReloaded } from "./host.js";
 import * as methods from "./methods.js";
@@ -22,13 +23,14 @@ const VIEWS = [
   ["model", "Model", model],
   ["methods", "Methods", methods],
   ["checks", "Checks", checks],
+  ["dataset", "Data set", dataset],
 ];
 
 const buttons = VIEWS.map(([name, text]) =>
   el("button", { id: `view-${name}`, type: "button", className: "view-button", textContent: text, dataset: { view: name } }),
 );
 
-/** Shows one view ("cam", "activations", "model", "methods" or "checks"), marks its button and saves it in the URL. */
+/** Shows one view ("cam", "activations", "model", "methods", "checks" or "dataset"), marks its button and saves it in the URL. */
 function showView(name) {
   const known = VIEWS.some(([view]) => view === name) ? name : "cam";
   for (const [view, , module] of VIEWS) module.node.hidden = view !== known;
@@ -59,6 +61,13 @@ export async function render() {
   checks.mount({ onError: report(checks.notice) });
   methods.mount({
     onError: report(methods.notice),
+    openCam: (where) => {
+      showView("cam");
+      return cam.show(where).catch(camError);
+    },
+  });
+  dataset.mount({
+    onError: report(dataset.notice),
     openCam: (where) => {
       showView("cam");
       return cam.show(where).catch(camError);

@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tensorboard import context
@@ -166,7 +167,8 @@ class RustProvider:
 class TensorBoardProcess:
     """A real `tensorboard` command on a free localhost port."""
 
-    def __init__(self, logdir: Path, load_fast: str, extra=(), python: str = sys.executable):
+    def __init__(self, logdir: Path, load_fast: str, extra=(), python: str = sys.executable,
+                 env: Optional[dict] = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(logdir.parent / f"tensorboard-{self.port}.log", "w")
@@ -174,6 +176,7 @@ class TensorBoardProcess:
             [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
              "--port", str(self.port), f"--load_fast={load_fast}", "--reload_interval=1", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=logdir.parent,  # not the checkout: import what is installed
+            env=env,  # unless a test says otherwise (PYTHONPATH)
         )
         self.wait_for("/data/plugins_listing")
 

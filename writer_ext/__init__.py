@@ -5,6 +5,7 @@ TensorBoard tab."""
 from writer_ext import metrics
 from writer_ext.capture import capture
 from writer_ext.engine import CamResult, compute_cams
+from writer_ext.evaluate import EvalResult, evaluate
 from writer_ext.methods import METHODS
 from writer_ext.monitor import CamMonitor
 from writer_ext.sanity import SanityResult, sanity_check
@@ -16,7 +17,8 @@ from writer_ext.target_kinds import Detection, MultiLabel, Regression, SemanticS
 from writer_ext.writer import SummaryWriter
 
 __all__ = [
-    "METHODS", "CamMonitor", "CamResult", "Detection", "MultiLabel", "Regression", "SanityResult",
+    "METHODS", "CamMonitor", "CamResult", "Detection", "EvalResult", "MultiLabel", "Regression", "SanityResult",
     "SemanticSegmentation", "Similarity", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
-    "add_model_summary", "add_sanity_check", "capture", "compute_cams", "metrics", "sanity_check", "summary",
+    "add_model_summary", "add_sanity_check", "capture", "compute_cams", "evaluate", "metrics", "sanity_check",
+    "summary",
 ]

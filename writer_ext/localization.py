@@ -81,6 +81,12 @@ def _per_target(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> float:
     """Share of (image, target) maps whose maximum lies inside the image's region or closer to it than
     `tolerance` pixels (the region grown by a disc of that radius)."""
+    return float(pointing_hits(maps, masks, tolerance).float().mean())
+
+
+def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """(B*K,) bool: whether each (image, target) map's maximum lies inside the region or closer to it than
+    `tolerance` pixels."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
     sal, inside = _per_target(maps, masks)
@@ -90,18 +96,22 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -
         inside = nn.functional.conv2d(inside.float().unsqueeze(1), disc, padding=tolerance)[:, 0] > 0
     peak = sal == sal.amax(dim=(1, 2), keepdim=True)
     single = ~(sal == sal.amin(dim=(1, 2), keepdim=True)).flatten(1).all(1)  # a constant map has no peak
-    hits = (peak & ~inside).flatten(1).any(1).logical_not() & single
-    return float(hits.float().mean())
+    return (peak & ~inside).flatten(1).any(1).logical_not() & single
 
 
 def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> float:
     """Mean share of each (image, target) map's mass (min-max normalised) inside the image's region."""
+    return float(energy_shares(maps, masks).mean())
+
+
+def energy_shares(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B*K,) float64: the share of each (image, target) map's mass (min-max normalised) inside the region."""
     sal, inside = _per_target(maps, masks)
     sal = sal.double()
     total = sal.sum(dim=(1, 2))
     within = (sal * inside).sum(dim=(1, 2))
     area = inside.double().mean(dim=(1, 2))
-    return float(torch.where(total > 0, within / total.clamp(min=1e-300), area).mean())
+    return torch.where(total > 0, within / total.clamp(min=1e-300), area)
 
 
 def localization(maps: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:

@@ -11,7 +11,8 @@
   fraction changed, in [0, 1] (deletion: lower is better; insertion: higher).
 
 All functions take raw maps of shape (B, K, h, w) (any resolution; each map is
-min-max normalised and upsampled bilinearly to the input), the (B, K) classes
+min-max normalised at its own resolution, then upsampled bilinearly to the
+input, as torchcam and pytorch-grad-cam do), the (B, K) classes
 they explain, and run the model in eval mode, without gradients or autocast,
 on the inputs cast to the model's dtype, leaving it as it was (`training_safe`).
 Probabilities are softmax, or sigmoid for a multi-label model or a single
@@ -37,15 +38,17 @@ METRICS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_
 
 
 def saliency(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, K, h, w) raw maps -> (B, K, H, W) in [0, 1]: bilinear upsampling, then per-map min-max."""
-    up = nn.functional.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
-    lo = up.amin(dim=(-2, -1), keepdim=True)
-    hi = up.amax(dim=(-2, -1), keepdim=True)
-    return (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    """(B, K, h, w) raw maps -> (B, K, H, W) in [0, 1]: per-map min-max, then bilinear upsampling
+    (the order of torchcam's and pytorch-grad-cam's metrics; a constant map becomes 0)."""
+    maps = maps.float()
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
+    scaled = (maps - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    return nn.functional.interpolate(scaled, size=size, mode="bilinear", align_corners=False)
 
 
-def _probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int,
-                   multilabel: bool) -> torch.Tensor:
+def class_probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int,
+                        multilabel: bool) -> torch.Tensor:
     """Softmax (or sigmoid: multi-label, one logit) probability of `classes[j]` for each of `images[j]`."""
     out = []
     for start in range(0, images.shape[0], batch_size):
@@ -55,7 +58,7 @@ def _probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor
 
 
 @contextmanager
-def _evaluating(model: nn.Module, inputs: torch.Tensor):
+def evaluating(model: nn.Module, inputs: torch.Tensor):
     """Runs the block on `model` left as it was, without gradients or autocast; yields the inputs
     as the model takes them (its dtype, ordinary tensors even under `torch.inference_mode`)."""
     with torch.inference_mode(False), training_safe(model), torch.no_grad(), \
@@ -63,7 +66,7 @@ def _evaluating(model: nn.Module, inputs: torch.Tensor):
         yield as_model_input(model, check_inputs(inputs))
 
 
-def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
+def flat_rows(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
     """One row per (image, target): images (B*K, C, H, W), saliency (B*K, H, W), classes (B*K,)."""
     b, k = class_ids.shape
     if maps.shape[:2] != (b, k) or inputs.shape[0] != b:
@@ -76,15 +79,21 @@ def _flat(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
 def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
                       *, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
     """Average Drop and Increase in Confidence over all (image, target) pairs."""
-    with _evaluating(model, inputs) as inputs:
-        images, sal, classes = _flat(inputs, maps, class_ids)
-        y = _probabilities(model, images, classes, batch_size, multilabel)
-        o = _probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
-    drop = torch.clamp(y - o, min=0) / y.clamp(min=1e-12)
-    return {"average_drop": float(drop.mean()), "increase_in_confidence": float((y < o).float().mean())}
+    with evaluating(model, inputs) as inputs:
+        images, sal, classes = flat_rows(inputs, maps, class_ids)
+        y = class_probabilities(model, images, classes, batch_size, multilabel)
+        o = class_probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
+    drop, increase = drop_and_increase(y, o)
+    return {"average_drop": float(drop.mean()), "increase_in_confidence": float(increase.mean())}
 
 
-def _curve_auc(model, images, sal, classes, steps, batch_size, multilabel: bool, insertion: bool) -> torch.Tensor:
+def drop_and_increase(y: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the relative drop max(0, y - o) / y and whether the confidence increased (1.0 or 0.0),
+    `y` the probability on the image and `o` on the image multiplied by its saliency."""
+    return torch.clamp(y - o, min=0) / y.clamp(min=1e-12), (y < o).float()
+
+
+def curve_auc(model, images, sal, classes, steps, batch_size, multilabel: bool, insertion: bool) -> torch.Tensor:
     """AUC per row of the probability while pixels are deleted (or inserted), most salient first."""
     n, _, h, w = images.shape
     order = sal.flatten(1).argsort(dim=1, descending=True)
@@ -96,7 +105,7 @@ def _curve_auc(model, images, sal, classes, steps, batch_size, multilabel: bool,
     probs = []
     for t in range(steps + 1):
         changed = rank < round(h * w * t / steps)  # the top t/steps fraction of pixels
-        probs.append(_probabilities(model, torch.where(changed, target, source), classes, batch_size, multilabel))
+        probs.append(class_probabilities(model, torch.where(changed, target, source), classes, batch_size, multilabel))
     return torch.trapezoid(torch.stack(probs, dim=1), dx=1.0 / steps, dim=1)
 
 
@@ -105,10 +114,10 @@ def deletion_insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tenso
     """Mean deletion and insertion AUC over all (image, target) pairs."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    with _evaluating(model, inputs) as inputs:
-        images, sal, classes = _flat(inputs, maps, class_ids)
-        deletion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=False)
-        insertion = _curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=True)
+    with evaluating(model, inputs) as inputs:
+        images, sal, classes = flat_rows(inputs, maps, class_ids)
+        deletion = curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=False)
+        insertion = curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=True)
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 
 

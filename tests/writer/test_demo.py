@@ -47,7 +47,7 @@ def test_digits_dataset(tmp_path):
 
 
 SCRIPTS = ["-m writer_ext.demo", "bench/bench_cam.py", "bench/bench_memory.py", "bench/bench_monitor.py",
-           "bench/bench_storage.py", "bench/bench_loading.py"]
+           "bench/bench_storage.py", "bench/bench_loading.py", "bench/bench_eval.py", "-m writer_ext.cli"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

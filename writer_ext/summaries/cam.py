@@ -51,7 +51,7 @@ def target_records(shape: tuple[int, int], class_ids, scores, probs, names: Opti
     return rows
 
 
-def _write(
+def write_sample(
     writer: TorchSummaryWriter,
     tag: str,
     pictures: np.ndarray,
@@ -182,7 +182,7 @@ def add_cam(
         raise ValueError("metrics: Average Drop and the other faithfulness metrics need class probabilities; "
                          "targets given as a callable or a target kind have none (use regions= for localization)")
     scored = _scores(model, inputs, result, targets, metrics, masks, options)
-    _write(
+    write_sample(
         writer,
         tag,
         pictures,
@@ -287,7 +287,7 @@ def add_cam_maps(
         missing = sorted({int(c) for c in ids.flatten()} - set(names))
         if missing:
             raise ValueError(f"class_names has no name for class id {missing[0]}")
-    _write(
+    write_sample(
         writer,
         tag,
         pictures,

@@ -1,0 +1,374 @@
+"""Scores CAM methods over a whole data set, on one process or every rank of `torch.distributed`.
+
+Per batch: one `compute_cams` pass for every method (one forward, one batched gradient), then the
+masked forwards of every method at once (`writer_ext.metrics`), and the localization scores when the
+data carries boxes or masks (`writer_ext.localization`); the per-image values go into running totals
+(`writer_ext.tally`). Under `torch.distributed` each rank scores its part and the totals are summed at
+the end: every rank returns the same `EvalResult`, rank 0 writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset
+from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
+
+from writer_ext import images as img
+from writer_ext import shards
+from writer_ext.checks import check_bool, check_class_names, check_positive_int, check_step, check_tag, check_writer
+from writer_ext.engine import compute_cams, default_batch_size
+from writer_ext.layers import LayerSpec
+from writer_ext.localization import LOCALIZATION, check_regions, energy_shares, pointing_hits
+from writer_ext.methods import get_methods
+from writer_ext.metrics import METRICS, class_probabilities, curve_auc, drop_and_increase, evaluating, flat_rows
+from writer_ext.tally import Example, Tally
+
+LOWER_IS_BETTER = ("average_drop", "deletion_auc")
+TARGETS = (None, "predicted", "label")
+BASELINE = "random"
+
+
+@dataclass
+class EvalResult:
+    """What `evaluate` returns, the same on every rank. Keys of the per-row dicts are the method's name
+    (with one target layer) or ``method@layer``; `rows` holds the same as records, as logged."""
+
+    count: int
+    methods: list[str]
+    layers: list[str]
+    metrics: list[str]
+    means: dict[str, dict[str, float]]
+    intervals: dict[str, dict[str, tuple[float, float]]]
+    histograms: dict[str, dict[str, list[int]]]
+    per_class: dict[int, dict[str, dict[str, float]]]
+    class_counts: dict[int, int]
+    worst: dict[str, list[dict]]
+    best: dict[str, list[dict]]
+    rank_by: Optional[str]
+    targets: str
+    seconds: float
+    rows: list[dict] = field(default_factory=list)
+    examples: dict[str, dict[str, list[Example]]] = field(default_factory=dict, repr=False)
+
+
+def baseline_maps(indices: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """The random baseline's (B, 1, h, w) maps in [0, 1): a hash of (seed, dataset index, cell), so that an
+    image gets the same map whichever rank and batch scores it."""
+    modulus = 2_147_483_647  # 2^31 - 1: every product below stays within int64
+    cells = torch.arange(size[0] * size[1], dtype=torch.int64)
+    v = (indices.cpu().long()[:, None] * cells.numel() + cells + seed * 7_919 + 1) % modulus
+    for _ in range(4):
+        v = ((v ^ (v >> 13)) * 48_271 + 12_345) % modulus
+    return (v.double() / modulus).float().view(-1, 1, *size)
+
+
+def _metric_list(metrics: object, has_regions: bool) -> list[str]:
+    known = METRICS + LOCALIZATION
+    if metrics is True or metrics is False:
+        chosen = (list(METRICS) if metrics else []) + (list(LOCALIZATION) if has_regions else [])
+        if not chosen:
+            raise ValueError("metrics=False and the data has no boxes or masks: nothing to score")
+        return chosen
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:
+        raise TypeError(f"metrics must be True, False or a sequence of names from {known}, got {metrics!r}")
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(f"metrics: unknown name {unknown[0]!r}; choose from {known}")
+    if not has_regions and any(m in LOCALIZATION for m in metrics):
+        raise ValueError("metrics: the pointing games need boxes or masks, as (image, label, region) items")
+    return [m for m in known if m in metrics]
+
+
+@dataclass
+class _Plan:
+    """What every batch does, fixed before the first one."""
+
+    methods: list[str]  # the engine's methods (the baseline is not one of them)
+    metrics: list[str]
+    baseline: bool
+    target_layer: LayerSpec
+    targets: str
+    steps: int
+    tolerance: int
+    seed: int
+    batch_size: Optional[int]
+
+    @property
+    def rows(self) -> list[str]:
+        return self.methods + ([BASELINE] if self.baseline else [])
+
+
+def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
+    """One batch: the (B, rows x layers, metrics) values, the labels, the engine's result and regions."""
+    images, labels, regions = batch
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    images = images.to(device)
+    chosen = labels.to(device)[:, None] if plan.targets == "label" else None
+    result = compute_cams(model, images, target_layer=plan.target_layer, targets=chosen, methods=plan.methods,
+                          batch_size=plan.batch_size)
+    if result.probs is None:
+        raise ValueError("model: evaluate needs class logits (N, classes) to explain")
+    masks, records = (None, None) if regions is None else check_regions(regions, images.shape[0],
+                                                                        tuple(images.shape[-2:]))
+    n, rows = images.shape[0], len(plan.rows)
+    per_layer = []
+    for layer in result.layers:
+        stack = [result.maps[m][layer] for m in plan.methods]
+        if plan.baseline:
+            stack.append(baseline_maps(indices, tuple(stack[0].shape[-2:]), plan.seed))
+        maps = torch.cat(stack, dim=1)  # (B, rows, h, w)
+        values: dict[str, torch.Tensor] = {}
+        if any(m in METRICS for m in plan.metrics):
+            with evaluating(model, images) as inputs:
+                ids = result.class_ids.to(device).expand(n, rows)
+                flat, sal, classes = flat_rows(inputs, maps, ids)
+                chunk = max(n, default_batch_size(inputs))
+                if {"average_drop", "increase_in_confidence"} & set(plan.metrics):
+                    masked = class_probabilities(model, flat * sal.unsqueeze(1), classes, chunk, False)
+                    y = result.probs[:, 0].to(masked).repeat_interleave(rows)
+                    values["average_drop"], values["increase_in_confidence"] = drop_and_increase(y, masked)
+                for name, insertion in (("deletion_auc", False), ("insertion_auc", True)):
+                    if name in plan.metrics:
+                        values[name] = curve_auc(model, flat, sal, classes, plan.steps, chunk, False, insertion)
+        if masks is not None and any(m in LOCALIZATION for m in plan.metrics):
+            values["pointing_game"] = pointing_hits(maps, masks, plan.tolerance).float()
+            values["energy_pointing_game"] = energy_shares(maps, masks)
+        per_layer.append(torch.stack([values[m].detach().cpu().double().view(n, rows) for m in plan.metrics], -1))
+    return torch.cat(per_layer, dim=1), labels, result, records
+
+
+def _check_checkpoint(checkpoint: object) -> Optional[Path]:
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    return Path(checkpoint)
+
+
+def _progress(total: Optional[int], rank: int, world: int, show: bool, tag: str):
+    from tqdm.auto import tqdm  # imported on use: `import writer_ext` stays light
+
+    desc = f"{tag} (rank 0 of {world})" if world > 1 else tag
+    return tqdm(total=total, unit="img", desc=desc, disable=True if rank or not show else None, dynamic_ncols=True)
+
+
+def evaluate(
+    model: nn.Module,
+    data: Union[Dataset, Iterable],
+    *,
+    methods: Union[str, Sequence[str]] = ("gradcam",),
+    target_layer: LayerSpec = None,
+    targets: Optional[str] = None,
+    metrics: Union[bool, Sequence[str]] = True,
+    writer: Optional[TorchSummaryWriter] = None,
+    tag: str = "eval",
+    batch_size: Optional[int] = None,
+    worst: int = 8,
+    global_step: Optional[int] = None,
+    rank_by: Optional[str] = None,
+    baseline: bool = True,
+    steps: int = 16,
+    tolerance: int = 0,
+    class_names: Optional[Sequence[str]] = None,
+    checkpoint: Union[None, str, os.PathLike] = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    seed: int = 0,
+) -> EvalResult:
+    """Every method's faithfulness (and localization, with boxes or masks) over a whole data set.
+
+    data: a map-style `Dataset` of (image, label) or (image, label, region) items, which each rank of
+    `torch.distributed` splits itself (`batch_size` items per batch, 32 by default), or an iterable of
+    such batches (a DataLoader), each rank passing its own part. targets: None or "predicted" (the top
+    class), "label". metrics: True (all of `metrics.METRICS`, plus the pointing games when the data has
+    regions), False (the pointing games only) or names. worst: how many worst and best images per method
+    to keep, ranked by `rank_by` (default: Average Drop, else the first metric). baseline: also score the
+    `random` baseline. checkpoint: a path; the totals are saved there after every batch, and a run
+    started again with the same arguments resumes from them (the files are removed when it finishes).
+    With `writer`, rank 0 logs the result (series kind "evaluation", tag `tag`), the kept images as a CAM
+    sample (`<tag>/examples`) and each mean as a scalar `<tag>/<metric>/<method>`, at `global_step`.
+    """
+    from writer_ext.summaries.evaluation import add_evaluation
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    names = [m.name for m in get_methods(methods)]
+    with_baseline = check_bool(baseline, "baseline") or BASELINE in names
+    names = [m for m in names if m != BASELINE]
+    if not names and not with_baseline:
+        raise ValueError("methods: nothing to evaluate")
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    if writer is not None:
+        check_writer(writer)
+    tag = check_tag(tag)
+    global_step = check_step(global_step)
+    check_class_names(class_names)
+    size = check_positive_int(batch_size, "batch_size", allow_none=True) or 32
+    if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
+        raise ValueError(f"worst must be a non-negative int, got {worst!r}")
+    steps = check_positive_int(steps, "steps")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
+    check_bool(progress, "progress")
+    path = _check_checkpoint(checkpoint)
+    if not isinstance(data, Iterable) and not isinstance(data, Dataset):
+        raise TypeError(f"data must be a Dataset or an iterable of batches, got {type(data).__name__}")
+    data, regions = shards.peek(data)
+    chosen = _metric_list(metrics, regions)
+    if rank_by is None:
+        rank_by = next((m for m in ("average_drop", "deletion_auc", "energy_pointing_game") if m in chosen), chosen[0])
+    elif rank_by not in chosen:
+        raise ValueError(f"rank_by must be one of the metrics scored {chosen}, got {rank_by!r}")
+    plan = _Plan(names, chosen, with_baseline, target_layer, targets or "predicted", steps, tolerance, seed,
+                 batch_size)
+    rank, world = shards.world()
+    return _run(model, data, plan, writer=writer, tag=tag, size=size, worst=worst, global_step=global_step,
+                rank_by=rank_by, class_names=class_names, path=path, workers=num_workers, progress=progress,
+                rank=rank, world=world, write=add_evaluation)
+
+
+def _row_names(plan: _Plan, layers: list[str]) -> list[tuple[str, str, str]]:
+    """(method, layer, key) per row, in the totals' order: layer by layer, the baseline last."""
+    return [(m, layer, m if len(layers) == 1 else f"{m}@{layer}") for layer in layers for m in plan.rows]
+
+
+def _checkpoint_file(path: Optional[Path], rank: int, world: int) -> Optional[Path]:
+    return None if path is None else path.with_name(f"{path.name}.rank{rank}-of-{world}.pt")
+
+
+def _save(file: Path, state: dict) -> None:
+    """Writes the state beside `file`, then renames it over: a crash leaves the old state or the new one."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(file.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, file)
+
+
+def _shared_layers(layers: Optional[list[str]], world: int) -> list[str]:
+    """The target layers' names, from any rank that scored a batch (a rank may have had none)."""
+    if world > 1:
+        found: list = [None] * world
+        dist.all_gather_object(found, layers)
+        layers = next((f for f in found if f is not None), None)
+    if layers is None:
+        raise ValueError("data: no images to evaluate")
+    return layers
+
+
+def _examples(images, labels, indices, result, records, plan: _Plan):
+    """Builds batch item i's `Example` (its picture once, however many rows keep it)."""
+    built: dict[int, tuple] = {}
+
+    def example(i: int, value: float) -> Example:
+        if i not in built:
+            built[i] = (torch.from_numpy(img.images_for(images[i:i + 1].detach().cpu(), None)[0].copy()),
+                        {m: {layer: result.maps[m][layer][i, 0].clone() for layer in result.layers}
+                         for m in plan.methods})
+        picture, maps = built[i]
+        return Example(int(indices[i]), value, int(labels[i]), int(result.class_ids[i, 0]),
+                       float(result.probs[i, 0]), picture, maps, None if records is None else records[i])
+    return example
+
+
+def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, rank_by, class_names, path, workers,
+         progress, rank, world, write) -> EvalResult:
+    """The loop: batches of this rank's part (resumed after a checkpoint's), totals, their sum over ranks."""
+    fingerprint = repr((plan, size, worst, rank_by, rank, world, len(data) if isinstance(data, Dataset) else None))
+    file = _checkpoint_file(path, rank, world)
+    layers, tally, skip, seconds = None, None, 0, 0.0
+    q = plan.metrics.index(rank_by)
+
+    def new_tally(names: list[str]) -> Tally:
+        ranked = [r for r, (m, _, _) in enumerate(_row_names(plan, names)) if m != BASELINE or not plan.methods]
+        return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, rank_by in LOWER_IS_BETTER)
+
+    if file is not None and file.exists():
+        saved = torch.load(file, weights_only=True)
+        if saved["fingerprint"] != fingerprint:
+            raise ValueError(f"checkpoint: {file} was saved by an evaluation with other arguments, data or world "
+                             "size; remove it or pass another path")
+        skip, layers, seconds = saved["batches"], saved["layers"], saved["seconds"]
+        tally = new_tally(layers)
+        tally.load_state_dict(saved["tally"])
+    batches, total = shards.batches(data, rank, world, size, workers, skip)
+    bar = _progress(total, rank, world, progress, tag)
+    if tally is not None:
+        bar.update(tally.count)
+    done = skip
+    clock = time.perf_counter()
+    for batch, indices in batches:
+        images, labels, regions = shards.unpack(batch)
+        values, labels, result, records = _score(model, (images, labels, regions), indices, plan)
+        if tally is None:
+            layers, tally = result.layers, new_tally(result.layers)
+        tally.add(values, labels)
+        tally.offer(values[:, tally.ranked, q], indices, _examples(images, labels, indices, result, records, plan))
+        done += 1
+        if file is not None:
+            _save(file, {"fingerprint": fingerprint, "batches": done, "layers": layers, "tally": tally.state_dict(),
+                         "seconds": seconds + time.perf_counter() - clock})
+        bar.update(len(labels))
+    bar.close()
+    seconds += time.perf_counter() - clock
+    layers = _shared_layers(layers, world)
+    tally = tally or new_tally(layers)
+    if world > 1:
+        nccl = dist.get_backend() == "nccl"
+        tally.all_reduce(torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"))
+        spent = torch.tensor([seconds], dtype=torch.float64, device="cuda" if nccl else "cpu")
+        dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+        seconds = float(spent)
+    if tally.count == 0:
+        raise ValueError("data: no images to evaluate")
+    outcome = _result(tally, plan, layers, rank_by, seconds)
+    if writer is not None and rank == 0:
+        write(writer, tag, outcome, class_names=class_names, global_step=global_step)
+    if file is not None and file.exists():
+        file.unlink()
+    return outcome
+
+
+def _result(tally: Tally, plan: _Plan, layers: list[str], rank_by: str, seconds: float) -> EvalResult:
+    means, (low, high) = tally.means(), tally.intervals()
+    names = _row_names(plan, layers)
+    rows, result_means, intervals, histograms = [], {}, {}, {}
+    for r, (method, layer, key) in enumerate(names):
+        result_means[key] = {m: float(means[r, q]) for q, m in enumerate(plan.metrics)}
+        intervals[key] = {m: (float(low[r, q]), float(high[r, q])) for q, m in enumerate(plan.metrics)}
+        histograms[key] = {m: tally.histograms[r, q].tolist() for q, m in enumerate(plan.metrics)}
+        rows.append({"method": method, "layer": layer, "baseline": method == BASELINE,
+                     "means": result_means[key], "intervals": {m: list(v) for m, v in intervals[key].items()},
+                     "histograms": histograms[key]})
+    counts = tally.class_counts.tolist()
+    per_class = {
+        c: {key: {m: float(tally.class_sums[c, r, q] / n) for q, m in enumerate(plan.metrics)}
+            for r, (_, _, key) in enumerate(names)}
+        for c, n in enumerate(counts) if n
+    }
+
+    def kept(lists: list[list[Example]]) -> dict[str, list[dict]]:
+        return {names[r][2]: [{"index": e.index, "value": e.value, "label": e.label, "class_id": e.class_id,
+                               "prob": e.prob} for e in examples]
+                for r, examples in zip(tally.ranked, lists)}
+
+    return EvalResult(
+        count=tally.count, methods=plan.rows, layers=list(layers), metrics=list(plan.metrics), means=result_means,
+        intervals=intervals, histograms=histograms, per_class=per_class,
+        class_counts={c: n for c, n in enumerate(counts) if n}, worst=kept(tally.worst), best=kept(tally.best),
+        rank_by=rank_by, targets=plan.targets, seconds=seconds, rows=rows,
+        examples={"worst": dict(zip([names[r][2] for r in tally.ranked], tally.worst)),
+                  "best": dict(zip([names[r][2] for r in tally.ranked], tally.best))},
+    )
