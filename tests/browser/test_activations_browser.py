@@ -192,7 +192,7 @@ def test_tab_lists_the_views_inside_tensorboard(browser, tensorboard):
             pg.wait_for_timeout(100)
         frame.wait_for_selector("#view-activations")
         assert frame.eval_on_selector_all(".views button", "bs => bs.map(b => b.textContent)") == [
-            "CAM", "Activations", "Model", "Methods", "Checks"]
+            "CAM", "Activations", "Model", "Methods", "Checks", "Data set"]
         frame.click("#view-activations")
         frame.wait_for_function("document.querySelectorAll('#act-grid .tile').length === 8")
     finally:
