@@ -11,7 +11,7 @@ import { STATS, decodeBlockMaps, decodeStats, shapeText } from "./format.js";
 import { formatValue, scaleLegend } from "./legend.js";
 import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker, bindOptionKeys } from "./picker.js";
-import { Latest, loadChosenSample } from "./view.js";
+import { Latest, loadChosenSample, loadSeriesSteps } from "./view.js";
 
 const LARGE = 256; // pixels a side of the enlarged tile
 
@@ -60,16 +60,12 @@ export async function update(all) {
   await loadSteps();
 }
 
-async function loadSteps() {
-  latest.next(); // a step of the previous series still loading is dropped
-  if ((await picker.loadSteps()) === undefined) return; // a newer choice is loading
-  if (!picker.current()) {
-    state.current = null;
-    ui.grid.replaceChildren();
-    return;
-  }
-  await showStep();
+function clear() {
+  state.current = null;
+  ui.grid.replaceChildren();
 }
+
+const loadSteps = () => loadSeriesSteps(picker, latest, { clear, show: showStep });
 
 async function showStep() {
   const run = picker.current()?.run;

@@ -11,7 +11,7 @@ import { decodeMap } from "./format.js";
 import { formatValue, scaleLegend } from "./legend.js";
 import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker } from "./picker.js";
-import { Latest, loadChosenSample } from "./view.js";
+import { Latest, loadChosenSample, loadSeriesSteps } from "./view.js";
 
 const TILE = 96; // pixels a side of each map in the strips
 const MEASURES = [
@@ -44,16 +44,12 @@ export async function update(all) {
   await loadSteps();
 }
 
-async function loadSteps() {
-  latest.next(); // a step of the previous series still loading is dropped
-  if ((await picker.loadSteps()) === undefined) return;
-  if (!picker.current()) {
-    state.sample = null;
-    ui.strips.replaceChildren();
-    return;
-  }
-  await showStep();
+function clear() {
+  state.sample = null;
+  ui.strips.replaceChildren();
 }
+
+const loadSteps = () => loadSeriesSteps(picker, latest, { clear, show: showStep });
 
 async function showStep() {
   const shown = await loadChosenSample(picker, latest);

@@ -12,7 +12,7 @@ import { blend, range, upsample } from "./maps.js";
 import { MEASURES, arrowed } from "./measures.js";
 import { SeriesPicker } from "./picker.js";
 import * as api from "./api.js";
-import { Latest, loadChosenSample } from "./view.js";
+import { Latest, loadChosenSample, loadSeriesSteps } from "./view.js";
 
 const CARD = 112; // pixels a side of each image card
 const HIST = { width: 220, height: 110 };
@@ -41,17 +41,13 @@ export async function update(all) {
   await loadSteps();
 }
 
-async function loadSteps() {
-  latest.next();
-  if ((await picker.loadSteps()) === undefined) return;
-  if (!picker.current()) {
-    state.header = null;
-    for (const part of [ui.table, ui.classes, ui.histograms, ui.examples]) part.replaceChildren();
-    ui.note.textContent = "";
-    return;
-  }
-  await showStep();
+function clear() {
+  state.header = null;
+  for (const part of [ui.table, ui.classes, ui.histograms, ui.examples]) part.replaceChildren();
+  ui.note.textContent = "";
 }
+
+const loadSteps = () => loadSeriesSteps(picker, latest, { clear, show: showStep });
 
 async function showStep() {
   const shown = await loadChosenSample(picker, latest);

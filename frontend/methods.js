@@ -9,7 +9,7 @@ import * as api from "./api.js";
 import { el } from "./dom.js";
 import { MEASURES, arrowed } from "./measures.js";
 import { SeriesPicker } from "./picker.js";
-import { Latest, loadChosenSample } from "./view.js";
+import { Latest, loadChosenSample, loadSeriesSteps } from "./view.js";
 
 const COLUMNS = [
   ...MEASURES,
@@ -51,16 +51,12 @@ export async function update(all) {
   await loadSteps();
 }
 
-async function loadSteps() {
-  latest.next();
-  if ((await picker.loadSteps()) === undefined) return;
-  if (!picker.current()) {
-    ui.table.replaceChildren();
-    ui.note.textContent = "";
-    return;
-  }
-  await showStep();
+function clear() {
+  ui.table.replaceChildren();
+  ui.note.textContent = "";
 }
+
+const loadSteps = () => loadSeriesSteps(picker, latest, { clear, show: showStep });
 
 /**
  * The sanity check logged for a CAM series at its step, or the last one before it:

@@ -22,6 +22,21 @@ export class Latest {
 }
 
 /**
+ * After a new choice of series: loads its steps into the picker, then shows the chosen step
+ * (`show()`), or empties the view (`clear()`) when no series is left. A step of the previous series
+ * still loading is dropped, and nothing happens when a newer choice came first.
+ */
+export async function loadSeriesSteps(picker, latest, { clear, show }) {
+  latest.next();
+  if ((await picker.loadSteps()) === undefined) return; // a newer choice is loading
+  if (!picker.current()) {
+    clear();
+    return;
+  }
+  await show();
+}
+
+/**
  * The sample of the picker's chosen step: {series, entry, sample, ticket}, or {…, error} when it could
  * not be fetched; null when nothing is chosen or a newer request (another step, another series) came
  * first. `ticket` stays current until the next request: a view checks it again after slow drawing.

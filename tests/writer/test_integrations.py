@@ -300,28 +300,31 @@ def test_transformers_model_output_with_default_targets(tmp_path, monkeypatch):
     assert not header.get("skipped")
 
 
-def test_sharded_training_is_refused_when_it_starts(tmp_path):
+def test_lightning_refuses_sharded_training_at_setup(tmp_path):
     """Only the main process would run the model: under FSDP or DeepSpeed the other ranks never join its
-    gathers, so both callbacks refuse before the first step instead of hanging training."""
-    if importlib.util.find_spec("lightning") is not None:
-        from lightning.pytorch.loggers import TensorBoardLogger
+    gathers, so the callback refuses before the first step instead of hanging training."""
+    pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import TensorBoardLogger
 
-        from writer_ext.integrations.lightning import CamCallback as LightningCallback
+    from writer_ext.integrations.lightning import CamCallback
 
-        class FSDPStrategy:  # what Lightning's sharded strategy is called
-            pass
+    class FSDPStrategy:  # what Lightning's sharded strategy is called
+        pass
 
-        trainer = SimpleNamespace(fast_dev_run=False, loggers=[TensorBoardLogger(tmp_path)], is_global_zero=True,
-                                  global_step=0, strategy=FSDPStrategy())
+    trainer = SimpleNamespace(fast_dev_run=False, loggers=[TensorBoardLogger(tmp_path)], is_global_zero=True,
+                              global_step=0, strategy=FSDPStrategy())
+    with pytest.raises(ValueError, match="sharded strategy"):
+        CamCallback(torch.rand(2, 3, 12, 12)).setup(trainer, SmallNet(), "fit")
+
+
+def test_transformers_refuses_sharded_training_when_it_begins(tmp_path):
+    pytest.importorskip("transformers")
+    from writer_ext.integrations.transformers import CamCallback
+
+    for args in (SimpleNamespace(output_dir=str(tmp_path), fsdp="full_shard", deepspeed=None),
+                 SimpleNamespace(output_dir=str(tmp_path), fsdp="", deepspeed="ds_config.json")):
         with pytest.raises(ValueError, match="sharded strategy"):
-            LightningCallback(torch.rand(2, 3, 12, 12)).setup(trainer, SmallNet(), "fit")
-    if importlib.util.find_spec("transformers") is not None:
-        from writer_ext.integrations.transformers import CamCallback as TrainerCallback
-
-        for args in (SimpleNamespace(output_dir=str(tmp_path), fsdp="full_shard", deepspeed=None),
-                     SimpleNamespace(output_dir=str(tmp_path), fsdp="", deepspeed="ds_config.json")):
-            with pytest.raises(ValueError, match="sharded strategy"):
-                TrainerCallback(torch.rand(2, 3, 12, 12)).on_train_begin(args, SimpleNamespace(), None)
+            CamCallback(torch.rand(2, 3, 12, 12)).on_train_begin(args, SimpleNamespace(), None)
 
 
 def test_transformers_logs_on_the_main_process_only(tmp_path):
