@@ -40,7 +40,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from writer_ext import SummaryWriter, evaluate
 from writer_ext.demo import draw_shapes, fitted_shapenet
-from writer_ext.metrics import saliency
+from writer_ext.metrics.confidence import saliency
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam")
 AD_IC = ("average_drop", "increase_in_confidence")

@@ -48,7 +48,7 @@ from tensorboard.util import tensor_util
 
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
-from writer_ext import images as img
+from writer_ext import pictures as img
 from writer_ext.demo import ShapeNet, draw_shapes
 from writer_ext.summaries.sample import Pictures, add_sample
 

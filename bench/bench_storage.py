@@ -26,7 +26,7 @@ from sklearn.datasets import load_sample_images
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from writer_ext import SummaryWriter, compute_cams
-from writer_ext import images as img
+from writer_ext import pictures as img
 from writer_ext.demo import draw_shapes
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam")

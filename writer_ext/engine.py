@@ -17,15 +17,17 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from writer_ext import targets as tgt
-from writer_ext.canvas import Canvas, CanvasRecorder, aligned_view
-from writer_ext.checks import as_model_input, check_bool, check_inputs, check_positive_int
-from writer_ext.hooks import ActivationCapture, LinearCalls, run_model
-from writer_ext.layers import LayerSpec, SpatialView, resolve_layers, spatial_view, unwrap_model
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
-from writer_ext.safety import training_safe
-from writer_ext.targets import Targets
+from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
+from writer_ext.model.hooks import ActivationCapture, LinearCalls, run_model
+from writer_ext.model.layers import LayerSpec, resolve_layers, unwrap_model
+from writer_ext.model.safety import training_safe
+from writer_ext.model.spatial import SpatialView, spatial_view
+from writer_ext.targets import select as tgt
+from writer_ext.targets.kinds import Target
+from writer_ext.targets.select import Targets
+from writer_ext.validate import as_model_input, check_bool, check_inputs, check_positive_int
 
 
 @dataclass
@@ -264,7 +266,7 @@ def _smoothed(model, inputs, targets, opts, clean: _Pass, smooth, samples, noise
     """Replaces the clean pass's maps by their average over augmented copies: noisy (SmoothGrad) or
     flipped; the copies' time counts as the pass's."""
     if smooth == "flip":  # a target kind's boxes and masks are mirrored with the image
-        mirrored = targets.flipped(inputs.shape[-1]) if isinstance(targets, tgt.Target) else targets
+        mirrored = targets.flipped(inputs.shape[-1]) if isinstance(targets, Target) else targets
         flipped = _one_pass(model, inputs.flip(-1), mirrored, opts)
         clean.add_time(flipped)
         clean.maps = {m: {layer: (v + flipped.maps[m][layer].flip(-1)) / 2 for layer, v in per.items()}
@@ -337,7 +339,7 @@ def compute_cams(
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
-    if isinstance(targets, tgt.Target) and not isinstance(targets.description, str):
+    if isinstance(targets, Target) and not isinstance(targets.description, str):
         raise TypeError(f"targets: a target kind's description must be a string, got "
                         f"{type(targets.description).__name__}")
     opts = _Options(
@@ -372,5 +374,5 @@ def compute_cams(
         multilabel=opts.multilabel,
         seconds=done.seconds,
         pass_seconds=done.shared,
-        description=targets.description if isinstance(targets, tgt.Target) else None,
+        description=targets.description if isinstance(targets, Target) else None,
     )

@@ -29,11 +29,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext.checks import check_bool, check_positive_int
 from writer_ext.engine import CamResult
 from writer_ext.methods import get_methods
 from writer_ext.summaries.cam import add_cam, add_skipped
 from writer_ext.summaries.sanity import add_sanity_check
+from writer_ext.validate import check_bool, check_positive_int
 from writer_ext.writer import SummaryWriter
 
 # compute_cams options a sanity check takes from the monitor's (metrics, smoothing and the like are add_cam's);

@@ -23,7 +23,7 @@ from helpers import (
 )
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter
-from writer_ext import images as img
+from writer_ext import pictures as img
 
 RUN, TAG = "train", "cams/probe"
 

@@ -59,7 +59,7 @@ def _evaluation(writer=None, items: int = 37):
     from torch.utils.data import TensorDataset
 
     from writer_ext.demo import draw_shapes
-    from writer_ext.evaluate import evaluate
+    from writer_ext.evaluation.loop import evaluate
 
     images, labels, boxes = draw_shapes(items, np.random.default_rng(3))
     torch.manual_seed(0)

@@ -14,10 +14,11 @@ from tensorboard.backend.event_processing import event_file_loader
 from torch.utils.data import TensorDataset
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext import SummaryWriter, compute_cams, evaluate, metrics
+from writer_ext import SummaryWriter, compute_cams, evaluate
 from writer_ext.demo import draw_shapes
-from writer_ext.evaluate import baseline_maps
-from writer_ext.localization import check_regions, energy_shares, pointing_hits
+from writer_ext.evaluation.loop import baseline_maps
+from writer_ext.metrics import confidence as metrics  # the per-batch pieces, tested on purpose
+from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
 
 N = 37  # batches of 16: 16 + 16 + 5
 

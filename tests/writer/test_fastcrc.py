@@ -1,4 +1,4 @@
-"""writer_ext.fastcrc: the compiled CRC frames event records exactly as TensorBoard's pure-Python one."""
+"""writer_ext.summaries.fastcrc: the compiled CRC frames event records exactly as TensorBoard's pure-Python one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 
-from writer_ext import SummaryWriter, fastcrc
+from writer_ext import SummaryWriter
+from writer_ext.summaries import fastcrc
 
 
 def test_same_checksums_as_tensorboard():

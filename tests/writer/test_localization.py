@@ -11,7 +11,7 @@ from helpers import raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam
 from writer_ext.demo import box_area_fraction, draw_shapes
-from writer_ext.localization import check_regions, energy_pointing_game, pointing_game
+from writer_ext.metrics.pointing import check_regions, energy_pointing_game, pointing_game
 
 SIZE = 16
 

@@ -13,7 +13,7 @@ from torchvision.models import detection, segmentation
 
 from reach_models import detections, hand_gradcam, logged, tiny_detector
 from writer_ext import compute_cams
-from writer_ext.layer_rule import explained_layer
+from writer_ext.model.default_layer import explained_layer
 from writer_ext.targets import Detection, SemanticSegmentation
 
 tv = torchvision.models

@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from writer_ext import sanity as sanity_module
 from writer_ext import sanity_check
-from writer_ext.sanity import spearman, ssim
+from writer_ext.metrics import sanity as sanity_module
+from writer_ext.metrics.sanity import spearman, ssim
 
 
 @pytest.fixture(scope="module")

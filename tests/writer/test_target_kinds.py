@@ -14,9 +14,9 @@ from torchvision.models import segmentation
 from helpers import SmallNet
 from reach_models import detections, hand_gradcam, logged, logged_header, tiny_detector
 from writer_ext import compute_cams
-from writer_ext import targets as tgt
-from writer_ext.localization import localization
+from writer_ext.metrics.pointing import localization
 from writer_ext.targets import Detection, MultiLabel, Regression, SemanticSegmentation, Similarity
+from writer_ext.targets import select as tgt
 
 tv = torchvision.models
 

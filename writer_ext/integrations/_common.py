@@ -9,9 +9,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from writer_ext.checks import check_bool, check_positive_int, check_tag, model_device
 from writer_ext.methods import get_methods
 from writer_ext.monitor import CamMonitor, warn_once
+from writer_ext.validate import check_bool, check_positive_int, check_tag, model_device
 
 SHARDED = ("CamCallback runs the model on the main process alone, which a sharded strategy (FSDP, DeepSpeed) "
            "cannot do without the other ranks: train with DDP, or compute the maps after training")

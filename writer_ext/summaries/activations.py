@@ -18,9 +18,23 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext import images as img
-from writer_ext import targets as tgt
-from writer_ext.checks import (
+from writer_ext import pictures as img
+from writer_ext.model.hooks import ActivationCapture, run_model
+from writer_ext.model.layers import (
+    AUTO,
+    LayerSpec,
+    every_spatial_layer,
+    is_auto,
+    select_layers,
+    strip_wrapper,
+    unwrap_model,
+)
+from writer_ext.model.safety import training_safe
+from writer_ext.model.spatial import spatial_view
+from writer_ext.summaries.cam import target_records
+from writer_ext.summaries.sample import Pictures, add_sample
+from writer_ext.targets import select as tgt
+from writer_ext.validate import (
     as_model_input,
     check_bool,
     check_inputs,
@@ -29,20 +43,6 @@ from writer_ext.checks import (
     check_tag,
     check_writer,
 )
-from writer_ext.hooks import ActivationCapture, run_model
-from writer_ext.layers import (
-    AUTO,
-    LayerSpec,
-    every_spatial_layer,
-    is_auto,
-    select_layers,
-    spatial_view,
-    strip_wrapper,
-    unwrap_model,
-)
-from writer_ext.safety import training_safe
-from writer_ext.summaries.cam import target_records
-from writer_ext.summaries.sample import Pictures, add_sample
 
 ORDERS = ("mean", "max", "std", "index")
 ChannelOrder = Union[str, Sequence[int]]

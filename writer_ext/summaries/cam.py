@@ -14,8 +14,14 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext import images as img
-from writer_ext.checks import (
+from writer_ext import pictures as img
+from writer_ext.engine import CamResult, compute_cams
+from writer_ext.metrics.confidence import METRICS, for_result, random_baseline
+from writer_ext.metrics.pointing import LOCALIZATION, Regions, check_regions, localization, target_regions
+from writer_ext.model.layers import LayerSpec, unwrap_model
+from writer_ext.summaries.sample import Pictures, add_sample
+from writer_ext.targets.select import Targets
+from writer_ext.validate import (
     ClassNames,
     check_bool,
     check_class_names,
@@ -24,12 +30,6 @@ from writer_ext.checks import (
     check_tag,
     check_writer,
 )
-from writer_ext.engine import CamResult, compute_cams
-from writer_ext.layers import LayerSpec, unwrap_model
-from writer_ext.localization import LOCALIZATION, Regions, check_regions, localization, target_regions
-from writer_ext.metrics import METRICS, for_result, random_baseline
-from writer_ext.summaries.sample import Pictures, add_sample
-from writer_ext.targets import Targets
 
 
 def target_records(shape: tuple[int, int], class_ids, scores, probs, names: Optional[Mapping[int, str]]) -> list:
@@ -151,7 +151,7 @@ def add_cam(
     stores them in the sample for the tab.
     `regions`, each image's object as a box (N, 4) (x0, y0, x1, y1 in input
     pixels) or a boolean mask (N, H, W), adds the pointing game and its
-    energy-based form (`writer_ext.localization`), for the random baseline
+    energy-based form (`writer_ext.metrics.pointing`), for the random baseline
     too, logged the same way; the tab draws the regions over the pictures.
     Without `regions`, a target kind's own boxes or mask (`Detection`,
     `SemanticSegmentation(mask=...)`) are used, and its description is

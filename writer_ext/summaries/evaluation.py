@@ -10,13 +10,13 @@ import torch
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext.checks import check_class_names
+from writer_ext.evaluation.tally import BINS, Example
 from writer_ext.summaries.cam import target_records, write_sample
 from writer_ext.summaries.sample import Pictures, add_sample
-from writer_ext.tally import BINS, Example
+from writer_ext.validate import check_class_names
 
 if TYPE_CHECKING:
-    from writer_ext.evaluate import EvalResult
+    from writer_ext.evaluation.result import EvalResult
 
 
 def _examples(writer: TorchSummaryWriter, tag: str, result: EvalResult, names, global_step: Optional[int],

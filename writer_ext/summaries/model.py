@@ -16,9 +16,9 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext.checks import check_step, check_tag, check_writer, model_device
-from writer_ext.layers import unwrap_model
-from writer_ext.safety import training_safe
+from writer_ext.model.layers import unwrap_model
+from writer_ext.model.safety import training_safe
+from writer_ext.validate import check_step, check_tag, check_writer, model_device
 
 ExampleInput = Union[torch.Tensor, Sequence[torch.Tensor]]
 

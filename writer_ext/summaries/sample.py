@@ -10,8 +10,8 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext import fastcrc
-from writer_ext.images import encode
+from writer_ext.pictures import encode
+from writer_ext.summaries import fastcrc
 
 
 class Pictures:

@@ -9,12 +9,12 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext import images as img
-from writer_ext.checks import check_inputs, check_step, check_tag, check_writer
-from writer_ext.layers import LayerSpec
-from writer_ext.sanity import SanityResult, sanity_check
+from writer_ext import pictures as img
+from writer_ext.metrics.sanity import SanityResult, sanity_check
+from writer_ext.model.layers import LayerSpec
 from writer_ext.summaries.sample import Pictures, add_sample
-from writer_ext.targets import Targets
+from writer_ext.targets.select import Targets
+from writer_ext.validate import check_inputs, check_step, check_tag, check_writer
 
 
 def add_sanity_check(

@@ -1,9 +1,9 @@
 """Scores CAM methods over a whole data set, on one process or every rank of `torch.distributed`.
 
 Per batch: one `compute_cams` pass for every method (one forward, one batched gradient), then the
-masked forwards of every method at once (`writer_ext.metrics`), and the localization scores when the
-data carries boxes or masks (`writer_ext.localization`); the per-image values go into running totals
-(`writer_ext.tally`). Under `torch.distributed` each rank scores its part and the totals are summed at
+masked forwards of every method at once (`writer_ext.metrics.confidence`), and the localization scores when the
+data carries boxes or masks (`writer_ext.metrics.pointing`); the per-image values go into running totals
+(`tally`). Under `torch.distributed` each rank scores its part and the totals are summed at
 the end: every rank returns the same `EvalResult`, rank 0 writes it.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -21,42 +21,28 @@ from torch import nn
 from torch.utils.data import Dataset
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
-from writer_ext import images as img
-from writer_ext import shards
-from writer_ext.checks import check_bool, check_class_names, check_positive_int, check_step, check_tag, check_writer
+from writer_ext import pictures as img
 from writer_ext.engine import compute_cams, default_batch_size
-from writer_ext.layers import LayerSpec
-from writer_ext.localization import LOCALIZATION, check_regions, energy_shares, pointing_hits
+from writer_ext.evaluation import ranks
+from writer_ext.evaluation.result import EvalResult
+from writer_ext.evaluation.tally import Example, Tally
 from writer_ext.methods import get_methods
-from writer_ext.metrics import METRICS, class_probabilities, curve_auc, drop_and_increase, evaluating, flat_rows
-from writer_ext.tally import Example, Tally
+from writer_ext.metrics.confidence import (
+    METRICS,
+    class_probabilities,
+    curve_auc,
+    drop_and_increase,
+    evaluating,
+    flat_rows,
+)
+from writer_ext.metrics.pointing import LOCALIZATION, check_regions, energy_shares, pointing_hits
+from writer_ext.model.layers import LayerSpec
+from writer_ext.validate import check_bool, check_class_names, check_positive_int, check_step, check_tag, check_writer
 
 LOWER_IS_BETTER = ("average_drop", "deletion_auc")
 TARGETS = (None, "predicted", "label")
 BASELINE = "random"
 
-
-@dataclass
-class EvalResult:
-    """What `evaluate` returns, the same on every rank. Keys of the per-row dicts are the method's name
-    (with one target layer) or ``method@layer``; `rows` holds the same as records, as logged."""
-
-    count: int
-    methods: list[str]
-    layers: list[str]
-    metrics: list[str]
-    means: dict[str, dict[str, float]]
-    intervals: dict[str, dict[str, tuple[float, float]]]
-    histograms: dict[str, dict[str, list[int]]]
-    per_class: dict[int, dict[str, dict[str, float]]]
-    class_counts: dict[int, int]
-    worst: dict[str, list[dict]]
-    best: dict[str, list[dict]]
-    rank_by: Optional[str]
-    targets: str
-    seconds: float
-    rows: list[dict] = field(default_factory=list)
-    examples: dict[str, dict[str, list[Example]]] = field(default_factory=dict, repr=False)
 
 
 def baseline_maps(indices: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
@@ -226,7 +212,7 @@ def evaluate(
     path = _check_checkpoint(checkpoint)
     if not isinstance(data, Iterable) and not isinstance(data, Dataset):
         raise TypeError(f"data must be a Dataset or an iterable of batches, got {type(data).__name__}")
-    data, regions = shards.peek(data)
+    data, regions = ranks.peek(data)
     chosen = _metric_list(metrics, regions)
     if rank_by is None:
         rank_by = next((m for m in ("average_drop", "deletion_auc", "energy_pointing_game") if m in chosen), chosen[0])
@@ -234,7 +220,7 @@ def evaluate(
         raise ValueError(f"rank_by must be one of the metrics scored {chosen}, got {rank_by!r}")
     plan = _Plan(names, chosen, with_baseline, target_layer, targets or "predicted", steps, tolerance, seed,
                  batch_size)
-    rank, world = shards.world()
+    rank, world = ranks.world()
     return _run(model, data, plan, writer=writer, tag=tag, size=size, worst=worst, global_step=global_step,
                 rank_by=rank_by, class_names=class_names, path=path, workers=num_workers, progress=progress,
                 rank=rank, world=world, write=add_evaluation)
@@ -303,14 +289,14 @@ def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, ran
         skip, layers, seconds = saved["batches"], saved["layers"], saved["seconds"]
         tally = new_tally(layers)
         tally.load_state_dict(saved["tally"])
-    batches, total = shards.batches(data, rank, world, size, workers, skip)
+    batches, total = ranks.batches(data, rank, world, size, workers, skip)
     bar = _progress(total, rank, world, progress, tag)
     if tally is not None:
         bar.update(tally.count)
     done = skip
     clock = time.perf_counter()
     for batch, indices in batches:
-        images, labels, regions = shards.unpack(batch)
+        images, labels, regions = ranks.unpack(batch)
         values, labels, result, records = _score(model, (images, labels, regions), indices, plan)
         if tally is None:
             layers, tally = result.layers, new_tally(result.layers)

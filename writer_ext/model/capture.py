@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from writer_ext.checks import check_bool
-from writer_ext.layers import AUTO, LayerSpec, is_auto, is_spatial, select_layers, strip_wrapper
+from writer_ext.model.layers import AUTO, LayerSpec, is_auto, select_layers, strip_wrapper
+from writer_ext.model.spatial import is_spatial
+from writer_ext.validate import check_bool
 
 BACKWARD_KINDS = ("tensor", "module")
 

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from writer_ext.layers import SpatialView
+from writer_ext.model.spatial import SpatialView
 
 
 @dataclass(frozen=True)

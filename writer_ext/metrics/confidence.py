@@ -28,11 +28,11 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from writer_ext.checks import as_model_input, check_inputs
 from writer_ext.engine import CamResult, compute_cams
-from writer_ext.layers import SpatialView
-from writer_ext.safety import training_safe
-from writer_ext.targets import logits_of, probabilities
+from writer_ext.model.safety import training_safe
+from writer_ext.model.spatial import SpatialView
+from writer_ext.targets.select import logits_of, probabilities
+from writer_ext.validate import as_model_input, check_inputs
 
 METRICS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc")
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from writer_ext.metrics import saliency
+from writer_ext.metrics.confidence import saliency
 
 LOCALIZATION = ("pointing_game", "energy_pointing_game")
 

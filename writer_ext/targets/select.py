@@ -8,15 +8,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from writer_ext.target_kinds import (  # noqa: F401 (re-exported: writer_ext.targets is where targets live)
-    Detection,
-    MultiLabel,
-    Regression,
-    SemanticSegmentation,
-    Similarity,
-    Target,
-    logits_of,
-)
+from writer_ext.targets.kinds import Target, logits_of
 
 Targets = Union[None, int, Sequence[int], torch.Tensor, Callable[[object], torch.Tensor]]
 

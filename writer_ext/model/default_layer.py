@@ -11,10 +11,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from writer_ext.canvas import CanvasRecorder
-from writer_ext.hooks import run_model
-from writer_ext.layers import spatial_view
-from writer_ext.target_kinds import logits_of
+from writer_ext.model.detector_canvas import CanvasRecorder
+from writer_ext.model.hooks import run_model
+from writer_ext.model.spatial import spatial_view
+from writer_ext.targets.kinds import logits_of
 
 
 def _output_sum(output: object) -> Optional[torch.Tensor]:

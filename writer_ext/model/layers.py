@@ -13,12 +13,14 @@ import difflib
 import fnmatch
 import warnings
 import weakref
-from typing import Callable, Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import nn
 
-from writer_ext.hooks import run_model
+from writer_ext.model.default_layer import explained_layer
+from writer_ext.model.hooks import run_model
+from writer_ext.model.spatial import is_spatial
 
 LayerSpec = Union[None, str, nn.Module, type, Sequence[Union[str, nn.Module, type]]]
 AUTO = "auto"
@@ -58,7 +60,7 @@ def resolve_layer(model: nn.Module, spec: str | nn.Module, arg: str = "target_la
 def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     """The layer `target_layer=None` explains: the last module (finishing last) whose output is
     spatial ((N, C, H, W) with H*W > 1, channels-last, or tokens on a patch grid, see
-    `spatial_view`) and that
+    `spatial.spatial_view`) and that
 
     - runs once (a shared module's output is ambiguous);
     - every path from the input to the output runs through (not a branch beside a
@@ -77,8 +79,6 @@ def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     cached = _AUTO_LAYERS.get(model, {}).get(key)
     if cached is not None:
         return cached
-    from writer_ext.layer_rule import explained_layer  # the rule needs the targets' and canvas' modules
-
     name = explained_layer(model, inputs)
     if name is None:
         names = spatial_layer_names(model, inputs)
@@ -90,11 +90,6 @@ def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
     warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output that the whole output "
                   "is computed from", stacklevel=4)
     return name
-
-
-def is_spatial(output: object) -> bool:
-    """Whether a module output is a spatial (N, C, H, W) tensor with H*W > 1."""
-    return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1
 
 
 def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
@@ -182,58 +177,13 @@ def every_spatial_layer(model: nn.Module, inputs: torch.Tensor, arg: str = "laye
     return [(n, modules[n]) for n in names]
 
 
-SpatialView = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _divides(size: int, parts: int) -> bool:
-    return parts > 0 and size % parts == 0
-
-
-def spatial_view(name: str, shape: torch.Size, input_hw: tuple[int, int],
-                 reshape_transform: Optional[SpatialView] = None) -> SpatialView:
-    """How to see a layer's output of `shape` as (N, C, h, w).
-
-    - (N, C, h, w) as it is; (N, h, w, C) channels-last outputs (Swin) are
-      recognised when h and w, not C and h, tile the input with one stride;
-    - (N, T, C) token outputs (ViT) become the (h, w) grid that tiles the
-      input with one patch size; the extra tokens in front (class, register)
-      are dropped, and non-square grids are kept;
-    - an explicit `reshape_transform` wins over both.
-    The same view is applied to the gradients, which have the output's shape.
-    """
-    if reshape_transform is not None:
-        return reshape_transform
-    height, width = input_hw
-    if len(shape) == 4:
-        _, a, b, c = shape
-        tiles = _divides(height, a) and _divides(width, b) and height // a == width // b
-        nchw_tiles = _divides(height, b) and _divides(width, c) and height // b == width // c
-        if tiles and not nchw_tiles and c > a:
-            return lambda t: t.permute(0, 3, 1, 2)
-        return lambda t: t
-    if len(shape) == 3:
-        tokens = shape[1]
-        for patch in range(1, min(height, width) + 1):
-            if height % patch == 0 and width % patch == 0:
-                grid_h, grid_w = height // patch, width // patch
-                extra = tokens - grid_h * grid_w
-                if 0 <= extra <= 8:
-                    return lambda t, e=extra, gh=grid_h, gw=grid_w: (
-                        t[:, e:, :].reshape(t.shape[0], gh, gw, t.shape[-1]).permute(0, 3, 1, 2)
-                    )
-    raise ValueError(
-        f"target_layer {name!r} has output shape {tuple(shape)}; expected a spatial (N, C, H, W) output, "
-        "channels-last (N, H, W, C) or tokens (N, T, C) on a patch grid; or pass reshape_transform"
-    )
-
-
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module that does the work inside DataParallel, DistributedDataParallel and torch.compile.
 
     CAMs run on it directly: the same weights, eagerly, without DDP's gradient
     synchronisation (which would expect a matching backward on every rank) or
     recompiling a compiled graph around our hooks. Layer names with the
-    wrappers' ``module.`` prefix still resolve (see hooks.resolve_layer).
+    wrappers' ``module.`` prefix still resolve (see resolve_layer).
     """
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):

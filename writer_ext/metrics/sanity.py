@@ -20,10 +20,10 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from writer_ext.checks import check_inputs
 from writer_ext.engine import compute_cams
-from writer_ext.layers import LayerSpec, unwrap_model
-from writer_ext.targets import Targets, is_callable_target
+from writer_ext.model.layers import LayerSpec, unwrap_model
+from writer_ext.targets.select import Targets, is_callable_target
+from writer_ext.validate import check_inputs
 
 MODES = ("cascading", "independent")
 MEASURES = ("spearman_abs", "spearman", "ssim")
