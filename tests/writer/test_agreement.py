@@ -186,6 +186,18 @@ def assert_same(ours, expected):
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
+def assert_formula(ours, formula, a, g, wobble: float = 1e-5):
+    """ours == formula(a, g) up to float32 rounding and to the formula's own sensitivity to it: two
+    backward passes round the gradient differently (about 1e-7 relative), and near a pole of Grad-CAM++'s
+    alpha (2 + sum_ab A_ab g = 0, met where activations are signed) that moves the map far more than
+    rounding does; elsewhere the allowance is below the scale's 1e-4."""
+    expected = formula(a, g)
+    up, down = formula(a, g * (1 + wobble)), formula(a, g * (1 - wobble))
+    spread = torch.maximum((up - expected).abs(), (down - expected).abs())
+    excess = (ours - expected).abs() - 1e-4 * (expected.abs() + expected.abs().max()) - spread
+    assert excess.max() <= 0, f"off the formula by {excess.max():.3g} beyond rounding ({(excess > 0).sum()} elements)"
+
+
 # --- the model and layers are fit to tell the methods apart ---------------------------------------
 
 
@@ -226,7 +238,7 @@ def test_scorecam_weights_are_far_from_uniform(net, images, ours, layer):
 def test_paper_formula(net, images, ours, name, layer):
     for k in range(TOPK):
         a, g = reference(net, images, layer, ours.class_ids[:, k])
-        assert_same(ours.maps[name][layer][:, k], PAPER[name](a, g))
+        assert_formula(ours.maps[name][layer][:, k], PAPER[name], a, g)
 
 
 def test_cam_formula(net, images, ours_cam, ours):
@@ -344,7 +356,7 @@ def test_torchcam_gradcampp(net, images, ours, layer):
     for k in range(TOPK):
         a, g = reference(net, images, layer, ours.class_ids[:, k])
         torch.testing.assert_close(theirs[:, k], gradcampp_torchcam(a, g), rtol=0, atol=1e-6)
-        assert_same(ours.maps["gradcam++"][layer][:, k], gradcampp_paper(a, g))
+        assert_formula(ours.maps["gradcam++"][layer][:, k], gradcampp_paper, a, g)
 
 
 # --- Eigen-CAM's sign -----------------------------------------------------------------------------
