@@ -27,6 +27,7 @@ from tensorboard_plugin_cam.format.container import (
     pictures_step,
     require,
 )
+from tensorboard_plugin_cam.format.scores import in_range
 
 KIND = "cam"
 DATA = ("maps",)  # the data blobs after the header, in order
@@ -34,8 +35,6 @@ MAPS_INDEX = 1
 FIRST_PICTURE = 1 + len(DATA)
 MAP_FIELDS = ("image", "target", "method", "layer", "height", "width", "offset", "scale")
 MAX_REGION_PIXELS = 1 << 26  # a region's mask is decoded in the browser: 64 Mi pixels at most
-FRACTIONS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc", "pointing_game",
-             "energy_pointing_game")  # the stored scores that lie in [0, 1]
 
 
 def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Sequence[tuple[int, float]],
@@ -147,7 +146,8 @@ def parse_header(data: bytes) -> dict:
                 f"metrics[{k}] needs string 'method' and 'layer'")
         require(all(optional_number(v) and v is not None for f, v in m.items() if f not in ("method", "layer")),
                 f"metrics[{k}] values must be finite numbers")
-        require(all(0 <= m[f] <= 1 for f in FRACTIONS if f in m), f"metrics[{k}] scores must lie in [0, 1]")
+        require(all(in_range(f, v) for f, v in m.items() if f not in ("method", "layer")),
+                f"metrics[{k}] scores must lie in their range (format/scores.py)")
     timings = header.get("timings", [])
     require(isinstance(timings, list), "header 'timings' is not a list")
     for k, t in enumerate(timings):

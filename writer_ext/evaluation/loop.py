@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
+from tensorboard_plugin_cam.format.scores import BY_KEY, LOCALIZATION
 from writer_ext import pictures as img
 from writer_ext.engine import compute_cams, default_batch_size
 from writer_ext.evaluation import ranks
@@ -35,11 +36,10 @@ from writer_ext.metrics.confidence import (
     evaluating,
     flat_rows,
 )
-from writer_ext.metrics.pointing import LOCALIZATION, check_regions, energy_shares, pointing_hits
+from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
 from writer_ext.model.layers import LayerSpec
 from writer_ext.validate import check_bool, check_class_names, check_positive_int, check_step, check_tag, check_writer
 
-LOWER_IS_BETTER = ("average_drop", "deletion_auc")
 TARGETS = (None, "predicted", "label")
 BASELINE = "random"
 
@@ -279,7 +279,7 @@ def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, ran
 
     def new_tally(names: list[str]) -> Tally:
         ranked = [r for r, (m, _, _) in enumerate(_row_names(plan, names)) if m != BASELINE or not plan.methods]
-        return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, rank_by in LOWER_IS_BETTER)
+        return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, BY_KEY[rank_by].lower_is_better)
 
     if file is not None and file.exists():
         saved = torch.load(file, weights_only=True)

@@ -2,6 +2,7 @@
 when the image is masked, deleted or inserted by the map), localization (`pointing`: the pointing games
 against a known object) and the sanity check (`sanity`: do the maps depend on the weights)."""
 
+from tensorboard_plugin_cam.format.scores import LOCALIZATION
 from writer_ext.metrics.confidence import (
     METRICS,
     confidence_change,
@@ -11,7 +12,7 @@ from writer_ext.metrics.confidence import (
     random_baseline,
     saliency,
 )
-from writer_ext.metrics.pointing import LOCALIZATION, energy_pointing_game, localization, pointing_game
+from writer_ext.metrics.pointing import energy_pointing_game, localization, pointing_game
 from writer_ext.metrics.sanity import SanityResult, sanity_check
 
 __all__ = [

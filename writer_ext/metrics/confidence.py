@@ -28,13 +28,14 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
+from tensorboard_plugin_cam.format.scores import FAITHFULNESS
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.model.safety import training_safe
 from writer_ext.model.spatial import SpatialView
 from writer_ext.targets.select import logits_of, probabilities
 from writer_ext.validate import as_model_input, check_inputs
 
-METRICS = ("average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc")
+METRICS = FAITHFULNESS  # the scores computed here, in the table's order
 
 
 def saliency(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -26,8 +26,6 @@ from torch import nn
 
 from writer_ext.metrics.confidence import saliency
 
-LOCALIZATION = ("pointing_game", "energy_pointing_game")
-
 Regions = Union[None, torch.Tensor, np.ndarray]
 
 

@@ -14,10 +14,11 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
+from tensorboard_plugin_cam.format.scores import LOCALIZATION
 from writer_ext import pictures as img
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.metrics.confidence import METRICS, for_result, random_baseline
-from writer_ext.metrics.pointing import LOCALIZATION, Regions, check_regions, localization, target_regions
+from writer_ext.metrics.pointing import Regions, check_regions, localization, target_regions
 from writer_ext.model.layers import LayerSpec, unwrap_model
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets.select import Targets

@@ -1,0 +1,46 @@
+"""Every score a map can get, declared once: its key, its label, which direction is better, its range.
+
+The writer computes them (`writer_ext.metrics`), the format checks stored values against their range,
+`evaluate` ranks by their direction, and the tab's `frontend/measures.js` shows the same table (a test holds
+the two equal). A new score is one entry here plus its function in `writer_ext/metrics/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score: `family` says what it needs ("faithfulness": only the model; "localization": an object region
+    for each image); values lie in [`low`, `high`]; `better` is "lower" or "higher"."""
+
+    key: str
+    label: str
+    better: str
+    family: str
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.better == "lower"
+
+
+SCORES: tuple[Score, ...] = (
+    Score("average_drop", "Average drop", "lower", "faithfulness"),
+    Score("increase_in_confidence", "Increase in confidence", "higher", "faithfulness"),
+    Score("deletion_auc", "Deletion AUC", "lower", "faithfulness"),
+    Score("insertion_auc", "Insertion AUC", "higher", "faithfulness"),
+    Score("pointing_game", "Pointing game", "higher", "localization"),
+    Score("energy_pointing_game", "Energy in region", "higher", "localization"),
+)
+BY_KEY: dict[str, Score] = {s.key: s for s in SCORES}
+FAITHFULNESS: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "faithfulness")
+LOCALIZATION: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "localization")
+
+
+def in_range(key: str, value: float) -> bool:
+    """Whether `value` lies in score `key`'s range (unknown keys are not checked: a newer writer's scores)."""
+    score = BY_KEY.get(key)
+    return score is None or score.low <= value <= score.high
