@@ -175,14 +175,14 @@ def _scale_worker(rank: int, world: int, port: int, n: int, out: str) -> None:
         dist.barrier()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as logdir:
-        writer = SummaryWriter(logdir) if rank == 0 else None
         result = evaluate(model, data, methods=METHODS, target_layer="layer4", metrics=AD_IC, batch_size=8,
-                          writer=writer, progress=False)
+                          progress=False)
+        if rank == 0:
+            with SummaryWriter(logdir) as writer:
+                writer.add_evaluation("eval", result)
         if world > 1:
             dist.barrier()
         wall = time.perf_counter() - started
-        if writer is not None:
-            writer.close()
     if rank == 0:
         with open(out, "w") as f:
             f.write(f"{wall} {result.seconds}")
@@ -248,8 +248,8 @@ def memory_child(n: int) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     with tempfile.TemporaryDirectory() as logdir, SummaryWriter(logdir) as writer:
-        evaluate(model, Generated(n), target_layer="features", metrics=AD_IC, batch_size=64, writer=writer,
-                 progress=False)
+        writer.add_evaluation("eval", evaluate(model, Generated(n), target_layer="features", metrics=AD_IC,
+                                               batch_size=64, progress=False))
     done.set()
     sampler.join()
     print(before, max(peak[0], _rss_mib()))

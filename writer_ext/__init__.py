@@ -8,7 +8,6 @@ Rooms: `model/` (torch plumbing), `methods/` (one class per paper), `targets/` (
 
 from writer_ext import metrics
 from writer_ext.engine import CamResult, compute_cams
-from writer_ext.evaluation.loop import evaluate
 from writer_ext.evaluation.result import EvalResult
 from writer_ext.methods import METHODS
 from writer_ext.metrics.sanity import SanityResult, sanity_check
@@ -16,6 +15,7 @@ from writer_ext.model.capture import capture
 from writer_ext.monitor import CamMonitor
 from writer_ext.summaries.activations import add_activations
 from writer_ext.summaries.cam import add_cam, add_cam_maps
+from writer_ext.summaries.evaluation import add_evaluation, evaluate
 from writer_ext.summaries.model import add_model_summary, summary
 from writer_ext.summaries.sanity import add_sanity_check
 from writer_ext.targets import Detection, MultiLabel, Regression, SemanticSegmentation, Similarity
@@ -24,6 +24,6 @@ from writer_ext.writer import SummaryWriter
 __all__ = [
     "METHODS", "CamMonitor", "CamResult", "Detection", "EvalResult", "MultiLabel", "Regression", "SanityResult",
     "SemanticSegmentation", "Similarity", "SummaryWriter", "add_activations", "add_cam", "add_cam_maps",
-    "add_model_summary", "add_sanity_check", "capture", "compute_cams", "evaluate", "metrics", "sanity_check",
-    "summary",
+    "add_evaluation", "add_model_summary", "add_sanity_check", "capture", "compute_cams", "evaluate", "metrics",
+    "sanity_check", "summary",
 ]

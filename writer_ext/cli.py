@@ -106,7 +106,8 @@ def _table(result) -> str:
 
 def run_eval(args: argparse.Namespace) -> None:
     """`tensorboard-cam eval`: joins torchrun's process group when there is one, evaluates, logs, prints."""
-    from writer_ext import SummaryWriter, evaluate
+    from writer_ext import SummaryWriter
+    from writer_ext.evaluation.loop import evaluate
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -120,17 +121,13 @@ def run_eval(args: argparse.Namespace) -> None:
         model = load_model(args.model, args.weights, args.num_classes).to(device)
         data = image_folder(args.data, args.image_size, args.normalize)
         rank = dist.get_rank() if distributed else 0
-        writer = SummaryWriter(args.logdir) if rank == 0 else None
-        try:
-            result = evaluate(model, data, methods=args.methods.split(","), target_layer=args.target_layer,
-                              targets=args.targets, metrics=metrics, writer=writer, tag=args.tag,
-                              batch_size=args.batch_size, worst=args.worst, global_step=args.step,
-                              baseline=not args.no_baseline, steps=args.steps, class_names=data.classes,
-                              checkpoint=args.checkpoint, num_workers=args.workers, progress=not args.quiet)
-        finally:
-            if writer is not None:
-                writer.close()
+        result = evaluate(model, data, methods=args.methods.split(","), target_layer=args.target_layer,
+                          targets=args.targets, metrics=metrics, tag=args.tag, batch_size=args.batch_size,
+                          worst=args.worst, baseline=not args.no_baseline, steps=args.steps,
+                          checkpoint=args.checkpoint, num_workers=args.workers, progress=not args.quiet)
         if rank == 0:
+            with SummaryWriter(args.logdir) as writer:
+                writer.add_evaluation(args.tag, result, class_names=data.classes, global_step=args.step)
             print(f"{result.count} images, {result.seconds:.1f} s ({result.count / max(result.seconds, 1e-9):.1f} "
                   f"images/s); means with 95% intervals:\n{_table(result)}")
     finally:

@@ -45,8 +45,8 @@ def logged(tmp_path_factory, trained_shapenet):
             images, labels, boxes = draw_shapes(40, np.random.default_rng(seed))
             results.append(evaluate(trained_shapenet, TensorDataset(images, labels, boxes),
                                     methods=("gradcam", "layercam", "gradcam++"), target_layer="features", steps=4,
-                                    batch_size=16, worst=4, writer=writer, global_step=step, progress=False,
-                                    class_names=list(CLASSES)))
+                                    batch_size=16, worst=4, progress=False))
+            writer.add_evaluation("eval", results[-1], global_step=step, class_names=list(CLASSES))
         hostile = fmt.blob_summary(XSS["tag"], [fmt.encode_header(_hostile_header())], fmt.evaluation.KIND)
         writer._get_file_writer().add_summary(hostile, 1)
     return logdir, results[-1]

@@ -58,15 +58,18 @@ def _summary(result) -> dict:
 def _evaluation(writer=None, items: int = 37):
     from torch.utils.data import TensorDataset
 
+    from writer_ext import add_evaluation, evaluate
     from writer_ext.demo import draw_shapes
-    from writer_ext.evaluation.loop import evaluate
 
     images, labels, boxes = draw_shapes(items, np.random.default_rng(3))
     torch.manual_seed(0)
-    return evaluate(SmallNet(), TensorDataset(images, labels, boxes), methods=("gradcam", "layercam"),
-                    target_layer="features", metrics=("average_drop", "increase_in_confidence", "deletion_auc",
-                                                      "pointing_game", "energy_pointing_game"),
-                    steps=3, batch_size=8, worst=3, writer=writer, global_step=2, progress=False)
+    result = evaluate(SmallNet(), TensorDataset(images, labels, boxes), methods=("gradcam", "layercam"),
+                      target_layer="features", metrics=("average_drop", "increase_in_confidence", "deletion_auc",
+                                                        "pointing_game", "energy_pointing_game"),
+                      steps=3, batch_size=8, worst=3, progress=False)
+    if writer is not None:
+        add_evaluation(writer, "eval", result, global_step=2)
+    return result
 
 
 def _eval_worker(rank: int, port: int, logdir: str, out: str) -> None:

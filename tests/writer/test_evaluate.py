@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing import event_file_loader
 from torch.utils.data import TensorDataset
 
 from tensorboard_plugin_cam import format as fmt
-from writer_ext import SummaryWriter, compute_cams, evaluate
+from writer_ext import SummaryWriter, add_evaluation, compute_cams, evaluate
 from writer_ext.demo import draw_shapes
 from writer_ext.evaluation.loop import baseline_maps
 from writer_ext.metrics import confidence as metrics  # the per-batch pieces, tested on purpose
@@ -161,17 +161,45 @@ def test_a_stopped_run_resumes_to_the_same_result(small_net, shapes, tmp_path):
     ({"rank_by": "insertion_auc", "metrics": ("average_drop",)}, ValueError, "rank_by"),
     ({"steps": 0}, ValueError, "steps"),
     ({"tag": ""}, ValueError, "tag"),
-    ({"global_step": 1.5}, TypeError, "global_step"),
+    ({"global_step": 3}, TypeError, "add_evaluation"),
     ({"checkpoint": 3}, TypeError, "checkpoint"),
     ({"target_layer": "nope"}, ValueError, "nope"),
 ])
-def test_bad_arguments_are_refused_and_nothing_is_written(small_net, shapes, tmp_path, options, error, match):
+def test_bad_arguments_are_refused(small_net, shapes, options, error, match):
     images, labels, _ = shapes
-    writer = SummaryWriter(tmp_path)
     with pytest.raises(error, match=match):
-        evaluate(small_net, TensorDataset(images, labels), writer=writer, progress=False, **options)
-    writer.close()
+        evaluate(small_net, TensorDataset(images, labels), progress=False, **options)
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"global_step": 1.5}, TypeError, "global_step"), ({"tag": ""}, ValueError, "tag"),
+    ({"result": {"means": {}}}, TypeError, "result"), ({"class_names": 3}, TypeError, "class_names"),
+])
+def test_add_evaluation_refuses_bad_arguments_and_writes_nothing(small_net, shapes, tmp_path, options, error, match):
+    images, labels, _ = shapes
+    arguments = {"tag": "eval", "result": evaluate(small_net, TensorDataset(images, labels), progress=False)}
+    arguments.update(options)
+    with SummaryWriter(tmp_path) as writer, pytest.raises(error, match=match):
+        writer.add_evaluation(**arguments)
     assert all(path.stat().st_size < 100 for path in tmp_path.glob("events.*"))  # the file's header record only
+
+
+def test_writer_argument_is_deprecated_and_still_logs(small_net, shapes, tmp_path):
+    """evaluate(writer=) logs what add_evaluation logs, with a DeprecationWarning; evaluate alone writes nothing."""
+    images, labels, _ = shapes
+    data = TensorDataset(images, labels)
+    with SummaryWriter(tmp_path / "old") as writer, pytest.warns(DeprecationWarning, match="add_evaluation"):
+        old = evaluate(small_net, data, writer=writer, global_step=3, progress=False)
+    with SummaryWriter(tmp_path / "new") as writer:
+        new = evaluate(small_net, data, progress=False)
+        add_evaluation(writer, "eval", new, global_step=3)
+    assert old.means == new.means
+
+    def logged(path):
+        [file] = path.glob("events.out.tfevents.*")
+        return sorted((e.step, v.tag) for e in event_file_loader.EventFileLoader(str(file)).Load()
+                      for v in e.summary.value)
+    assert logged(tmp_path / "old") == logged(tmp_path / "new") and (3, "eval") in logged(tmp_path / "new")
 
 
 @pytest.mark.parametrize("data, match", [
@@ -185,11 +213,10 @@ def test_bad_data_is_refused(small_net, data, match):
 
 def test_the_result_is_logged_and_reads_back(small_net, shapes, tmp_path):
     images, labels, boxes = shapes
-    writer = SummaryWriter(tmp_path)
-    result = evaluate(small_net, TensorDataset(images, labels, boxes), target_layer="features", writer=writer,
-                      metrics=("average_drop", "increase_in_confidence"), worst=2, global_step=5, progress=False,
-                      class_names=["circle", "square", "triangle", "a", "b"])
-    writer.close()
+    result = evaluate(small_net, TensorDataset(images, labels, boxes), target_layer="features",
+                      metrics=("average_drop", "increase_in_confidence"), worst=2, progress=False)
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_evaluation("eval", result, global_step=5, class_names=["circle", "square", "triangle", "a", "b"])
     [path] = tmp_path.glob("events.out.tfevents.*")
     values = {v.tag: (e.step, v) for e in event_file_loader.EventFileLoader(str(path)).Load()
               for v in e.summary.value}

@@ -88,7 +88,6 @@ def test_the_walk_finds_a_cycle(tmp_path):
     assert _imports("b", modules["b"], modules) == {"a"}
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate() still writes (issue 22's next step: add_evaluation)")
 def test_computing_never_imports_writing():
     graph = _graph()
     below = sorted(name for name, edges in graph.items()

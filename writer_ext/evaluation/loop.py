@@ -19,7 +19,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
-from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam.format.scores import BY_KEY, LOCALIZATION
 from writer_ext import pictures as img
@@ -38,7 +37,7 @@ from writer_ext.metrics.confidence import (
 )
 from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
 from writer_ext.model.layers import LayerSpec
-from writer_ext.validate import check_bool, check_class_names, check_positive_int, check_step, check_tag, check_writer
+from writer_ext.validate import check_bool, check_positive_int, check_tag
 
 TARGETS = (None, "predicted", "label")
 BASELINE = "random"
@@ -154,16 +153,13 @@ def evaluate(
     target_layer: LayerSpec = None,
     targets: Optional[str] = None,
     metrics: Union[bool, Sequence[str]] = True,
-    writer: Optional[TorchSummaryWriter] = None,
     tag: str = "eval",
     batch_size: Optional[int] = None,
     worst: int = 8,
-    global_step: Optional[int] = None,
     rank_by: Optional[str] = None,
     baseline: bool = True,
     steps: int = 16,
     tolerance: int = 0,
-    class_names: Optional[Sequence[str]] = None,
     checkpoint: Union[None, str, os.PathLike] = None,
     num_workers: int = 0,
     progress: bool = True,
@@ -179,11 +175,8 @@ def evaluate(
     to keep, ranked by `rank_by` (default: Average Drop, else the first metric). baseline: also score the
     `random` baseline. checkpoint: a path; the totals are saved there after every batch, and a run
     started again with the same arguments resumes from them (the files are removed when it finishes).
-    With `writer`, rank 0 logs the result (series kind "evaluation", tag `tag`), the kept images as a CAM
-    sample (`<tag>/examples`) and each mean as a scalar `<tag>/<metric>/<method>`, at `global_step`.
+    It writes nothing (`tag` names the progress bar): `add_evaluation` logs the result.
     """
-    from writer_ext.summaries.evaluation import add_evaluation
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names = [m.name for m in get_methods(methods)]
@@ -193,11 +186,7 @@ def evaluate(
         raise ValueError("methods: nothing to evaluate")
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
-    if writer is not None:
-        check_writer(writer)
     tag = check_tag(tag)
-    global_step = check_step(global_step)
-    check_class_names(class_names)
     size = check_positive_int(batch_size, "batch_size", allow_none=True) or 32
     if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
         raise ValueError(f"worst must be a non-negative int, got {worst!r}")
@@ -221,9 +210,8 @@ def evaluate(
     plan = _Plan(names, chosen, with_baseline, target_layer, targets or "predicted", steps, tolerance, seed,
                  batch_size)
     rank, world = ranks.world()
-    return _run(model, data, plan, writer=writer, tag=tag, size=size, worst=worst, global_step=global_step,
-                rank_by=rank_by, class_names=class_names, path=path, workers=num_workers, progress=progress,
-                rank=rank, world=world, write=add_evaluation)
+    return _run(model, data, plan, tag=tag, size=size, worst=worst, rank_by=rank_by, path=path,
+                workers=num_workers, progress=progress, rank=rank, world=world)
 
 
 def _row_names(plan: _Plan, layers: list[str]) -> list[tuple[str, str, str]]:
@@ -269,8 +257,8 @@ def _examples(images, labels, indices, result, records, plan: _Plan):
     return example
 
 
-def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, rank_by, class_names, path, workers,
-         progress, rank, world, write) -> EvalResult:
+def _run(model, data, plan: _Plan, *, tag, size, worst, rank_by, path, workers, progress, rank,
+         world) -> EvalResult:
     """The loop: batches of this rank's part (resumed after a checkpoint's), totals, their sum over ranks."""
     fingerprint = repr((plan, size, worst, rank_by, rank, world, len(data) if isinstance(data, Dataset) else None))
     file = _checkpoint_file(path, rank, world)
@@ -320,8 +308,6 @@ def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, ran
     if tally.count == 0:
         raise ValueError("data: no images to evaluate")
     outcome = _result(tally, plan, layers, rank_by, seconds)
-    if writer is not None and rank == 0:
-        write(writer, tag, outcome, class_names=class_names, global_step=global_step)
     if file is not None and file.exists():
         file.unlink()
     return outcome

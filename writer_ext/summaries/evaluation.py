@@ -3,20 +3,20 @@ as a CAM sample (`<tag>/examples`, for the CAM view), and each mean as a scalar 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+import warnings
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
+from writer_ext.evaluation import loop, ranks
+from writer_ext.evaluation.result import EvalResult
 from writer_ext.evaluation.tally import BINS, Example
 from writer_ext.summaries.cam import target_records, write_sample
 from writer_ext.summaries.sample import Pictures, add_sample
-from writer_ext.validate import check_class_names
-
-if TYPE_CHECKING:
-    from writer_ext.evaluation.result import EvalResult
+from writer_ext.validate import check_class_names, check_step, check_tag, check_writer
 
 
 def _examples(writer: TorchSummaryWriter, tag: str, result: EvalResult, names, global_step: Optional[int],
@@ -45,7 +45,14 @@ def _examples(writer: TorchSummaryWriter, tag: str, result: EvalResult, names, g
 def add_evaluation(writer: TorchSummaryWriter, tag: str, result: EvalResult, *,
                    class_names: Optional[Sequence[str]] = None, global_step: Optional[int] = None,
                    walltime: Optional[float] = None) -> None:
-    """Logs `result` (from `writer_ext.evaluate`) under `tag` at `global_step`."""
+    """Logs `result` (from `writer_ext.evaluate`) under `tag` at `global_step`: the result (series kind
+    "evaluation"), its worst and best images as a CAM sample (`<tag>/examples`) and each mean as a scalar
+    `<tag>/<metric>/<method>`. Call it on one rank only (rank 0) under torch.distributed."""
+    check_writer(writer)
+    tag = check_tag(tag)
+    if not isinstance(result, EvalResult):
+        raise TypeError(f"result must be what evaluate returns (an EvalResult), got {type(result).__name__}")
+    global_step = check_step(global_step)
     names = check_class_names(class_names)
     position = _examples(writer, tag, result, names, global_step, walltime)
     rows = []
@@ -71,3 +78,28 @@ def add_evaluation(writer: TorchSummaryWriter, tag: str, result: EvalResult, *,
 
     add_sample(writer, tag, fmt.evaluation.KIND, header, [], Pictures(), global_step, walltime)
     writer.flush()
+
+
+def evaluate(model, data, *, writer: Optional[TorchSummaryWriter] = None, tag: str = "eval",
+             class_names: Optional[Sequence[str]] = None, global_step: Optional[int] = None,
+             **kwargs) -> EvalResult:
+    if writer is None:
+        if class_names is not None or global_step is not None:
+            raise TypeError("class_names and global_step are add_evaluation's arguments: evaluate writes nothing")
+        return loop.evaluate(model, data, tag=tag, **kwargs)
+    warnings.warn("evaluate(writer=) is deprecated: call add_evaluation(writer, tag, result) (or "
+                  "writer.add_evaluation) on the result, on rank 0", DeprecationWarning, stacklevel=2)
+    check_writer(writer)
+    check_class_names(class_names)
+    global_step = check_step(global_step)
+    result = loop.evaluate(model, data, tag=tag, **kwargs)
+    if ranks.world()[0] == 0:
+        add_evaluation(writer, tag, result, class_names=class_names, global_step=global_step)
+    return result
+
+
+evaluate.__doc__ = f"""{loop.evaluate.__doc__.rstrip()}
+
+    Deprecated: `writer=` (with `class_names=` and `global_step=`) still logs the result on rank 0, with a
+    `DeprecationWarning`; call `add_evaluation(writer, tag, result)` instead.
+    """
