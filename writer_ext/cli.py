@@ -107,6 +107,7 @@ def _table(result) -> str:
 def run_eval(args: argparse.Namespace) -> None:
     """`tensorboard-cam eval`: joins torchrun's process group when there is one, evaluates, logs, prints."""
     from writer_ext import SummaryWriter
+    from writer_ext.evaluation import ranks
     from writer_ext.evaluation.loop import evaluate
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -120,7 +121,7 @@ def run_eval(args: argparse.Namespace) -> None:
         metrics = True if args.metrics == "all" else [m for m in args.metrics.split(",") if m]
         model = load_model(args.model, args.weights, args.num_classes).to(device)
         data = image_folder(args.data, args.image_size, args.normalize)
-        rank = dist.get_rank() if distributed else 0
+        rank = ranks.world()[0]
         result = evaluate(model, data, methods=args.methods.split(","), target_layer=args.target_layer,
                           targets=args.targets, metrics=metrics, tag=args.tag, batch_size=args.batch_size,
                           worst=args.worst, baseline=not args.no_baseline, steps=args.steps,

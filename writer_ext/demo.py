@@ -182,7 +182,7 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
     writer = SummaryWriter(logdir)
     writer.add_image("inputs/probe_grid", torchvision.utils.make_grid(probe_images, nrow=8), 0)
     writer.add_model_summary(model, probe_images[:1])
-    monitor = CamMonitor(writer, model, probe_images, every=cam_every or steps + 1, tag=f"{dataset}/probe",
+    monitor = CamMonitor(writer, model, probe_images, every_n_steps=cam_every or steps + 1, tag=f"{dataset}/probe",
                          target_layer="features", methods=methods, topk=topk, class_names=data.classes,
                          activations=activations, regions=boxes)
     started = time.time()

@@ -24,6 +24,7 @@ from writer_ext.model.hooks import ActivationCapture, LinearCalls, run_model
 from writer_ext.model.layers import LayerSpec, resolve_layers, unwrap_model
 from writer_ext.model.safety import training_safe
 from writer_ext.model.spatial import SpatialView, spatial_view
+from writer_ext.scaling import min_max
 from writer_ext.targets import select as tgt
 from writer_ext.targets.kinds import Target
 from writer_ext.targets.select import Targets
@@ -100,9 +101,7 @@ def fuse_layers(maps: list[torch.Tensor], how: str) -> torch.Tensor:
     normalised = []
     for m in maps:
         up = nn.functional.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
-        lo = up.amin(dim=(-2, -1), keepdim=True)
-        hi = up.amax(dim=(-2, -1), keepdim=True)
-        normalised.append((up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi)))
+        normalised.append(min_max(up))
     stacked = torch.stack(normalised)
     return stacked.mean(0) if how == "mean" else stacked.prod(0)
 

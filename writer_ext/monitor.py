@@ -1,6 +1,6 @@
 """Periodic CAM logging inside a training loop, one line per step.
 
-    with CamMonitor("runs/exp", model, probe_images, every=100) as monitor:
+    with CamMonitor("runs/exp", model, probe_images, every_n_steps=100) as monitor:
         for step, (x, y) in enumerate(loader):
             ...
             loss.backward()
@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from writer_ext.engine import CamResult
+from writer_ext.evaluation import ranks
 from writer_ext.methods import get_methods
 from writer_ext.summaries.cam import add_cam, add_skipped
 from writer_ext.summaries.sanity import add_sanity_check
@@ -52,12 +53,9 @@ def warn_once(seen: set, key: str, message: str) -> None:
             pass
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class CamMonitor:
-    """Logs CAMs of fixed probe inputs every `every` steps.
+    """Logs CAMs of fixed probe inputs every `every_n_steps` steps (`every=`, its former name, still works
+    with a `DeprecationWarning`).
 
     writer: a torch `SummaryWriter`, or a log directory (the monitor then owns
         its writer and closes it). Other arguments are `add_cam`'s; `tag` names
@@ -70,7 +68,7 @@ class CamMonitor:
         model: nn.Module,
         probe_inputs: torch.Tensor,
         *,
-        every: int = 100,
+        every_n_steps: int = 100,
         methods: Union[str, Sequence[str]] = ("gradcam",),
         target_layer=None,
         activations: bool = False,
@@ -80,9 +78,13 @@ class CamMonitor:
         tag: str = "probe",
         all_ranks: bool = False,
         sanity_every: Optional[int] = None,
+        every: Optional[int] = None,
         **options,
     ):
-        every = check_positive_int(every, "every")
+        if every is not None:
+            warnings.warn("CamMonitor(every=) is deprecated: use every_n_steps=", DeprecationWarning, stacklevel=2)
+            every_n_steps = every
+        self.every_n_steps = check_positive_int(every_n_steps, "every_n_steps")
         self.sanity_every = check_positive_int(sanity_every, "sanity_every", allow_none=True)
         if not isinstance(probe_inputs, torch.Tensor):
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
@@ -90,17 +92,17 @@ class CamMonitor:
         activations = check_bool(activations, "activations")
         metrics = check_bool(metrics, "metrics")
         all_ranks = check_bool(all_ranks, "all_ranks")
-        self.active = all_ranks or _rank() == 0
+        self.active = all_ranks or ranks.world()[0] == 0
         self._owns_writer = not isinstance(writer, TorchSummaryWriter)
         if self._owns_writer:
             if not isinstance(writer, (str, Path)):
                 raise TypeError(f"writer must be a SummaryWriter or a log directory, got {type(writer).__name__}")
-            logdir = Path(writer) / f"rank{_rank()}" if all_ranks and dist.is_initialized() else Path(writer)
+            joined = dist.is_available() and dist.is_initialized()
+            logdir = Path(writer) / f"rank{ranks.world()[0]}" if all_ranks and joined else Path(writer)
             writer = SummaryWriter(str(logdir)) if self.active else None
         self.writer = writer
         self.model = model
         self.probe_inputs = probe_inputs.detach()
-        self.every = every
         self.activations = activations
         self.tag = tag
         self._cam_args = dict(methods=methods, target_layer=target_layer, metrics=metrics, class_names=class_names,
@@ -112,7 +114,7 @@ class CamMonitor:
         self._warned: set[str] = set()
 
     def due(self, global_step: int) -> bool:
-        return self.active and global_step % self.every == 0 and global_step != self._last_step
+        return self.active and global_step % self.every_n_steps == 0 and global_step != self._last_step
 
     def _sanity_due(self, global_step: int) -> bool:
         return (self.active and self.sanity_every is not None and global_step % self.sanity_every == 0

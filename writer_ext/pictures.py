@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from tensorboard_plugin_cam.format import IMAGE_FORMATS
+from writer_ext.scaling import min_max
 
 # Lossless WebP: a fifth to a tenth smaller than PNG on photos and drawings, and no slower to encode
 # at this effort (bench/bench_storage.py prints both).
@@ -24,12 +25,9 @@ def to_numpy(value: object, name: str) -> np.ndarray:
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
 
 
-def _minmax_uint8(x: np.ndarray) -> np.ndarray:
+def _minmax_uint8(x: torch.Tensor) -> np.ndarray:
     """Per-image min-max scaling of (B, C, H, W) floats to uint8 (B, H, W, C)."""
-    x = x.astype(np.float32)
-    lo = x.min(axis=(1, 2, 3), keepdims=True)
-    hi = x.max(axis=(1, 2, 3), keepdims=True)
-    scaled = (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+    scaled = min_max(x.detach().float().cpu(), dims=(1, 2, 3)).numpy()
     return np.round(scaled * 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
@@ -68,7 +66,7 @@ def images_for(inputs: torch.Tensor, given: Optional[object]) -> np.ndarray:
             f"display_images: the inputs have {inputs.shape[1]} channels, which cannot be shown as a "
             "picture; pass display_images (uint8 HWC or float CHW in [0, 1])"
         )
-    return _minmax_uint8(inputs.detach().float().cpu().numpy())
+    return _minmax_uint8(inputs)
 
 
 def check_image_format(image_format: object) -> str:

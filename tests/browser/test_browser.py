@@ -291,7 +291,7 @@ def test_a_skipped_step_says_why(browser, tmp_path):
     model = ShapeNet()
     probes, _, _ = draw_shapes(2, np.random.default_rng(1))
     with pytest.warns(RuntimeWarning, match="step 1 skipped"):
-        with CamMonitor(tmp_path / "logs" / "run", model, probes, every=1, target_layer="features") as monitor:
+        with CamMonitor(tmp_path / "logs" / "run", model, probes, every_n_steps=1, target_layer="features") as monitor:
             monitor.step(0)
             with torch.no_grad():
                 model.fc.weight[0, 0] = float("nan")

@@ -206,7 +206,7 @@ def check_monitor_training(report: Report, device: torch.device) -> None:
     with deterministic(), tempfile.TemporaryDirectory() as logdir:
         plain = train(copy.deepcopy(start), device, steps)
         control = train(copy.deepcopy(start), device, steps)
-        with CamMonitor(logdir, copy.deepcopy(start), probes, every=1, target_layer="features",
+        with CamMonitor(logdir, copy.deepcopy(start), probes, every_n_steps=1, target_layer="features",
                         methods=("gradcam", "random"), smooth="noise", smooth_samples=2, metrics=True,
                         activations=True) as monitor:
             watched = train(monitor.model, device, steps, monitor)

@@ -21,7 +21,8 @@ def _worker(rank: int, port: int, logdir: str, all_ranks: bool, out: str) -> Non
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         probes = torch.rand(2, 3, 12, 12)
         torch.manual_seed(1 + rank)  # each rank sees its own data
-        with CamMonitor(logdir, model, probes, every=1, target_layer="module.features", all_ranks=all_ranks) as mon:
+        with CamMonitor(logdir, model, probes, every_n_steps=1, target_layer="module.features",
+                        all_ranks=all_ranks) as mon:
             for step in range(3):
                 loss = model(torch.rand(4, 3, 12, 12)).logsumexp(1).mean()
                 optimizer.zero_grad()

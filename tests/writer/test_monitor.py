@@ -41,7 +41,7 @@ def _train(model, steps, monitor=None, diverge_at=None):
 
 def test_monitoring_leaves_training_bit_for_bit_the_same(small_net, tmp_path):
     plain = _train(copy.deepcopy(small_net), 6)
-    with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(4, 3, 12, 12), every=2,
+    with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(4, 3, 12, 12), every_n_steps=2,
                     methods=("gradcam", "gradcam++", "scorecam", "random"), target_layer="features",
                     smooth="noise", smooth_samples=2, metrics=True, activations=True) as monitor:
         watched_model = monitor.model
@@ -62,7 +62,7 @@ def test_a_diverged_model_is_skipped_never_raised_into_training(small_net, tmp_p
     """From step 3 on the weights hold NaN: the monitor logs the skip, warns once, and training is as without it."""
     plain = _train(copy.deepcopy(small_net), 8, diverge_at=3)
     with pytest.warns(RuntimeWarning) as caught:
-        with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(2, 3, 12, 12), every=2,
+        with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(2, 3, 12, 12), every_n_steps=2,
                         target_layer="features", metrics=True, activations=True) as monitor:
             watched = _train(monitor.model, 8, monitor, diverge_at=3)
     assert all(_same(a, b) for a, b in zip(plain[0], watched[0]))
@@ -84,7 +84,7 @@ def test_a_diverged_model_is_skipped_never_raised_into_training(small_net, tmp_p
 
 
 def test_a_bad_step_number_warns_once_and_logs_nothing(small_net, tmp_path):
-    monitor = CamMonitor(tmp_path, small_net, torch.rand(2, 3, 12, 12), every=1, target_layer="features")
+    monitor = CamMonitor(tmp_path, small_net, torch.rand(2, 3, 12, 12), every_n_steps=1, target_layer="features")
     with pytest.warns(RuntimeWarning, match="global_step must be an int") as caught:
         assert monitor.step("3") is None and monitor.step(2.5) is None
     assert len(caught) == 1
@@ -95,7 +95,7 @@ def test_a_bad_step_number_warns_once_and_logs_nothing(small_net, tmp_path):
 
 def test_logs_only_when_due(small_net, tmp_path):
     writer = SummaryWriter(tmp_path)
-    monitor = CamMonitor(writer, small_net, torch.rand(2, 3, 12, 12), every=3, target_layer="features")
+    monitor = CamMonitor(writer, small_net, torch.rand(2, 3, 12, 12), every_n_steps=3, target_layer="features")
     results = [monitor.step(s) for s in (0, 0, 1, 2, 3, 4, 6)]
     assert [r is not None for r in results] == [True, False, False, False, True, False, True]
     monitor.close()
@@ -144,7 +144,7 @@ def test_compiled_and_data_parallel_models(small_net, tmp_path):
 def test_sanity_checks_over_training_leave_it_bit_for_bit_the_same(small_net, tmp_path, provider_factory):
     """sanity_every=4: a sanity check of the probes at steps 0 and 4, beside the CAMs every 2 steps."""
     plain = _train(copy.deepcopy(small_net), 6)
-    with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(2, 3, 12, 12), every=2, sanity_every=4,
+    with CamMonitor(tmp_path, copy.deepcopy(small_net), torch.rand(2, 3, 12, 12), every_n_steps=2, sanity_every=4,
                     methods=("gradcam", "sobel"), target_layer="features") as monitor:
         watched = _train(monitor.model, 6, monitor)
     assert all(torch.equal(a, b) for a, b in zip(plain[0], watched[0]))
@@ -157,3 +157,10 @@ def test_sanity_checks_over_training_leave_it_bit_for_bit_the_same(small_net, tm
     assert [s.step for s in checks] == [0, 4]
     header = reader.header(ctx, checks[-1], "sanity")
     assert header["methods"] == ["gradcam", "sobel"] and min(header["measures"]["sobel"]["spearman_abs"]) > 0.999
+
+
+def test_every_is_a_deprecated_alias_of_every_n_steps(tmp_path, small_net):
+    with pytest.warns(DeprecationWarning, match="every_n_steps"):
+        monitor = CamMonitor(tmp_path, small_net, torch.rand(2, 3, 12, 12), every=3, target_layer="features")
+    with monitor:
+        assert [monitor.due(s) for s in range(4)] == [True, False, False, True]

@@ -241,7 +241,7 @@ def test_a_refilled_picture_buffer_is_stored_anew(net, tmp_path):
 def test_the_monitor_never_raises_even_when_warnings_are_errors(net, tmp_path):
     with torch.no_grad():
         net.fc.weight[0, 0] = float("nan")
-    with warnings.catch_warnings(), CamMonitor(tmp_path, net, X, every=1) as monitor:
+    with warnings.catch_warnings(), CamMonitor(tmp_path, net, X, every_n_steps=1) as monitor:
         warnings.simplefilter("error")
         assert monitor.step(0) is None and monitor.step(1) is None  # skipped, and nothing raised
 

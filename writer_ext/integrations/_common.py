@@ -82,7 +82,7 @@ class MonitorCore:
             device = model_device(model)
             probes = self.probe_inputs if device is None else self.probe_inputs.to(device)
             names = self.class_names if self.class_names is not None else class_names
-            self.monitor = CamMonitor(writer, model, probes, every=self.every_n_steps, class_names=names,
+            self.monitor = CamMonitor(writer, model, probes, every_n_steps=self.every_n_steps, class_names=names,
                                       **self.monitor_args)
         except Exception as e:
             self.warn(f"not logging: {e}")

@@ -6,15 +6,13 @@ import torch
 from torch import nn
 
 from writer_ext.methods.base import CamInputs, CamMethod
+from writer_ext.scaling import is_constant, min_max
 
 
 def _normalised_masks(activations: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each channel upsampled to the input size and min-max scaled to [0, 1]; and which channels are constant."""
     up = nn.functional.interpolate(activations, size=size, mode="bilinear", align_corners=False)
-    lo = up.amin(dim=(-2, -1), keepdim=True)
-    hi = up.amax(dim=(-2, -1), keepdim=True)
-    constant = (hi <= lo).flatten(1)
-    return (up - lo) / torch.where(constant[..., None, None], torch.ones_like(hi), hi - lo), constant
+    return min_max(up), is_constant(up)
 
 
 def _chunks(total: int, size: int):

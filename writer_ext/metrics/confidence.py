@@ -32,6 +32,7 @@ from tensorboard_plugin_cam.format.scores import FAITHFULNESS
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.model.safety import training_safe
 from writer_ext.model.spatial import SpatialView
+from writer_ext.scaling import min_max
 from writer_ext.targets.select import logits_of, probabilities
 from writer_ext.validate import as_model_input, check_inputs
 
@@ -41,11 +42,7 @@ METRICS = FAITHFULNESS  # the scores computed here, in the table's order
 def saliency(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, K, h, w) raw maps -> (B, K, H, W) in [0, 1]: per-map min-max, then bilinear upsampling
     (the order of torchcam's and pytorch-grad-cam's metrics; a constant map becomes 0)."""
-    maps = maps.float()
-    lo = maps.amin(dim=(-2, -1), keepdim=True)
-    hi = maps.amax(dim=(-2, -1), keepdim=True)
-    scaled = (maps - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    return nn.functional.interpolate(scaled, size=size, mode="bilinear", align_corners=False)
+    return nn.functional.interpolate(min_max(maps.float()), size=size, mode="bilinear", align_corners=False)
 
 
 def class_probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int,

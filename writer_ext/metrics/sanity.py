@@ -22,6 +22,7 @@ from torch import nn
 
 from writer_ext.engine import compute_cams
 from writer_ext.model.layers import LayerSpec, unwrap_model
+from writer_ext.scaling import min_max
 from writer_ext.targets.select import Targets, is_callable_target
 from writer_ext.validate import check_inputs
 
@@ -105,12 +106,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Structural similarity of each map pair (..., h, w), each min-max scaled to [0, 1] first;
     a uniform window of `window` (or the map's smaller side) pixels, as scikit-image's default."""
 
-    def unit(x):
-        x = x.flatten(0, -3).double()
-        lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
-        return (x - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-
-    x, y = unit(a), unit(b)
+    x, y = min_max(a.flatten(0, -3).double()), min_max(b.flatten(0, -3).double())
     size = min(window, *x.shape[-2:])
     mx, my, xx, yy, xy = _box_mean(torch.stack([x, y, x * x, y * y, x * y]), size)
     vx, vy, cov = xx - mx * mx, yy - my * my, xy - mx * my
