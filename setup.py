@@ -55,7 +55,7 @@ setup(
             "boto3>=1.26",
             "scikit-learn>=1.0",  # the demo's --dataset digits
             "scipy>=1.7",  # reference Spearman correlation (tests/writer/test_sanity.py)
-            # the libraries our maps are compared with (tests/test_agreement.py)
+            # the libraries our maps are compared with (tests/writer/test_agreement.py)
             "grad-cam>=1.5",
             "torchcam>=0.4",
             # the framework callbacks (tests/writer/test_integrations.py)
