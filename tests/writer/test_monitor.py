@@ -104,7 +104,7 @@ def test_logs_only_when_due(small_net, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"every": 0}, ValueError, "every must be a positive int"),
+    ({"every_n_steps": 0}, ValueError, "every_n_steps must be a positive int"),
     ({"writer": 3}, TypeError, "writer must be a SummaryWriter or a log directory"),
     ({"probe_inputs": [1, 2]}, TypeError, "probe_inputs must be a torch.Tensor"),
     ({"methods": "gradkam"}, ValueError, "methods: unknown method 'gradkam'"),
