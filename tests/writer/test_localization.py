@@ -11,7 +11,14 @@ from helpers import raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam
 from writer_ext.demo import box_area_fraction, draw_shapes
-from writer_ext.metrics.pointing import check_regions, energy_pointing_game, pointing_game
+from writer_ext.metrics.confidence import saliency
+from writer_ext.metrics.pointing import (
+    check_regions,
+    default_tolerance,
+    energy_pointing_game,
+    pointing_game,
+    pointing_hits,
+)
 
 SIZE = 16
 
@@ -50,8 +57,45 @@ def test_scores_equal_a_hand_computation():
     tensor = torch.from_numpy(maps)[:, None]
     hit, energy = _by_hand(maps, boxes)
     assert 0 < hit < 1
-    assert pointing_game(tensor, masks) == pytest.approx(hit, abs=1e-9)
+    assert pointing_game(tensor, masks, strict=True) == pytest.approx(hit, abs=1e-9)
     assert energy_pointing_game(tensor, masks) == pytest.approx(energy, rel=1e-6)
+
+
+def _torchray_hits(maps: torch.Tensor, masks: torch.Tensor, tolerance: int) -> list[int]:
+    """TorchRay's PointingGame on each (image, target) map at the input size: the maximizer as the point."""
+    from torchray.benchmark.pointing_game import PointingGame
+
+    game = PointingGame(num_classes=1, tolerance=tolerance)
+    sal = saliency(maps, tuple(masks.shape[-2:]))
+    results = []
+    for i in range(sal.shape[0]):
+        for k in range(sal.shape[1]):
+            point = int(sal[i, k].flatten().argmax())
+            results.append(game.evaluate(masks[i], (point % sal.shape[-1], point // sal.shape[-1])))
+    return results
+
+
+@pytest.mark.parametrize("size, tolerance", [(64, None), (64, 1), (64, 9), (224, None)])
+def test_pointing_game_plays_as_torchray(size, tolerance):
+    """Hits and misses equal torchray's PointingGame on the same maps (ties included: the first maximizer),
+    with its 15 pixels at 224 scaled to the input by default. (At tolerance 0 TorchRay's disc is empty and
+    nothing hits; ours then asks for the point inside the region.)"""
+    pytest.importorskip("torchray")
+    rng = np.random.default_rng(size)
+    maps = torch.from_numpy(rng.random((12, 2, 7, 7)).astype(np.float32))
+    maps[0, 0, 2:4, 2:4] = 5.0  # a maximum reached at several pixels
+    x0, y0 = rng.integers(0, size // 2, (2, 12))
+    boxes = torch.from_numpy(np.stack([x0, y0, x0 + size // 2, y0 + size // 3], axis=1))
+    masks, _ = check_regions(boxes, 12, (size, size))
+    theirs = _torchray_hits(maps, masks, default_tolerance((size, size)) if tolerance is None else tolerance)
+    ours = pointing_hits(maps, masks, tolerance)
+    assert ours.tolist() == [h == 1 for h in theirs]
+    assert 0 < ours.float().mean() < 1
+
+
+def test_the_default_tolerance_is_the_benchmarks_scaled():
+    assert [default_tolerance((s, s)) for s in (224, 64, 448, 16)] == [15, 4, 30, 1]
+    assert default_tolerance((224, 640)) == 15
 
 
 def test_tolerance_grows_the_region_by_a_disc():

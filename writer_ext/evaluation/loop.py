@@ -82,7 +82,7 @@ class _Plan:
     target_layer: LayerSpec
     targets: str
     steps: int
-    tolerance: int
+    tolerance: Optional[int]
     seed: int
     batch_size: Optional[int]
 
@@ -159,7 +159,7 @@ def evaluate(
     rank_by: Optional[str] = None,
     baseline: bool = True,
     steps: int = 16,
-    tolerance: int = 0,
+    tolerance: Optional[int] = None,
     checkpoint: Union[None, str, os.PathLike] = None,
     num_workers: int = 0,
     progress: bool = True,
@@ -173,7 +173,8 @@ def evaluate(
     class), "label". metrics: True (all of `metrics.METRICS`, plus the pointing games when the data has
     regions), False (the pointing games only) or names. worst: how many worst and best images per method
     to keep, ranked by `rank_by` (default: Average Drop, else the first metric). baseline: also score the
-    `random` baseline. checkpoint: a path; the totals are saved there after every batch, and a run
+    `random` baseline. tolerance: the pointing game's, in pixels (None: 15 at 224, scaled; see
+    `metrics.pointing`). checkpoint: a path; the totals are saved there after every batch, and a run
     started again with the same arguments resumes from them (the files are removed when it finishes).
     It writes nothing (`tag` names the progress bar): `add_evaluation` logs the result.
     """
@@ -191,8 +192,8 @@ def evaluate(
     if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
         raise ValueError(f"worst must be a non-negative int, got {worst!r}")
     steps = check_positive_int(steps, "steps")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
-        raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0):
+        raise ValueError(f"tolerance must be None or a non-negative int, got {tolerance!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:

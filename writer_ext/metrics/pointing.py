@@ -1,11 +1,16 @@
 """Does a map point at the object? Localization scores against a known box or mask per image.
 
 - Pointing game (Zhang et al., "Top-down Neural Attention by Excitation
-  Backprop", ECCV 2016): a hit when the map's maximum lies inside the
-  object's region, or closer to it than `tolerance` pixels (Euclidean, as
-  TorchRay; the paper uses 15 at ImageNet size); the score is the share of
-  hits (higher is better). When the maximum is reached at several pixels,
-  all must be inside; a constant map has no maximum point and misses.
+  Backprop", ECCV 2016), as the benchmarks play it (TorchRay's
+  `PointingGame`): the point is the map's maximizer (the first in row-major
+  order when the maximum is reached at several pixels), and it hits when the
+  region holds a pixel closer to it than `tolerance` pixels (Euclidean; at
+  0, when the point is inside); the score is the share of hits (higher is
+  better). The default tolerance is the benchmarks' 15 pixels at 224, scaled
+  with the input's shorter side (`default_tolerance`). `strict=True` is the
+  exact variant: no tolerance unless given, and every pixel where the
+  maximum is reached must be inside. A constant map has no maximum point and
+  misses (TorchRay would take its first pixel).
 - Energy-based pointing game (Wang et al., Score-CAM, CVPR 2020 workshops):
   the share of the min-max normalised map's mass inside the region (higher
   is better). A constant map spreads evenly: its score is the region's area.
@@ -76,25 +81,42 @@ def _per_target(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, 
     return sal, masks.unsqueeze(1).expand(b, k, *masks.shape[1:]).flatten(0, 1)
 
 
-def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> float:
-    """Share of (image, target) maps whose maximum lies inside the image's region or closer to it than
-    `tolerance` pixels (the region grown by a disc of that radius)."""
-    return float(pointing_hits(maps, masks, tolerance).float().mean())
+BENCHMARK_TOLERANCE = 15  # pixels at 224 x 224 (Zhang et al.; TorchRay's default)
 
 
-def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
-    """(B*K,) bool: whether each (image, target) map's maximum lies inside the region or closer to it than
-    `tolerance` pixels."""
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
-        raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
+def default_tolerance(size: tuple[int, int]) -> int:
+    """The benchmarks' 15 pixels at 224, scaled with the input's shorter side: 4 at 64, 30 at 448."""
+    return max(1, round(BENCHMARK_TOLERANCE * min(size) / 224))
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: Optional[int] = None,
+                  strict: bool = False) -> float:
+    """Share of (image, target) maps whose maximizer is closer than `tolerance` pixels to the image's region."""
+    return float(pointing_hits(maps, masks, tolerance, strict).float().mean())
+
+
+def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, tolerance: Optional[int] = None,
+                  strict: bool = False) -> torch.Tensor:
+    """(B*K,) bool: whether each (image, target) map's maximizer is closer than `tolerance` pixels to the
+    region (`default_tolerance` when None; with `strict`, 0 when None and every maximizer must hit)."""
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0):
+        raise ValueError(f"tolerance must be None or a non-negative int, got {tolerance!r}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
     sal, inside = _per_target(maps, masks)
+    if tolerance is None:
+        tolerance = 0 if strict else default_tolerance(tuple(masks.shape[-2:]))
     if tolerance:
         offsets = torch.arange(-tolerance, tolerance + 1, dtype=torch.float32)
         disc = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) < tolerance**2).float()[None, None]
         inside = nn.functional.conv2d(inside.float().unsqueeze(1), disc, padding=tolerance)[:, 0] > 0
-    peak = sal == sal.amax(dim=(1, 2), keepdim=True)
-    single = ~(sal == sal.amin(dim=(1, 2), keepdim=True)).flatten(1).all(1)  # a constant map has no peak
-    return (peak & ~inside).flatten(1).any(1).logical_not() & single
+    flat = sal.flatten(1)
+    if strict:
+        points = flat == flat.amax(dim=1, keepdim=True)
+    else:
+        points = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.argmax(dim=1, keepdim=True), True)
+    single = ~(flat == flat.amin(dim=1, keepdim=True)).all(1)  # a constant map has no peak
+    return (points & ~inside.flatten(1)).any(1).logical_not() & single
 
 
 def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> float:
