@@ -55,6 +55,7 @@ setup(
             "boto3>=1.26",
             "scikit-learn>=1.0",  # the demo's --dataset digits
             "scipy>=1.7",  # reference Spearman correlation (tests/writer/test_sanity.py)
+            "torchray>=1.0",  # the pointing game as the benchmarks play it (tests/writer/test_localization.py)
             # the libraries our maps are compared with (tests/writer/test_agreement.py)
             "grad-cam>=1.5",
             "torchcam>=0.4",
