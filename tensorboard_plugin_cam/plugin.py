@@ -14,6 +14,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from tensorboard_plugin_cam import budget
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.reader import CamReader
 
@@ -47,7 +48,8 @@ class CamPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         hint = (context.sampling_hints or {}).get(self.plugin_name)
-        self._reader = CamReader(context.data_provider, downsample=hint or 0)
+        mb = budget.budget_mb(getattr(context.flags, budget.FLAG, None))
+        self._reader = CamReader(context.data_provider, downsample=hint or 0, budget=budget.Budget(mb))
         self._static = _load_static_files()
 
     def get_plugin_apps(self):
@@ -171,17 +173,28 @@ class CamPlugin(base_plugin.TBPlugin):
 
 
 class CamLoader(base_plugin.TBLoader):
-    """Loads `CamPlugin` and makes TensorBoard keep every CAM step by default.
+    """Loads `CamPlugin`, adds ``--cam_memory_budget_mb`` and makes TensorBoard keep every CAM step by default.
 
     TensorBoard keeps 10 blob samples per tag unless told otherwise. Unless the
     user's own ``--samples_per_plugin`` names ``cam``, this adds ``cam=0``
     (keep all) before TensorBoard builds its data loader.
     """
 
+    def define_flags(self, parser) -> None:
+        parser.add_argument(
+            f"--{budget.FLAG}", type=int, default=None, metavar="MB",
+            help=f"Memory the CAM plugin may use for its caches and decodes (default: ${budget.ENV_VAR}, else "
+                 f"{budget.DEFAULT_MB}; at least {budget.MIN_MB}). Larger steps than it allows are shown as "
+                 "damaged.")
+
     def fix_flags(self, flags) -> None:
         hints = getattr(flags, "samples_per_plugin", None)
         if isinstance(hints, dict) and fmt.PLUGIN_NAME not in hints:
             flags.samples_per_plugin = {**hints, fmt.PLUGIN_NAME: 0}
+        try:
+            budget.budget_mb(getattr(flags, budget.FLAG, None))
+        except ValueError as e:
+            raise base_plugin.FlagsError(str(e)) from None
 
     def load(self, context: base_plugin.TBContext) -> CamPlugin:
         return CamPlugin(context)
