@@ -114,11 +114,11 @@ class CamPlugin(base_plugin.TBPlugin):
         steps = self._reader.steps(ctx, eid, run, tag)
         body = {
             "steps": [{"step": s.step, "wall_time": s.wall_time} for s in steps],
-            "logged": self._logged_count(ctx, steps),
+            "logged": self._logged_count(ctx, eid, steps),
         }
         return http_util.Respond(request, body, "application/json")
 
-    def _logged_count(self, ctx, steps) -> int | None:
+    def _logged_count(self, ctx, eid: str, steps) -> int | None:
         """How many samples the writer logged, from the newest header's sequence.
 
         TensorBoard always keeps the newest step, so comparing this with the
@@ -128,7 +128,8 @@ class CamPlugin(base_plugin.TBPlugin):
         if len(steps) < self._reader.capacity:
             return len(steps)
         try:
-            return self._reader.sequence(ctx, steps[-1]) + 1
+            newest = steps[-1]
+            return self._reader.sequence(ctx, newest, self._reader.kind(ctx, eid, newest.run, newest.tag)) + 1
         except (fmt.FormatError, errors.NotFoundError):
             return None
 

@@ -16,7 +16,7 @@ from tensorboard import errors
 from tensorboard.data import provider
 
 from tensorboard_plugin_cam import format as fmt
-from tensorboard_plugin_cam.budget import Budget, ByteCache
+from tensorboard_plugin_cam.budget import MIB, Budget, ByteCache, MemoryGate
 
 # --samples_per_plugin uses 0 for "keep everything"; a provider's `downsample`
 # uses 0 for "nothing", so 0 is read as this.
@@ -78,6 +78,7 @@ class CamReader:
         self._sequences = ByteCache(budget.small)  # (run, tag, step, wall) -> (header key, its "sequence")
         self._steps = ByteCache(budget.steps)  # (run, tag) -> (experiment, what the series was, its steps)
         self._kinds = ByteCache(budget.small)  # (run, tag) -> (experiment, kind): fixed by its first summary
+        self._gate = MemoryGate(budget.decodes)  # every header parse and data check reserves its cost here
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cam-blobs")
 
     @property
@@ -116,12 +117,16 @@ class CamReader:
 
     @staticmethod
     def _kind(ts) -> str | None:
-        """A series' kind from its plugin content; None for foreign, newer or unknown content."""
+        """A series' kind from its plugin content; None for foreign, newer or unknown content, and for a
+        series whose listing declares steps of more blobs than its kind may hold (damaged: reading it would
+        make the Python loader build a key for each)."""
         try:
             kind = fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.cam.KIND)
         except fmt.FormatError:
             return None
-        return kind if kind in fmt.KINDS else None
+        if kind not in fmt.KINDS or int(ts.max_length) > fmt.max_blobs(kind):
+            return None
+        return kind
 
     def _time_series(self, ctx, experiment_id: str, run: str, tag: str):
         """One series' metadata (a cheap provider call: no blob keys), or None if there is no such series."""
@@ -154,6 +159,9 @@ class CamReader:
         ts = self._time_series(ctx, experiment_id, run, tag)
         if ts is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+        if int(ts.max_length) > fmt.MAX_STEP_BLOBS:
+            raise errors.NotFoundError(f"run {run!r}, tag {tag!r} declares steps of {int(ts.max_length)} blobs, "
+                                       f"more than the {fmt.MAX_STEP_BLOBS} a step may hold: it is damaged")
         version = (int(ts.max_step), float(ts.max_wall_time), int(ts.max_length))
         known = self._steps.get((run, tag))
         if known is not None and known[:2] == (experiment_id, version):
@@ -203,7 +211,19 @@ class CamReader:
         pending = [self._pool.submit(self.blob, ctx, key) for key in keys[1:]]
         return [self.blob(ctx, keys[0]), *(future.result() for future in pending)] if keys else []
 
-    def sequence(self, ctx, step: Step) -> int:
+    def _limits(self, kind: str | None) -> fmt.Limits:
+        """A kind's limits (None: any kind's header), tightened to what this server's budget lets one decode hold."""
+        return (fmt.HEADER_LIMITS if kind is None else fmt.kind_module(kind).LIMITS).within(self._gate.capacity)
+
+    def _parse_header(self, data: bytes, kind: str | None) -> dict:
+        """A header parsed (its kind's checks included) while its worst case is reserved on the gate."""
+        limits = self._limits(kind)
+        with self._gate.hold(limits.header_cost):
+            if kind is None:
+                return fmt.parse_json_object(data, "header", limits)
+            return fmt.kind_module(kind).parse_header(data, limits)
+
+    def sequence(self, ctx, step: Step, kind: str | None = None) -> int:
         """The header's "sequence" of a step: one blob read, no check of the maps (cheap enough for /steps)."""
         if not step.keys:
             raise fmt.FormatError("step holds no blobs")
@@ -211,7 +231,7 @@ class CamReader:
         known = self._sequences.get(cache_key)
         sequence = known[1] if known is not None and known[0] == step.keys[fmt.HEADER_INDEX] else None
         if sequence is None:
-            header = fmt.parse_json_object(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), "header")
+            header = self._parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), None)
             sequence = header.get("sequence")
             if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
                 raise fmt.FormatError("header has no non-negative integer 'sequence'")
@@ -239,7 +259,16 @@ class CamReader:
         if len(step.keys) < count:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and its "
                                   f"{' and '.join(module.DATA) or 'nothing'}")
-        header, summary = module.check(*self.blobs(ctx, step.keys[:count]))
+        blobs = self.blobs(ctx, step.keys[:count])
+        header = self._parse_header(blobs[fmt.HEADER_INDEX], kind)
+        limits = self._limits(kind)
+        cost = module.decode_cost(header, limits)
+        if cost > self._gate.capacity:
+            raise fmt.FormatError(f"checking its data would hold {cost / MIB:.1f} MiB, more than the "
+                                  f"{self._gate.capacity / MIB:.1f} MiB this server's memory budget gives it "
+                                  "(--cam_memory_budget_mb)")
+        with self._gate.hold(cost):
+            header, summary = module.check_data(header, *blobs[1:], limits)
         if module.FIRST_PICTURE is not None:
             _check_inline_pictures(header, module.picture_count(header), len(step.keys) - module.FIRST_PICTURE)
         self._headers.put(cache_key, (step.keys, header, summary))
