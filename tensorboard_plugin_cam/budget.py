@@ -10,6 +10,8 @@ headroom for what is not counted (a response being built, a provider's transient
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import sys
 import threading
@@ -23,8 +25,22 @@ ENV_VAR = "TENSORBOARD_CAM_MEMORY_MB"
 DEFAULT_MB = 256
 MIN_MB = 32  # below this a legitimate step of the largest kind could not be checked
 MIB = 2**20
-CACHE_SHARE = 1 / 4  # headers 1/8, steps 1/8 (kinds and sequences come out of the steps' share)
+CACHE_SHARE = 1 / 8  # half for headers, half for steps (kinds and sequences come out of the steps' half)
 DECODE_SHARE = 1 / 4
+TRIM_AFTER = 4 * MIB  # a decode holding this much gives freed memory back to the system when it ends
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere. TensorBoard answers each request on a new thread, and glibc
+    keeps what a thread freed in that thread's arena: without a trim, decodes on N threads leave N peaks."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
 
 
 def budget_mb(flag_value: int | None, environ: Mapping[str, str] = os.environ) -> int:
@@ -63,7 +79,7 @@ class Budget:
     @property
     def steps(self) -> int:
         """Each series' steps (times and blob keys)."""
-        return int(self.total * CACHE_SHARE / 2 * 7 / 8)
+        return int(self.total * CACHE_SHARE / 2) - 2 * self.small
 
     @property
     def small(self) -> int:
@@ -168,6 +184,8 @@ class MemoryGate:
         try:
             yield
         finally:
+            if nbytes >= TRIM_AFTER and _TRIM is not None:
+                _TRIM(0)
             with self._ready:
                 self._held -= nbytes
                 self._ready.notify_all()

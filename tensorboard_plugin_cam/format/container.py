@@ -34,7 +34,7 @@ MIB = 2**20
 # The most any blob may inflate to: a small blob must not fill the server's memory. Each kind's
 # `Limits` are tighter; the server's memory budget may be tighter still.
 MAX_INFLATED_BYTES = 64 * MIB
-INFLATE_CHUNK = MIB  # inflated a chunk at a time, each chunk checked against the limit
+INFLATE_CHUNK = 256 * 1024  # inflated a chunk at a time, each chunk checked against the limit
 MAX_JSON_DEPTH = 16  # the deepest legitimate header nests 6 levels (a CAM image's region boxes)
 JSON_ITEM_BYTES = 80  # the most one counted JSON item (value, key) costs once parsed: an empty dict in a list
 MAX_CONTENT_BYTES = 4096  # a series' plugin content: {"kind": ..., "version": ...}
@@ -163,24 +163,33 @@ def compress(data: bytes) -> bytes:
     return zlib.compress(data, COMPRESSION_LEVEL)
 
 
-def _inflate(blob: bytes, limit: int, what: str) -> bytearray:
+def _inflate(blob: bytes, limit: int, what: str, *, exact: bool = False) -> bytearray:
     """A zlib stream's content, inflated a chunk at a time and refused past `limit` bytes (a few bytes can
-    inflate to gigabytes): at most `limit` + one chunk is ever held."""
+    inflate to gigabytes): at most `limit` + one chunk is ever held.
+
+    `exact`: the content should be `limit` bytes (a data blob's declared size), so it is inflated into one
+    buffer of that size, allocated once: a buffer grown chunk by chunk would leave its smaller sizes in the
+    allocator's per-thread arenas, and TensorBoard answers each request on a new thread.
+    """
     require(limit <= MAX_INFLATED_BYTES, f"{what} would inflate to {limit} bytes, more than {MAX_INFLATED_BYTES}")
-    stream, data, tail = zlib.decompressobj(), bytearray(), bytes(blob)
+    stream, tail = zlib.decompressobj(), bytes(blob)
+    data = bytearray(limit) if exact else bytearray()
+    size = 0
     try:
-        while not stream.eof and len(data) <= limit:
-            chunk = stream.decompress(tail, min(INFLATE_CHUNK, limit + 1 - len(data)))
+        while not stream.eof and size <= limit:
+            chunk = stream.decompress(tail, min(INFLATE_CHUNK, limit + 1 - size))
             tail = stream.unconsumed_tail
             if not chunk and not tail:
                 break  # all input read, the stream not ended: cut short
-            data += chunk
+            if size + len(chunk) > limit:
+                raise FormatError(f"{what} inflates to more than the {limit} bytes it may hold")
+            data[size:size + len(chunk)] = chunk
+            size += len(chunk)
     except zlib.error as e:
         raise FormatError(f"{what} is not a valid zlib stream") from e
-    if len(data) > limit:
-        raise FormatError(f"{what} inflates to more than the {limit} bytes it may hold")
     if not stream.eof:
         raise FormatError(f"{what} is cut short (its zlib stream does not end)")
+    del data[size:]
     return data
 
 
@@ -202,7 +211,7 @@ def data_blob(blob: bytes, header: dict, ends: Sequence[int], what: str, entries
     compression = header.get("compression")
     require(compression in (None, COMPRESSION), f"header 'compression' must be null or {COMPRESSION!r}")
     need = declared_size(ends, what, entries, limit)
-    data = blob if compression is None else _inflate(blob, need, what)
+    data = blob if compression is None else _inflate(blob, need, what, exact=True)
     for k, end in enumerate(ends):
         require(end <= len(data), f"{entries}[{k}] runs past the {what}")
     return data
