@@ -6,7 +6,7 @@ issue 23's table for a bounded count while sampling the tensorboard process's RS
 attack and loader: peak RSS over the idle RSS (after start-up and a few ordinary requests: what the attacks
 so far have added, the figure the goal is for) and over the RSS the attack started at, beside the budget and
 the +100 MB goal; the answer codes; and how long an ordinary request takes after it.
-Usage: python bench/bench_hostile_load.py [--quick] [--loader false|true] [--attack NAME ...]
+Usage: python bench/bench_hostile_load.py [--quick] [--loader false|true] [--attack NAME ...] [--count N]
        [--budget-mb MB] [--demo-steps N] [--json FILE]
 """
 
@@ -189,7 +189,7 @@ ATTACKS = {
 
 
 def run_loader(logdir: Path, targets: dict, load_fast: str, names: list[str], quick: bool,
-               budget_mb: int | None) -> list[dict]:
+               budget_mb: int | None, count: int | None = None) -> list[dict]:
     server = Server(logdir, load_fast, budget_mb)
     try:
         server.wait_loaded(targets)
@@ -201,7 +201,7 @@ def run_loader(logdir: Path, targets: dict, load_fast: str, names: list[str], qu
             attack, full, short = ATTACKS[name]
             server.peak = before_attack = server.rss()
             start = time.perf_counter()
-            codes = attack(server, targets, short if quick else full)
+            codes = attack(server, targets, count or (short if quick else full))
             seconds = time.perf_counter() - start
             peak = max(server.peak, server.rss())
             after = ordinary_ms(server, targets)
@@ -222,6 +222,7 @@ def main() -> None:
     parser.add_argument("--loader", choices=("false", "true"), action="append",
                         help="--load_fast value(s) to run (default: both)")
     parser.add_argument("--attack", choices=tuple(ATTACKS), action="append", help="attacks to run (default: all)")
+    parser.add_argument("--count", type=int, help="requests per attack (default: each attack's own)")
     parser.add_argument("--budget-mb", type=int, default=None, help="--cam_memory_budget_mb (default: unset)")
     parser.add_argument("--demo-steps", type=int, default=100,
                         help="the demo's training steps for the ordinary series (0: one small series instead)")
@@ -237,7 +238,7 @@ def main() -> None:
         print(f"log dir written in {time.time() - started:.0f} s; budget {budget_mb} MB, goal +{GOAL_MB} MB",
               flush=True)
         for load_fast in loaders:
-            for row in run_loader(logdir, targets, load_fast, names, args.quick, args.budget_mb):
+            for row in run_loader(logdir, targets, load_fast, names, args.quick, args.budget_mb, args.count):
                 rows.append(row)
                 within = row["peak_over_idle_mb"] <= min(budget_mb, GOAL_MB)
                 print(f"{row['loader']:6s} {row['attack']:14s} {row['requests']:4d} requests {row['seconds']:5.1f} s"

@@ -116,14 +116,19 @@ class CamReader:
         return sorted(found, key=lambda s: (s.run, s.tag))
 
     @staticmethod
-    def _kind(ts) -> str | None:
+    def _content_kind(ts) -> str | None:
+        """The kind a series' plugin content names (None: content this plugin cannot read)."""
+        try:
+            return fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.cam.KIND)
+        except fmt.FormatError:
+            return None
+
+    @classmethod
+    def _kind(cls, ts) -> str | None:
         """A series' kind from its plugin content; None for foreign, newer or unknown content, and for a
         series whose listing declares steps of more blobs than its kind may hold (damaged: reading it would
         make the Python loader build a key for each)."""
-        try:
-            kind = fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.cam.KIND)
-        except fmt.FormatError:
-            return None
+        kind = cls._content_kind(ts)
         if kind not in fmt.KINDS or int(ts.max_length) > fmt.max_blobs(kind):
             return None
         return kind
@@ -159,9 +164,10 @@ class CamReader:
         ts = self._time_series(ctx, experiment_id, run, tag)
         if ts is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
-        if int(ts.max_length) > fmt.MAX_STEP_BLOBS:
+        limit = fmt.max_blobs(self._content_kind(ts))
+        if int(ts.max_length) > limit:
             raise errors.NotFoundError(f"run {run!r}, tag {tag!r} declares steps of {int(ts.max_length)} blobs, "
-                                       f"more than the {fmt.MAX_STEP_BLOBS} a step may hold: it is damaged")
+                                       f"more than the {limit} a step may hold: it is damaged")
         version = (int(ts.max_step), float(ts.max_wall_time), int(ts.max_length))
         known = self._steps.get((run, tag))
         if known is not None and known[:2] == (experiment_id, version):

@@ -60,13 +60,18 @@ def kind_module(kind: str) -> ModuleType:
     return REGISTRY[kind]
 
 
-# The most blobs a step of any series holds (a pictures series' steps: MAX_PICTURES).
+# The most blobs a step of any series holds.
 MAX_STEP_BLOBS = max(m.LIMITS.blobs(len(m.DATA)) for m in REGISTRY.values())
 
 
-def max_blobs(kind: str) -> int:
-    """The most blobs a step of a series of `kind` may hold."""
-    module = kind_module(kind)
+def max_blobs(kind: str | None) -> int:
+    """The most blobs a step of a series of `kind` may hold (a pictures series: MAX_PICTURES; a kind this
+    plugin lacks, or None: MAX_STEP_BLOBS)."""
+    if kind == KIND_PICTURES:
+        return MAX_PICTURES
+    if kind not in REGISTRY:
+        return MAX_STEP_BLOBS
+    module = REGISTRY[kind]
     return module.LIMITS.blobs(len(module.DATA))
 
 

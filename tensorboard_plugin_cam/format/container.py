@@ -65,11 +65,10 @@ class Limits:
         return 1 + data + self.pictures
 
     def within(self, cost: int) -> Limits:
-        """These limits, tightened so that parsing a header costs at most `cost` bytes and a data blob holds
-        at most `cost` (a server's memory budget for one decode)."""
+        """These limits, tightened so that parsing a header costs at most `cost` bytes (a server's memory
+        budget for one decode; what checking data blobs costs is held against that budget by the server)."""
         scale = min(1.0, cost / self.header_cost)
-        return replace(self, header_bytes=int(self.header_bytes * scale), header_items=int(self.header_items * scale),
-                       data_bytes=min(self.data_bytes, cost))
+        return replace(self, header_bytes=int(self.header_bytes * scale), header_items=int(self.header_items * scale))
 
 
 # Limits that fit any kind's header (a header read for its "sequence" before its kind's check).
