@@ -4,6 +4,7 @@ under; the caches are bounded by bytes and keyed by the data; decodes take turns
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import threading
 import time
@@ -247,13 +248,22 @@ def test_requests_under_new_experiment_ids_add_nothing_to_the_caches(logdir):
         assert client.get(f"/experiment/{ok}{BASE}{path}").status_code == 200
     sizes = [(len(c), c.nbytes) for c in (reader._kinds, reader._steps, reader._headers)]
     for i in range(30):
-        for path in ("/series", "/steps?run=run&tag=good", "/sample?run=run&tag=good&step=1"):
+        for path in ("/sample?run=run&tag=good&step=1", "/steps?run=run&tag=good", "/series"):
             assert client.get(f"/experiment/{i:03d}{ok[3:]}{BASE}{path}").status_code == 200
     after = [(len(c), c.nbytes) for c in (reader._kinds, reader._steps, reader._headers)]
     assert [n for n, _ in after] == [n for n, _ in sizes]
     assert all(b <= a * 1.1 for (_, a), (_, b) in zip(sizes, after))
     response = client.get(f"/experiment/{ok}e{BASE}/series")
     assert response.status_code == 400 and b"longer than 256" in response.get_data()
+
+
+def test_each_request_gets_the_blob_keys_of_its_own_experiment(logdir):
+    """Entries are keyed by the data, but what was read under one experiment id is never served under another."""
+    client, _ = _client(logdir, 64)
+    for eid in ("first", "second", "first"):
+        sample = json.loads(client.get(f"/experiment/{eid}{BASE}/sample?run=run&tag=good&step=1").get_data())
+        key = sample["maps_key"]
+        assert json.loads(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))[0] == eid
 
 
 def test_a_listing_declaring_more_blobs_than_a_step_holds_is_left_out_before_any_read(logdir):
