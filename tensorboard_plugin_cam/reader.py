@@ -221,23 +221,25 @@ class CamReader:
         """A kind's limits (None: any kind's header), tightened to what this server's budget lets one decode hold."""
         return (fmt.HEADER_LIMITS if kind is None else fmt.kind_module(kind).LIMITS).within(self._gate.capacity)
 
-    def _parse_header(self, data: bytes, kind: str | None) -> dict:
-        """A header parsed (its kind's checks included) while its worst case is reserved on the gate."""
+    def _parse_header(self, data: bytes, kind: str | None, *, checked: bool = True) -> dict:
+        """A header parsed within its kind's limits (and checked as its kind says, unless not `checked`) while
+        its worst case is reserved on the gate."""
         limits = self._limits(kind)
         with self._gate.hold(limits.header_cost):
-            if kind is None:
+            if kind is None or not checked:
                 return fmt.parse_json_object(data, "header", limits)
             return fmt.kind_module(kind).parse_header(data, limits)
 
     def sequence(self, ctx, step: Step, kind: str | None = None) -> int:
-        """The header's "sequence" of a step: one blob read, no check of the maps (cheap enough for /steps)."""
+        """The header's "sequence" of a step of a series of `kind` (None: any kind's limits): one blob read,
+        no check of the header or maps beyond it (cheap enough for /steps)."""
         if not step.keys:
             raise fmt.FormatError("step holds no blobs")
         cache_key = (step.run, step.tag, step.step, step.wall_time)
         known = self._sequences.get(cache_key)
         sequence = known[1] if known is not None and known[0] == step.keys[fmt.HEADER_INDEX] else None
         if sequence is None:
-            header = self._parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), None)
+            header = self._parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), kind, checked=False)
             sequence = header.get("sequence")
             if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
                 raise fmt.FormatError("header has no non-negative integer 'sequence'")
