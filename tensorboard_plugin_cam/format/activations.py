@@ -141,7 +141,9 @@ def _ends(header: dict) -> tuple[list[int], list[int]]:
 
 
 def _data(header: dict, stats: bytes, maps: bytes, limits: Limits) -> tuple[bytes, bytes]:
+    """Both blobs' raw bytes, both declared sizes checked before either is inflated."""
     stats_ends, maps_ends = _ends(header)
+    declared_size(maps_ends, "maps blob", "blocks", limits.data_bytes)
     return (data_blob(stats, header, stats_ends, "stats blob", "blocks", limits.data_bytes),
             data_blob(maps, header, maps_ends, "maps blob", "blocks", limits.data_bytes))
 

@@ -326,3 +326,25 @@ def test_header_cache_stays_within_its_bytes(logdir):
         for step in reader.steps(ctx, "", "run", tag):
             reader.checked(ctx, step)
     assert 0 < reader._headers.nbytes <= 100_000 and len(reader._headers) < 11
+
+
+@pytest.mark.parametrize("kind", ["cam", "sanity", "activations"])
+def test_each_kind_refuses_data_declared_past_its_limit_before_reading_it(kind):
+    """decode_cost reads only the parsed header: a step declaring more than its kind's data_bytes is damaged
+    before any data blob is inflated; one declaring exactly that much costs it plus its largest map."""
+    module, limit = fmt.kind_module(kind), fmt.kind_module(kind).LIMITS.data_bytes
+    side = 1024  # one map of 2 MiB: 32 of them fill 64 MiB
+
+    def header(count: int) -> dict:
+        if kind == "activations":
+            return {"blocks": [{"channels": count, "stats_offset": 0, "map_channels": list(range(count)),
+                                "map_height": side, "map_width": side, "maps_offset": 0}]}
+        return {"maps": [{"offset": k * side * side * 2, "height": side, "width": side} for k in range(count)]}
+
+    full = limit // (side * side * 2)
+    cost = module.decode_cost(header(full))
+    assert limit + 3 * side * side * 2 <= cost < limit + 4 * side * side * 2
+    with pytest.raises(fmt.FormatError, match=f"more than the {limit} it may hold"):
+        module.decode_cost(header(full + 1))
+    with pytest.raises(fmt.FormatError, match=f"more than the {limit} it may hold"):
+        module.check_data(header(full + 1) | {"compression": "zlib"}, *[b""] * len(module.DATA))
