@@ -25,6 +25,18 @@ TAB_NAME = "Activations & CAM"
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 
 
+# A series' description is rendered as Markdown at every /series request: one from a hostile log must not
+# cost seconds and megabytes each time.
+MAX_DESCRIPTION_CHARS = 65_536
+
+
+def _description_html(text: str) -> str:
+    """A series' description as safe HTML; one past MAX_DESCRIPTION_CHARS is left out, saying so."""
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        return f"<p>(description longer than {MAX_DESCRIPTION_CHARS:,} characters left out)</p>"
+    return plugin_util.markdown_to_safe_html(text)
+
+
 def _frontend_dir() -> Path:
     """The installed frontend (package data), or `frontend/` of a source checkout."""
     here = Path(__file__).resolve().parent
@@ -103,8 +115,7 @@ class CamPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_series(self, request):
         ctx, eid = self._where(request)
-        series = [{**vars(s), "description": plugin_util.markdown_to_safe_html(s.description)}
-                  for s in self._reader.series(ctx, eid)]
+        series = [{**vars(s), "description": _description_html(s.description)} for s in self._reader.series(ctx, eid)]
         return http_util.Respond(request, {"series": series}, "application/json")
 
     @wrappers.Request.application

@@ -348,3 +348,17 @@ def test_each_kind_refuses_data_declared_past_its_limit_before_reading_it(kind):
         module.decode_cost(header(full + 1))
     with pytest.raises(fmt.FormatError, match=f"more than the {limit} it may hold"):
         module.check_data(header(full + 1) | {"compression": "zlib"}, *[b""] * len(module.DATA))
+
+
+def test_a_series_description_past_its_limit_is_left_out(tmp_path):
+    from tensorboard_plugin_cam.plugin import MAX_DESCRIPTION_CHARS
+
+    with SummaryWriter(tmp_path / "run") as writer:
+        for tag, length in (("fits", MAX_DESCRIPTION_CHARS), ("past", MAX_DESCRIPTION_CHARS + 1)):
+            summary = raw_summary(tag, _cam_sample())
+            summary.value[0].metadata.summary_description = "d" * length
+            writer._get_file_writer().add_summary(summary, 0)
+    client, _ = _client(tmp_path, 64)
+    series = {s["tag"]: s["description"] for s in json.loads(client.get(BASE + "/series").get_data())["series"]}
+    assert "d" * MAX_DESCRIPTION_CHARS in series["fits"]
+    assert series["past"] == "<p>(description longer than 65,536 characters left out)</p>"
