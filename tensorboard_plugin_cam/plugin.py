@@ -14,6 +14,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from tensorboard_plugin_cam import budget
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.reader import CamReader
 
@@ -22,6 +23,18 @@ TAB_NAME = "Activations & CAM"
 # Fixed MIME types by extension: the OS registry must not decide (on Windows it
 # may say text/plain for .js, which browsers refuse for module scripts).
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+
+# A series' description is rendered as Markdown at every /series request: one from a hostile log must not
+# cost seconds and megabytes each time.
+MAX_DESCRIPTION_CHARS = 65_536
+
+
+def _description_html(text: str) -> str:
+    """A series' description as safe HTML; one past MAX_DESCRIPTION_CHARS is left out, saying so."""
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        return f"<p>(description longer than {MAX_DESCRIPTION_CHARS:,} characters left out)</p>"
+    return plugin_util.markdown_to_safe_html(text)
 
 
 def _frontend_dir() -> Path:
@@ -47,7 +60,8 @@ class CamPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         hint = (context.sampling_hints or {}).get(self.plugin_name)
-        self._reader = CamReader(context.data_provider, downsample=hint or 0)
+        mb = budget.budget_mb(getattr(context.flags, budget.FLAG, None))
+        self._reader = CamReader(context.data_provider, downsample=hint or 0, budget=budget.Budget(mb))
         self._static = _load_static_files()
 
     def get_plugin_apps(self):
@@ -101,8 +115,7 @@ class CamPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_series(self, request):
         ctx, eid = self._where(request)
-        series = [{**vars(s), "description": plugin_util.markdown_to_safe_html(s.description)}
-                  for s in self._reader.series(ctx, eid)]
+        series = [{**vars(s), "description": _description_html(s.description)} for s in self._reader.series(ctx, eid)]
         return http_util.Respond(request, {"series": series}, "application/json")
 
     @wrappers.Request.application
@@ -112,11 +125,11 @@ class CamPlugin(base_plugin.TBPlugin):
         steps = self._reader.steps(ctx, eid, run, tag)
         body = {
             "steps": [{"step": s.step, "wall_time": s.wall_time} for s in steps],
-            "logged": self._logged_count(ctx, steps),
+            "logged": self._logged_count(ctx, eid, steps),
         }
         return http_util.Respond(request, body, "application/json")
 
-    def _logged_count(self, ctx, steps) -> int | None:
+    def _logged_count(self, ctx, eid: str, steps) -> int | None:
         """How many samples the writer logged, from the newest header's sequence.
 
         TensorBoard always keeps the newest step, so comparing this with the
@@ -126,7 +139,8 @@ class CamPlugin(base_plugin.TBPlugin):
         if len(steps) < self._reader.capacity:
             return len(steps)
         try:
-            return self._reader.sequence(ctx, steps[-1]) + 1
+            newest = steps[-1]
+            return self._reader.sequence(ctx, newest, self._reader.kind(ctx, eid, newest.run, newest.tag)) + 1
         except (fmt.FormatError, errors.NotFoundError):
             return None
 
@@ -171,17 +185,28 @@ class CamPlugin(base_plugin.TBPlugin):
 
 
 class CamLoader(base_plugin.TBLoader):
-    """Loads `CamPlugin` and makes TensorBoard keep every CAM step by default.
+    """Loads `CamPlugin`, adds ``--cam_memory_budget_mb`` and makes TensorBoard keep every CAM step by default.
 
     TensorBoard keeps 10 blob samples per tag unless told otherwise. Unless the
     user's own ``--samples_per_plugin`` names ``cam``, this adds ``cam=0``
     (keep all) before TensorBoard builds its data loader.
     """
 
+    def define_flags(self, parser) -> None:
+        parser.add_argument(
+            f"--{budget.FLAG}", type=int, default=None, metavar="MB",
+            help=f"Memory the CAM plugin may use for its caches and decodes (default: ${budget.ENV_VAR}, else "
+                 f"{budget.DEFAULT_MB}; at least {budget.MIN_MB}). Larger steps than it allows are shown as "
+                 "damaged.")
+
     def fix_flags(self, flags) -> None:
         hints = getattr(flags, "samples_per_plugin", None)
         if isinstance(hints, dict) and fmt.PLUGIN_NAME not in hints:
             flags.samples_per_plugin = {**hints, fmt.PLUGIN_NAME: 0}
+        try:
+            budget.budget_mb(getattr(flags, budget.FLAG, None))
+        except ValueError as e:
+            raise base_plugin.FlagsError(str(e)) from None
 
     def load(self, context: base_plugin.TBContext) -> CamPlugin:
         return CamPlugin(context)

@@ -8,8 +8,6 @@ input into `tensorboard.errors` (400/404), never a raw exception.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,44 +16,15 @@ from tensorboard import errors
 from tensorboard.data import provider
 
 from tensorboard_plugin_cam import format as fmt
+from tensorboard_plugin_cam.budget import MIB, Budget, ByteCache, MemoryGate
 
 # --samples_per_plugin uses 0 for "keep everything"; a provider's `downsample`
 # uses 0 for "nothing", so 0 is read as this.
 ALL_SAMPLES = 2**31 - 1
 
-# Checked headers and header sequences kept in memory: /steps, /sample and /ranges read the
-# same steps again and again, and a step's blobs never change. A checked header of 8 images and
-# 16 maps takes about 12 KB: at most about 12 MB (TensorBoard may run for days).
-HEADER_CACHE_SIZE = 1024
-# Steps (time and blob keys, about 1 KB a step of 10 blobs) of the series read last, kept while the
-# series is unchanged: every data-provider call that returns more than a few bytes costs the Rust
-# loader about 40 ms. At most about 20 MB.
-STEPS_CACHE_SIZE = 20_000
-
-
-class _Cache:
-    """The newest entries up to a total weight, safe across TensorBoard's request threads."""
-
-    def __init__(self, capacity: int):
-        self._capacity, self._weight = capacity, 0
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            entry = self._items.get(key)
-            if entry is None:
-                return None
-            self._items.move_to_end(key)
-            return entry[0]
-
-    def put(self, key, value, weight: int = 1) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            self._weight += weight - (old[1] if old else 0)
-            self._items[key] = (value, weight)
-            while self._weight > self._capacity and len(self._items) > 1:
-                self._weight -= self._items.popitem(last=False)[1][1]
+# Experiment ids are short (TensorBoard's own is ""): the Python loader copies the id into every blob key
+# it hands out, so a long one would make each read of a series cost its length times its blobs.
+MAX_EXPERIMENT_ID = 256
 
 
 def _check_inline_pictures(header: dict, expected: int, held: int) -> None:
@@ -88,28 +57,43 @@ class Series:
 
 @dataclass(frozen=True)
 class Step:
+    run: str
+    tag: str
     step: int
     wall_time: float
     keys: tuple[str, ...]  # opaque blob keys: header, maps, image_0, ...
 
 
 class CamReader:
-    def __init__(self, data_provider: provider.DataProvider, downsample: int = ALL_SAMPLES):
+    """Caches are keyed by what the data is (run, tag, step, wall time) and bounded by `budget`'s bytes; each
+    entry remembers what it was read under (experiment id, blob keys) and is read again, in its own place,
+    when a request differs: requests under ever new experiment ids never add entries."""
+
+    def __init__(self, data_provider: provider.DataProvider, downsample: int = ALL_SAMPLES,
+                 budget: Budget | None = None):
         self._provider = data_provider
         self._downsample = downsample or ALL_SAMPLES
-        self._headers = _Cache(HEADER_CACHE_SIZE)  # (keys, wall time) -> (checked header, its kind's check)
-        self._sequences = _Cache(HEADER_CACHE_SIZE)  # (header key, wall time) -> the header's "sequence"
-        self._steps = _Cache(STEPS_CACHE_SIZE)  # (experiment, run, tag) -> (what the series was, its steps)
+        self.budget = budget = budget or Budget()
+        self._headers = ByteCache(budget.headers)  # (kind, run, tag, step, wall) -> (keys, header, kind's check)
+        self._sequences = ByteCache(budget.small)  # (run, tag, step, wall) -> (header key, its "sequence")
+        self._steps = ByteCache(budget.steps)  # (run, tag) -> (experiment, what the series was, its steps)
+        self._kinds = ByteCache(budget.small)  # (run, tag) -> (experiment, kind): fixed by its first summary
+        self._gate = MemoryGate(budget.decodes)  # every header parse and data check reserves its cost here
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cam-blobs")
-        self._kinds: dict[tuple[str, str, str], str] = {}  # a tag's kind is fixed by its first summary
 
     @property
     def capacity(self) -> int:
         """How many steps per series TensorBoard keeps (reservoir sampling drops steps only beyond this)."""
         return self._downsample
 
+    @staticmethod
+    def _check_experiment(experiment_id: str) -> None:
+        if len(experiment_id) > MAX_EXPERIMENT_ID:
+            raise errors.InvalidArgumentError(f"experiment id longer than {MAX_EXPERIMENT_ID} characters")
+
     def series(self, ctx, experiment_id: str) -> list[Series]:
         """Every CAM series, sorted by run then tag; foreign or newer data is skipped."""
+        self._check_experiment(experiment_id)
         mapping = self._provider.list_blob_sequences(ctx, experiment_id=experiment_id, plugin_name=fmt.PLUGIN_NAME)
         found = []
         for run, tags in mapping.items():
@@ -117,7 +101,7 @@ class CamReader:
                 kind = self._kind(ts)
                 if kind is None:
                     continue
-                self._kinds[(experiment_id, run, tag)] = kind
+                self._kinds.put((run, tag), (experiment_id, kind))
                 found.append(
                     Series(
                         run=run,
@@ -132,13 +116,22 @@ class CamReader:
         return sorted(found, key=lambda s: (s.run, s.tag))
 
     @staticmethod
-    def _kind(ts) -> str | None:
-        """A series' kind from its plugin content; None for foreign, newer or unknown content."""
+    def _content_kind(ts) -> str | None:
+        """The kind a series' plugin content names (None: content this plugin cannot read)."""
         try:
-            kind = fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.cam.KIND)
+            return fmt.parse_plugin_content(ts.plugin_content).get("kind", fmt.cam.KIND)
         except fmt.FormatError:
             return None
-        return kind if kind in fmt.KINDS else None
+
+    @classmethod
+    def _kind(cls, ts) -> str | None:
+        """A series' kind from its plugin content; None for foreign, newer or unknown content, and for a
+        series whose listing declares steps of more blobs than its kind may hold (damaged: reading it would
+        make the Python loader build a key for each)."""
+        kind = cls._content_kind(ts)
+        if kind not in fmt.KINDS or int(ts.max_length) > fmt.max_blobs(kind):
+            return None
+        return kind
 
     def _time_series(self, ctx, experiment_id: str, run: str, tag: str):
         """One series' metadata (a cheap provider call: no blob keys), or None if there is no such series."""
@@ -150,14 +143,15 @@ class CamReader:
 
     def kind(self, ctx, experiment_id: str, run: str, tag: str) -> str:
         """The kind of one series ("cam", "activations", "model"); 404 if there is no such series."""
-        known = self._kinds.get((experiment_id, run, tag))
-        if known is not None:
-            return known
+        self._check_experiment(experiment_id)
+        known = self._kinds.get((run, tag))
+        if known is not None and known[0] == experiment_id:
+            return known[1]
         ts = self._time_series(ctx, experiment_id, run, tag)
         kind = None if ts is None else self._kind(ts)
         if kind is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
-        self._kinds[(experiment_id, run, tag)] = kind
+        self._kinds.put((run, tag), (experiment_id, kind))
         return kind
 
     def steps(self, ctx, experiment_id: str, run: str, tag: str) -> list[Step]:
@@ -166,13 +160,18 @@ class CamReader:
         Read again only when the series' newest step, wall time or length has
         changed (new steps, or a restarted writer); callers must not mutate it.
         """
+        self._check_experiment(experiment_id)
         ts = self._time_series(ctx, experiment_id, run, tag)
         if ts is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+        limit = fmt.max_blobs(self._content_kind(ts))
+        if int(ts.max_length) > limit:
+            raise errors.NotFoundError(f"run {run!r}, tag {tag!r} declares steps of {int(ts.max_length)} blobs, "
+                                       f"more than the {limit} a step may hold: it is damaged")
         version = (int(ts.max_step), float(ts.max_wall_time), int(ts.max_length))
-        known = self._steps.get((experiment_id, run, tag))
-        if known is not None and known[0] == version:
-            return known[1]
+        known = self._steps.get((run, tag))
+        if known is not None and known[:2] == (experiment_id, version):
+            return known[2]
         result = self._provider.read_blob_sequences(
             ctx,
             experiment_id=experiment_id,
@@ -184,10 +183,11 @@ class CamReader:
         if data is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
         steps = [
-            Step(step=int(d.step), wall_time=float(d.wall_time), keys=tuple(ref.blob_key for ref in d.values))
+            Step(run=run, tag=tag, step=int(d.step), wall_time=float(d.wall_time),
+                 keys=tuple(ref.blob_key for ref in d.values))
             for d in data
         ]
-        self._steps.put((experiment_id, run, tag), (version, steps), weight=max(len(steps), 1))
+        self._steps.put((run, tag), (experiment_id, version, steps))
         return steps
 
     def step(self, ctx, experiment_id: str, run: str, tag: str, step: int) -> Step:
@@ -217,18 +217,33 @@ class CamReader:
         pending = [self._pool.submit(self.blob, ctx, key) for key in keys[1:]]
         return [self.blob(ctx, keys[0]), *(future.result() for future in pending)] if keys else []
 
-    def sequence(self, ctx, step: Step) -> int:
-        """The header's "sequence" of a step: one blob read, no check of the maps (cheap enough for /steps)."""
+    def _limits(self, kind: str | None) -> fmt.Limits:
+        """A kind's limits (None: any kind's header), tightened to what this server's budget lets one decode hold."""
+        return (fmt.HEADER_LIMITS if kind is None else fmt.kind_module(kind).LIMITS).within(self._gate.capacity)
+
+    def _parse_header(self, data: bytes, kind: str | None, *, checked: bool = True) -> dict:
+        """A header parsed within its kind's limits (and checked as its kind says, unless not `checked`) while
+        its worst case is reserved on the gate."""
+        limits = self._limits(kind)
+        with self._gate.hold(limits.header_cost):
+            if kind is None or not checked:
+                return fmt.parse_json_object(data, "header", limits)
+            return fmt.kind_module(kind).parse_header(data, limits)
+
+    def sequence(self, ctx, step: Step, kind: str | None = None) -> int:
+        """The header's "sequence" of a step of a series of `kind` (None: any kind's limits): one blob read,
+        no check of the header or maps beyond it (cheap enough for /steps)."""
         if not step.keys:
             raise fmt.FormatError("step holds no blobs")
-        cache_key = (step.keys[fmt.HEADER_INDEX], step.wall_time)
-        sequence = self._sequences.get(cache_key)
+        cache_key = (step.run, step.tag, step.step, step.wall_time)
+        known = self._sequences.get(cache_key)
+        sequence = known[1] if known is not None and known[0] == step.keys[fmt.HEADER_INDEX] else None
         if sequence is None:
-            header = fmt.parse_json_object(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), "header")
+            header = self._parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), kind, checked=False)
             sequence = header.get("sequence")
             if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
                 raise fmt.FormatError("header has no non-negative integer 'sequence'")
-            self._sequences.put(cache_key, sequence)
+            self._sequences.put(cache_key, (step.keys[fmt.HEADER_INDEX], sequence))
         return sequence
 
     def header(self, ctx, step: Step, kind: str = fmt.cam.KIND) -> dict:
@@ -240,22 +255,31 @@ class CamReader:
         map's (min, max), in the order of ``header["maps"]``).
 
         Every stored number is decoded once, so the tab can say which sample is
-        damaged. Results are cached by the step's blob keys and wall time;
-        callers must not mutate them.
+        damaged. Results are cached by the step (run, tag, step, wall time) and
+        kept while its blob keys are the same; callers must not mutate them.
         """
-        cache_key = (step.keys, step.wall_time)
+        cache_key = (kind, step.run, step.tag, step.step, step.wall_time)
         known = self._headers.get(cache_key)
-        if known is not None:
-            return known
+        if known is not None and known[0] == step.keys:
+            return known[1], known[2]
         module = fmt.kind_module(kind)
         count = 1 + len(module.DATA)
         if len(step.keys) < count:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and its "
                                   f"{' and '.join(module.DATA) or 'nothing'}")
-        header, summary = module.check(*self.blobs(ctx, step.keys[:count]))
+        blobs = self.blobs(ctx, step.keys[:count])
+        header = self._parse_header(blobs[fmt.HEADER_INDEX], kind)
+        limits = self._limits(kind)
+        cost = module.decode_cost(header, limits)
+        if cost > self._gate.capacity:
+            raise fmt.FormatError(f"checking its data would hold {cost / MIB:.1f} MiB, more than the "
+                                  f"{self._gate.capacity / MIB:.1f} MiB this server's memory budget gives it "
+                                  "(--cam_memory_budget_mb)")
+        with self._gate.hold(cost):
+            header, summary = module.check_data(header, *blobs[1:], limits)
         if module.FIRST_PICTURE is not None:
             _check_inline_pictures(header, module.picture_count(header), len(step.keys) - module.FIRST_PICTURE)
-        self._headers.put(cache_key, (header, summary))
+        self._headers.put(cache_key, (step.keys, header, summary))
         return header, summary
 
     def picture_keys(self, ctx, experiment_id: str, run: str, tag: str, step: Step, header: dict,

@@ -6,7 +6,9 @@ rank-1 string tensor ``[header, *data blobs, *pictures]``. What all kinds
 share is in `container`; each kind is one module (`cam`, `activations`,
 `model`, `sanity`, `evaluation`) with the same names: ``KIND``, ``DATA`` (the names of its data
 blobs), ``FIRST_PICTURE``, ``build_header``, ``parse_header``, ``check``
-(a whole step checked, values included) and ``picture_count``. Adding a kind
+(a whole step checked, values included), ``check_data`` (the same from a parsed
+header), ``decode_cost`` (the memory checking a parsed header's data blobs holds),
+``LIMITS`` (what one step may hold) and ``picture_count``. Adding a kind
 means adding such a module to `REGISTRY`.
 docs/FORMAT.md is the prose version of this package.
 """
@@ -19,13 +21,16 @@ from tensorboard_plugin_cam.format import activations, cam, evaluation, model, s
 from tensorboard_plugin_cam.format.container import (
     COMPRESSION,
     HEADER_INDEX,
+    HEADER_LIMITS,
     IMAGE_FORMATS,
     KIND_PICTURES,
     MAPS_DTYPE,
     MAX_INFLATED_BYTES,
+    MAX_PICTURES,
     PLUGIN_NAME,
     VERSION,
     FormatError,
+    Limits,
     StoredMap,
     blob_summary,
     compress,
@@ -40,6 +45,7 @@ from tensorboard_plugin_cam.format.container import (
     pictures_step,
     pictures_tag,
     plugin_content,
+    scan_json,
 )
 
 # Every series kind the tab lists, by name (the pictures series is not one: it only holds pictures).
@@ -54,15 +60,31 @@ def kind_module(kind: str) -> ModuleType:
     return REGISTRY[kind]
 
 
+# The most blobs a step of any series holds.
+MAX_STEP_BLOBS = max(m.LIMITS.blobs(len(m.DATA)) for m in REGISTRY.values())
+
+
+def max_blobs(kind: str | None) -> int:
+    """The most blobs a step of a series of `kind` may hold (a pictures series: MAX_PICTURES; a kind this
+    plugin lacks, or None: MAX_STEP_BLOBS)."""
+    if kind == KIND_PICTURES:
+        return MAX_PICTURES
+    if kind not in REGISTRY:
+        return MAX_STEP_BLOBS
+    module = REGISTRY[kind]
+    return module.LIMITS.blobs(len(module.DATA))
+
+
 def first_picture(kind: str) -> int | None:
     """Index of a step's first picture blob in a series of `kind` (None: its steps hold no pictures)."""
     return kind_module(kind).FIRST_PICTURE
 
 
 __all__ = [
-    "COMPRESSION", "HEADER_INDEX", "IMAGE_FORMATS", "KINDS", "KIND_PICTURES", "MAPS_DTYPE", "MAX_INFLATED_BYTES",
-    "PLUGIN_NAME", "REGISTRY", "VERSION", "FormatError", "StoredMap", "activations", "blob_summary", "cam",
+    "COMPRESSION", "HEADER_INDEX", "HEADER_LIMITS", "IMAGE_FORMATS", "KINDS", "KIND_PICTURES", "MAPS_DTYPE",
+    "MAX_INFLATED_BYTES", "MAX_PICTURES", "MAX_STEP_BLOBS", "PLUGIN_NAME", "REGISTRY", "VERSION", "FormatError",
+    "Limits", "StoredMap", "activations", "blob_summary", "cam",
     "compress", "decode_map", "evaluation", "encode_header", "encode_map_stacks", "encode_maps", "first_picture",
-    "image_mime_type", "kind_module", "model", "pack_sample", "parse_json_object", "parse_plugin_content",
-    "pictures_step", "pictures_tag", "plugin_content", "sanity",
+    "image_mime_type", "kind_module", "max_blobs", "model", "pack_sample", "parse_json_object", "parse_plugin_content",
+    "pictures_step", "scan_json", "pictures_tag", "plugin_content", "sanity",
 ]

@@ -15,10 +15,14 @@ import numpy as np
 from tensorboard_plugin_cam.format.container import (
     IMAGE_FORMATS,
     MAPS_DTYPE,
+    MAX_PICTURES,
+    MIB,
     VERSION,
     FormatError,
+    Limits,
     StoredMap,
     data_blob,
+    declared_size,
     decode_map,
     is_int,
     optional_number,
@@ -35,6 +39,7 @@ FIRST_PICTURE = 1 + len(DATA)
 STATS = ("mean", "std", "min", "max", "zeros")
 STATS_DTYPE = "<f4"
 BLOCK_KINDS = ("activation", "gradient")
+LIMITS = Limits(header_bytes=4 * MIB, header_items=250_000, data_bytes=64 * MIB, pictures=MAX_PICTURES)
 
 
 def encode_stats(stats: np.ndarray) -> bytes:
@@ -103,9 +108,9 @@ def _check_block(k: int, b: object, images: int) -> None:
     require(not chans or (b["map_height"] > 0 and b["map_width"] > 0), f"blocks[{k}] has an empty map size")
 
 
-def parse_header(data: bytes) -> dict:
+def parse_header(data: bytes, limits: Limits = LIMITS) -> dict:
     """Decodes and checks an activation step's header; `FormatError` on any defect."""
-    header = parse_json_object(data, "header")
+    header = parse_json_object(data, "header", limits)
     require(header.get("maps_dtype") == MAPS_DTYPE and header.get("stats_dtype") == STATS_DTYPE,
             f"header dtypes must be {MAPS_DTYPE!r} and {STATS_DTYPE!r}")
     require(header.get("stats") == list(STATS), f"header 'stats' must be {list(STATS)}")
@@ -129,13 +134,34 @@ def parse_header(data: bytes) -> dict:
     return header
 
 
-def parse_sample(header_data: bytes, stats: bytes, maps: bytes) -> tuple[dict, bytes, bytes]:
-    """An activation step's checked header and its raw (inflated) stats and maps blobs."""
-    header = parse_header(header_data)
+def _ends(header: dict) -> tuple[list[int], list[int]]:
+    """Where each block ends in the stats blob and in the maps blob."""
     blocks = header["blocks"]
-    stats = data_blob(stats, header, [b["stats_offset"] + stats_bytes(b) for b in blocks], "stats blob", "blocks")
-    maps = data_blob(maps, header, [b["maps_offset"] + maps_bytes(b) for b in blocks], "maps blob", "blocks")
-    return header, stats, maps
+    return [b["stats_offset"] + stats_bytes(b) for b in blocks], [b["maps_offset"] + maps_bytes(b) for b in blocks]
+
+
+def _data(header: dict, stats: bytes, maps: bytes, limits: Limits) -> tuple[bytes, bytes]:
+    """Both blobs' raw bytes, both declared sizes checked before either is inflated."""
+    stats_ends, maps_ends = _ends(header)
+    declared_size(maps_ends, "maps blob", "blocks", limits.data_bytes)
+    return (data_blob(stats, header, stats_ends, "stats blob", "blocks", limits.data_bytes),
+            data_blob(maps, header, maps_ends, "maps blob", "blocks", limits.data_bytes))
+
+
+def parse_sample(header_data: bytes, stats: bytes, maps: bytes, limits: Limits = LIMITS) -> tuple[dict, bytes, bytes]:
+    """An activation step's checked header and its raw (inflated) stats and maps blobs."""
+    header = parse_header(header_data, limits)
+    return (header, *_data(header, stats, maps, limits))
+
+
+def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
+    """The bytes checking a checked header's blobs holds at once: both inflated, then the largest map decoded
+    (float32, twice its stored size) and its finite-mask; `FormatError` past `limits`."""
+    stats_ends, maps_ends = _ends(header)
+    need = (declared_size(stats_ends, "stats blob", "blocks", limits.data_bytes)
+            + declared_size(maps_ends, "maps blob", "blocks", limits.data_bytes))
+    largest = max((b["map_height"] * b["map_width"] * 2 for b in header["blocks"]), default=0)
+    return need + 3 * largest + max((stats_bytes(b) for b in header["blocks"]), default=0)
 
 
 def picture_count(header: dict) -> int:
@@ -145,7 +171,12 @@ def picture_count(header: dict) -> int:
 
 def check(header_data: bytes, stats: bytes, maps: bytes) -> tuple[dict, None]:
     """`parse_sample`, every statistic and map decoded once to refuse NaN/Inf."""
-    header, stats, maps = parse_sample(header_data, stats, maps)
+    return check_data(parse_header(header_data), stats, maps)
+
+
+def check_data(header: dict, stats: bytes, maps: bytes, limits: Limits = LIMITS) -> tuple[dict, None]:
+    """`check` of a header already parsed (`parse_header`)."""
+    stats, maps = _data(header, stats, maps, limits)
     for block in header["blocks"]:
         if not np.all(np.isfinite(decode_stats(stats, block))):
             raise FormatError("statistics hold NaN or Inf")

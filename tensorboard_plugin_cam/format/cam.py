@@ -16,9 +16,13 @@ import numpy as np
 from tensorboard_plugin_cam.format.container import (
     IMAGE_FORMATS,
     MAPS_DTYPE,
+    MAX_PICTURES,
+    MIB,
     VERSION,
     FormatError,
+    Limits,
     data_blob,
+    declared_size,
     decode_map,
     is_int,
     map_ends,
@@ -35,6 +39,8 @@ MAPS_INDEX = 1
 FIRST_PICTURE = 1 + len(DATA)
 MAP_FIELDS = ("image", "target", "method", "layer", "height", "width", "offset", "scale")
 MAX_REGION_PIXELS = 1 << 26  # a region's mask is decoded in the browser: 64 Mi pixels at most
+# 64 images x 5 targets x 8 methods x 4 layers is 10,240 maps: a header of about 2 MiB and 200,000 items.
+LIMITS = Limits(header_bytes=4 * MIB, header_items=250_000, data_bytes=64 * MIB, pictures=MAX_PICTURES)
 
 
 def build_header(*, images: Sequence[dict], maps: Sequence[dict], placement: Sequence[tuple[int, float]],
@@ -126,9 +132,9 @@ def _check_map(k: int, m: object, images: list) -> None:
             f"maps[{k}].scale must be a positive finite number")
 
 
-def parse_header(data: bytes) -> dict:
+def parse_header(data: bytes, limits: Limits = LIMITS) -> dict:
     """Decodes and checks a step header; raises `FormatError` with a readable message on any defect."""
-    header = parse_json_object(data, "header")
+    header = parse_json_object(data, "header", limits)
     require(header.get("maps_dtype") == MAPS_DTYPE, f"header 'maps_dtype' must be {MAPS_DTYPE!r}")
     require(header.get("skipped") is None or isinstance(header["skipped"], str), "header 'skipped' must be a string")
     require(header.get("description") is None or isinstance(header["description"], str),
@@ -159,10 +165,17 @@ def parse_header(data: bytes) -> dict:
     return header
 
 
-def parse_sample(header_data: bytes, maps: bytes) -> tuple[dict, bytes]:
+def parse_sample(header_data: bytes, maps: bytes, limits: Limits = LIMITS) -> tuple[dict, bytes]:
     """A step's checked header and its raw (inflated) float16 maps blob."""
-    header = parse_header(header_data)
-    return header, data_blob(maps, header, map_ends(header["maps"]), "maps blob", "maps")
+    header = parse_header(header_data, limits)
+    return header, data_blob(maps, header, map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
+
+
+def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
+    """The bytes checking a checked header's maps holds at once: the inflated blob, then its largest map
+    decoded (float32, twice its stored size) and its finite-mask; `FormatError` past `limits`."""
+    need = declared_size(map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
+    return need + 3 * max((m["height"] * m["width"] * 2 for m in header["maps"]), default=0)
 
 
 def picture_count(header: dict) -> int:
@@ -172,7 +185,12 @@ def picture_count(header: dict) -> int:
 
 def check(header_data: bytes, maps: bytes) -> tuple[dict, list[tuple[float, float]]]:
     """`parse_sample`, every map decoded once to refuse NaN/Inf: the header and each map's (min, max)."""
-    header, maps = parse_sample(header_data, maps)
+    return check_data(parse_header(header_data), maps)
+
+
+def check_data(header: dict, maps: bytes, limits: Limits = LIMITS) -> tuple[dict, list[tuple[float, float]]]:
+    """`check` of a header already parsed (`parse_header`)."""
+    maps = data_blob(maps, header, map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
     ranges = []
     for entry in header["maps"]:
         values = decode_map(maps, entry)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -29,8 +30,50 @@ IMAGE_FORMATS = ("webp", "png", "jpeg")  # "webp": lossless WebP
 # "compression": COMPRESSION. A compressed header is told apart by its first byte (JSON's is "{").
 COMPRESSION = "zlib"
 COMPRESSION_LEVEL = 1  # level 6 saves under 1% on float16 maps and takes twice as long
-# The most any compressed blob may inflate to: a small blob must not fill the server's memory.
-MAX_INFLATED_BYTES = 256 * 2**20
+MIB = 2**20
+# The most any blob may inflate to: a small blob must not fill the server's memory. Each kind's
+# `Limits` are tighter; the server's memory budget may be tighter still.
+MAX_INFLATED_BYTES = 64 * MIB
+INFLATE_CHUNK = 256 * 1024  # inflated a chunk at a time, each chunk checked against the limit
+MAX_JSON_DEPTH = 16  # the deepest legitimate header nests 6 levels (a CAM image's region boxes)
+JSON_ITEM_BYTES = 96  # what one counted JSON item costs at most once parsed, beside its text (measured: 82,
+# in a list of one-key objects of distinct strings)
+MAX_CONTENT_BYTES = 4096  # a series' plugin content: {"kind": ..., "version": ...}
+MAX_PICTURES = 1024  # pictures in one step
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one step of a kind may hold, each checked before the step that would cost it (docs/FORMAT.md, Limits).
+
+    header_bytes: the header's JSON text, inflated; header_items: its values and keys (each ``,``, ``:``,
+    ``[``, ``{`` counts one); data_bytes: each data blob, inflated; pictures: pictures in one step.
+    """
+
+    header_bytes: int
+    header_items: int
+    data_bytes: int = 0
+    pictures: int = 0
+    header_depth: int = MAX_JSON_DEPTH
+
+    @property
+    def header_cost(self) -> int:
+        """The most parsing one header may take in memory: its text twice (bytes, str) and its objects."""
+        return 2 * self.header_bytes + self.header_items * JSON_ITEM_BYTES
+
+    def blobs(self, data: int) -> int:
+        """The most blobs a step of this kind holds: a header, its `data` data blobs and its pictures."""
+        return 1 + data + self.pictures
+
+    def within(self, cost: int) -> Limits:
+        """These limits, tightened so that parsing a header costs at most `cost` bytes (a server's memory
+        budget for one decode; what checking data blobs costs is held against that budget by the server)."""
+        scale = min(1.0, cost / self.header_cost)
+        return replace(self, header_bytes=int(self.header_bytes * scale), header_items=int(self.header_items * scale))
+
+
+# Limits that fit any kind's header (a header read for its "sequence" before its kind's check).
+HEADER_LIMITS = Limits(header_bytes=16 * MIB, header_items=1_000_000)
 
 
 class FormatError(ValueError):
@@ -60,6 +103,7 @@ def plugin_content(kind: str) -> bytes:
 
 def parse_plugin_content(content: bytes) -> dict:
     """Decodes `plugin_content`; raises `FormatError` on anything else."""
+    require(len(content) <= MAX_CONTENT_BYTES, f"plugin content is longer than {MAX_CONTENT_BYTES} bytes")
     try:
         value = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
@@ -119,30 +163,55 @@ def compress(data: bytes) -> bytes:
     return zlib.compress(data, COMPRESSION_LEVEL)
 
 
-def _inflate(blob: bytes, limit: int, what: str) -> bytes:
-    """A zlib stream's content, refusing more than `limit` bytes (a few bytes can inflate to gigabytes)."""
+def _inflate(blob: bytes, limit: int, what: str, *, exact: bool = False) -> bytearray:
+    """A zlib stream's content, inflated a chunk at a time and refused past `limit` bytes (a few bytes can
+    inflate to gigabytes): at most `limit` + one chunk is ever held.
+
+    `exact`: the content should be `limit` bytes (a data blob's declared size), so it is inflated into one
+    buffer of that size, allocated once: a buffer grown chunk by chunk would leave its smaller sizes in the
+    allocator's per-thread arenas, and TensorBoard answers each request on a new thread.
+    """
     require(limit <= MAX_INFLATED_BYTES, f"{what} would inflate to {limit} bytes, more than {MAX_INFLATED_BYTES}")
-    stream = zlib.decompressobj()
+    stream, tail = zlib.decompressobj(), bytes(blob)
+    data = bytearray(limit) if exact else bytearray()
+    size = 0
     try:
-        data = stream.decompress(blob, limit + 1)  # a max_length of 0 would mean "no limit"
+        while not stream.eof and size <= limit:
+            chunk = stream.decompress(tail, min(INFLATE_CHUNK, limit + 1 - size))
+            tail = stream.unconsumed_tail
+            if not chunk and not tail:
+                break  # all input read, the stream not ended: cut short
+            if size + len(chunk) > limit:
+                raise FormatError(f"{what} inflates to more than the {limit} bytes it may hold")
+            data[size:size + len(chunk)] = chunk
+            size += len(chunk)
     except zlib.error as e:
         raise FormatError(f"{what} is not a valid zlib stream") from e
-    if len(data) > limit:
-        raise FormatError(f"{what} inflates to more than the {limit} bytes it may hold")
     if not stream.eof:
         raise FormatError(f"{what} is cut short (its zlib stream does not end)")
+    del data[size:]
     return data
 
 
-def data_blob(blob: bytes, header: dict, ends: Sequence[int], what: str, entries: str) -> bytes:
+def declared_size(ends: Sequence[int], what: str, entries: str, limit: int) -> int:
+    """The bytes a header's `entries` say their data blob holds (inflated); `FormatError` past `limit`."""
+    need = max(ends, default=0)
+    require(need <= limit, f"{entries} declare a {what} of {need} bytes, more than the {limit} it may hold")
+    return need
+
+
+def data_blob(blob: bytes, header: dict, ends: Sequence[int], what: str, entries: str, limit: int) -> bytes:
     """A data blob's raw bytes, inflated if the header says "compression": "zlib".
 
     `ends`: where each of the header's `entries` ends in it; the blob must
     hold them all, and a compressed one may inflate to no more than that.
+    What the header declares is refused past `limit` (the kind's
+    ``data_bytes``) before anything is inflated or decoded.
     """
     compression = header.get("compression")
     require(compression in (None, COMPRESSION), f"header 'compression' must be null or {COMPRESSION!r}")
-    data = blob if compression is None else _inflate(blob, max(ends, default=0), what)
+    need = declared_size(ends, what, entries, limit)
+    data = blob if compression is None else _inflate(blob, need, what, exact=True)
     for k, end in enumerate(ends):
         require(end <= len(data), f"{entries}[{k}] runs past the {what}")
     return data
@@ -153,13 +222,32 @@ def encode_header(header: dict) -> bytes:
     return compress(json.dumps(header, sort_keys=True, allow_nan=False, separators=(",", ":")).encode("utf-8"))
 
 
-def parse_json_object(data: bytes, what: str) -> dict:
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def scan_json(data: bytes, what: str, limits: Limits) -> None:
+    """Refuses JSON text holding more items or deeper nesting than `limits` allow, before `json.loads` builds
+    a single object: its strings blanked (one C-speed regex pass), then its brackets and separators counted."""
+    bare = _JSON_STRING.sub(b'""', data)
+    items = sum(bare.count(c) for c in (b",", b":", b"[", b"{"))
+    require(items <= limits.header_items and bare.count(b"]") + bare.count(b"}") <= limits.header_items,
+            f"{what} holds more than {limits.header_items} JSON items")
+    brackets = np.frombuffer(bare.translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    depth = np.cumsum(np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1), dtype=np.int64)
+    require(depth.size == 0 or int(depth.max()) <= limits.header_depth,
+            f"{what} is nested deeper than {limits.header_depth} levels")
+
+
+def parse_json_object(data: bytes, what: str, limits: Limits = HEADER_LIMITS) -> dict:
     """A UTF-8 JSON object, maybe compressed, with an integer 'version' no newer than this plugin's.
 
-    Raises `FormatError` otherwise.
+    Its inflated size, item count and depth are checked against `limits` first. Raises `FormatError` otherwise.
     """
     if not data.startswith(b"{"):  # a JSON object starts with "{", a zlib stream never does
-        data = _inflate(data, MAX_INFLATED_BYTES, f"{what} (not JSON, so compressed JSON)")
+        data = _inflate(data, limits.header_bytes, f"{what} (not JSON, so compressed JSON)")
+    require(len(data) <= limits.header_bytes, f"{what} is longer than the {limits.header_bytes} bytes it may hold")
+    scan_json(data, what, limits)
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # deep nesting: RecursionError
@@ -236,7 +324,8 @@ def decode_map(blob: bytes, stored: StoredMap | Mapping[str, Any]) -> np.ndarray
     if stored.offset < 0 or end > len(blob):
         raise FormatError(f"map at byte {stored.offset} runs past the maps blob ({len(blob)} bytes)")
     values = np.frombuffer(blob, dtype=MAPS_DTYPE, count=stored.height * stored.width, offset=stored.offset)
-    values = values.astype(np.float32).reshape(stored.height, stored.width) * np.float32(stored.scale)
+    values = values.astype(np.float32).reshape(stored.height, stored.width)
+    values *= np.float32(stored.scale)  # in place: decoding a map holds twice its stored size, not four times
     if not np.all(np.isfinite(values)):
         raise FormatError("map holds NaN or Inf")
     return values

@@ -10,10 +10,20 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tensorboard_plugin_cam.format.container import VERSION, is_int, optional_number, parse_json_object, require
+from tensorboard_plugin_cam.format.container import (
+    MIB,
+    VERSION,
+    Limits,
+    is_int,
+    optional_number,
+    parse_json_object,
+    require,
+)
 
 KIND = "evaluation"
 DATA = ()  # the header is the whole step
+# 21,843 classes (ImageNet-21k) x 9 rows x 6 metrics: about 12 MiB and 900,000 items.
+LIMITS = Limits(header_bytes=16 * MIB, header_items=1_000_000)
 FIRST_PICTURE = None  # the kept images are in the series `examples_tag(tag)`
 TARGETS = ("predicted", "label")
 
@@ -62,9 +72,9 @@ def _check_kept(kept: object, where: str) -> None:
                 and is_int(e.get("label")) and _finite(e.get("value")), f"{where}[{k}]")
 
 
-def parse_header(data: bytes) -> dict:
+def parse_header(data: bytes, limits: Limits = LIMITS) -> dict:
     """Decodes and checks an evaluation step's header; `FormatError` on any defect."""
-    header = parse_json_object(data, "header")
+    header = parse_json_object(data, "header", limits)
     metrics, rows, classes, bins = header.get("metrics"), header.get("rows"), header.get("classes"), header.get("bins")
     require(is_int(header.get("count")) and header["count"] > 0, "header 'count' must be a positive int")
     require(header.get("targets") in TARGETS, f"header 'targets' must be one of {TARGETS}")
@@ -106,6 +116,16 @@ def picture_count(header: dict) -> int:
     return 0
 
 
+def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
+    """No data blobs: checking the parsed header holds nothing more."""
+    return 0
+
+
 def check(header_data: bytes) -> tuple[dict, None]:
     """A step's checked header (the one blob of an evaluation step)."""
     return parse_header(header_data), None
+
+
+def check_data(header: dict, limits: Limits = LIMITS) -> tuple[dict, None]:
+    """`check` of a header already parsed (`parse_header`): nothing more to check."""
+    return header, None

@@ -13,8 +13,12 @@ from typing import Sequence
 from tensorboard_plugin_cam.format.container import (
     IMAGE_FORMATS,
     MAPS_DTYPE,
+    MAX_PICTURES,
+    MIB,
     VERSION,
+    Limits,
     data_blob,
+    declared_size,
     decode_map,
     is_int,
     map_ends,
@@ -29,6 +33,7 @@ DATA = ("maps",)  # the data blobs after the header, in order
 MAPS_INDEX = 1
 FIRST_PICTURE = 1 + len(DATA)
 MODES = ("cascading", "independent")
+LIMITS = Limits(header_bytes=4 * MIB, header_items=250_000, data_bytes=64 * MIB, pictures=MAX_PICTURES)
 
 
 def build_header(*, layer: str, mode: str, stages: Sequence[str], measures: dict, images: Sequence[dict],
@@ -49,9 +54,9 @@ def build_header(*, layer: str, mode: str, stages: Sequence[str], measures: dict
     }
 
 
-def parse_header(data: bytes) -> dict:
+def parse_header(data: bytes, limits: Limits = LIMITS) -> dict:
     """Decodes and checks a sanity step's header; `FormatError` on any defect."""
-    header = parse_json_object(data, "header")
+    header = parse_json_object(data, "header", limits)
     require(header.get("maps_dtype") == MAPS_DTYPE, f"header 'maps_dtype' must be {MAPS_DTYPE!r}")
     require(isinstance(header.get("layer"), str) and header.get("mode") in MODES, "header 'layer' and 'mode'")
     pictures_step(header)
@@ -88,10 +93,20 @@ def picture_count(header: dict) -> int:
     return len(header["images"])
 
 
+def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
+    """The bytes checking a checked header's maps holds at once (as `cam.decode_cost`)."""
+    need = declared_size(map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
+    return need + 3 * max((m["height"] * m["width"] * 2 for m in header["maps"]), default=0)
+
+
 def check(header_data: bytes, maps: bytes) -> tuple[dict, None]:
     """A step's checked header, every map decoded once (`decode_map` refuses NaN/Inf)."""
-    header = parse_header(header_data)
-    raw = data_blob(maps, header, map_ends(header["maps"]), "maps blob", "maps")
+    return check_data(parse_header(header_data), maps)
+
+
+def check_data(header: dict, maps: bytes, limits: Limits = LIMITS) -> tuple[dict, None]:
+    """`check` of a header already parsed (`parse_header`)."""
+    raw = data_blob(maps, header, map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
     for entry in header["maps"]:
         decode_map(raw, entry)
     return header, None

@@ -219,7 +219,7 @@ def test_damaged_sample_is_reported_not_raised(damaged_client, case):
                 "pictures_step_not_kept": "its pictures are stored with step 1, which TensorBoard has not kept",
                 "pictures_step_short": f"header lists 2 pictures, step {SHORT_PICTURES_STEP} of its pictures holds 1",
                 "header_zlib_cut": "header (not JSON, so compressed JSON) is cut short",
-                "header_zlib_deeply_nested": "header is not valid UTF-8 JSON",
+                "header_zlib_deeply_nested": "header is nested deeper than 16 levels",
                 "compression_unknown": "header 'compression' must be null or 'zlib'",
                 "maps_zlib_not_zlib": "maps blob is not a valid zlib stream",
                 "maps_zlib_too_long": "maps blob inflates to more than the 64 bytes it may hold",

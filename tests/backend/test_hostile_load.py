@@ -1,0 +1,27 @@
+"""A reduced run of bench/bench_hostile_load.py: a real `tensorboard` per loader, requests under new experiment
+ids and 8 concurrent requests for samples whose maps inflate to 48 MiB each; the server's memory stays within
+the budget and the +100 MB goal, every answer is 200 or 400, and an ordinary request still answers after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_hostile_load.py"
+
+
+def test_attacks_stay_within_the_budget_and_the_server_answers_after(tmp_path):
+    out = tmp_path / "figures.json"
+    subprocess.run([sys.executable, str(BENCH), "--demo-steps", "0", "--count", "60", "--attack", "experiment_ids",
+                    "--attack", "wide_maps", "--json", str(out)], check=True, timeout=300, cwd=BENCH.parent)
+    figures = json.loads(out.read_text())
+    rows = figures["rows"]
+    assert {(r["loader"], r["attack"]) for r in rows} == {
+        (loader, attack) for loader in ("python", "rust") for attack in ("experiment_ids", "wide_maps")}
+    for row in rows:
+        assert row["peak_over_before_mb"] <= min(figures["budget_mb"], figures["goal_mb"]), row
+        assert set(row["codes"]) <= {"200", "400"}, row  # JSON keys: strings
+        assert row["ordinary_ms_after"] < max(5 * row["ordinary_ms_before"], 1000), row
+    assert next(r for r in rows if r["attack"] == "wide_maps")["codes"] == {"200": 60}
