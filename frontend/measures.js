@@ -27,6 +27,25 @@ export const MEASURES = [
     help: "Area under the probability curve as the most salient pixels are put into a blurred image first",
   },
   {
+    key: "coherency",
+    label: "Coherency",
+    better: "higher",
+    help: "How well the map survives being computed again on the image multiplied by it: (r + 1) / 2 of the " +
+      "two maps' correlation (Poppi et al. 2021)",
+  },
+  {
+    key: "complexity",
+    label: "Complexity",
+    better: "lower",
+    help: "The normalised map's mean: how much of the image it lights up",
+  },
+  {
+    key: "adcc",
+    label: "ADCC",
+    better: "higher",
+    help: "Harmonic mean of coherency, 1 - complexity and 1 - average drop, per image (Poppi et al. 2021)",
+  },
+  {
     key: "pointing_game",
     label: "Pointing game",
     better: "higher",

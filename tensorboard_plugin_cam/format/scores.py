@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Score:
-    """One score: `family` says what it needs ("faithfulness": only the model; "localization": an object region
-    for each image); values lie in [`low`, `high`]; `better` is "lower" or "higher"."""
+    """One score: `family` says what it needs ("faithfulness": the model's confidence; "consistency": the map
+    computed again on the image it explains; "localization": an object region for each image); values lie in
+    [`low`, `high`]; `better` is "lower" or "higher"."""
 
     key: str
     label: str
@@ -32,11 +33,15 @@ SCORES: tuple[Score, ...] = (
     Score("increase_in_confidence", "Increase in confidence", "higher", "faithfulness"),
     Score("deletion_auc", "Deletion AUC", "lower", "faithfulness"),
     Score("insertion_auc", "Insertion AUC", "higher", "faithfulness"),
+    Score("coherency", "Coherency", "higher", "consistency"),
+    Score("complexity", "Complexity", "lower", "consistency"),
+    Score("adcc", "ADCC", "higher", "consistency"),
     Score("pointing_game", "Pointing game", "higher", "localization"),
     Score("energy_pointing_game", "Energy in region", "higher", "localization"),
 )
 BY_KEY: dict[str, Score] = {s.key: s for s in SCORES}
 FAITHFULNESS: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "faithfulness")
+CONSISTENCY: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "consistency")
 LOCALIZATION: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "localization")
 
 

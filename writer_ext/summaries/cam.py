@@ -17,8 +17,8 @@ from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.format.scores import LOCALIZATION
 from writer_ext import pictures as img
 from writer_ext.engine import CamResult, compute_cams
-from writer_ext.metrics.confidence import METRICS, for_result, random_baseline
 from writer_ext.metrics.pointing import Regions, check_regions, localization, target_regions
+from writer_ext.metrics.records import SCORED, for_result, random_baseline
 from writer_ext.model.layers import LayerSpec, unwrap_model
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets.select import Targets
@@ -201,7 +201,7 @@ def add_cam(
     several = len({r["layer"] for r in scored}) > 1
     for record in scored:
         name = record["method"] + (f"@{record['layer']}" if several else "")
-        for metric in (*METRICS, *LOCALIZATION):
+        for metric in (*SCORED, *LOCALIZATION):
             if metric in record:
                 writer.add_scalar(f"{tag}/{metric}/{name}", record[metric], global_step, walltime)
     result.metrics = scored
