@@ -1,0 +1,133 @@
+"""Hostile models and callers: two threads on one model, a model that draws random numbers in eval mode,
+a float32 model whose first parameter is a float64 scalar. State as before, maps right, streams untouched."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import SmallNet
+from writer_ext import SummaryWriter, compute_cams
+from writer_ext.model.safety import cuda_devices, model_lock
+
+
+class SlowNet(SmallNet):
+    """SmallNet whose forward sleeps after the features, so that two threads' calls overlap."""
+
+    def forward(self, x):
+        h = self.features(x).mean(dim=(2, 3))
+        time.sleep(0.02)
+        return self.fc(self.dropout(h))
+
+
+def _state(model):
+    return ({n: m.training for n, m in model.named_modules()},
+            {k: v.clone() for k, v in model.state_dict().items()})
+
+
+@pytest.mark.parametrize("call", ["compute_cams", "add_cam"])
+def test_two_threads_on_one_model_take_turns(tmp_path, call):
+    torch.manual_seed(0)
+    model = SlowNet().train()  # a training model: the worst case, BatchNorm in batch-statistics mode
+    x = torch.rand(2, 3, 12, 12)
+    modes, weights = _state(model)
+    reference = compute_cams(model, x, target_layer="features.3", targets=[0, 1]).maps["gradcam"]["features.3"]
+    writer = SummaryWriter(tmp_path)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(4):
+                if call == "add_cam":
+                    r = writer.add_cam("p", model, x, target_layer="features.3", targets=[0, 1], global_step=0)
+                else:
+                    r = compute_cams(model, x, target_layer="features.3", targets=[0, 1])
+                results.append(r.maps["gradcam"]["features.3"])
+        except Exception as e:  # pragma: no cover - the assertion below shows it
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    writer.close()
+    assert not errors, errors
+    assert len(results) == 8
+    now_modes, now_weights = _state(model)
+    assert now_modes == modes  # train mode everywhere, as before
+    for key, value in weights.items():  # BatchNorm running statistics and counters as before
+        assert torch.equal(now_weights[key], value), key
+    for maps in results:  # every call ran in eval mode: the same maps as alone
+        torch.testing.assert_close(maps, reference)
+
+
+def test_the_second_thread_waits_for_the_first():
+    model = SlowNet()
+    lock = model_lock(model)
+    assert model_lock(model) is lock
+    finished = threading.Event()
+    lock.acquire()  # as if another thread were inside a call on this model
+
+    def other():
+        compute_cams(model, torch.rand(1, 3, 8, 8), target_layer="features.3")
+        finished.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert not finished.wait(0.3)  # it waits
+    lock.release()
+    assert finished.wait(30)
+    t.join()
+    compute_cams(model, torch.rand(1, 3, 8, 8), target_layer="features.3")  # re-entrant in one thread
+
+
+class MCDropoutNet(nn.Module):
+    """Draws random numbers in eval mode: dropout forced on (MC dropout) and a stochastic-depth-like mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        h = nn.functional.dropout(h, 0.2, training=True)
+        keep = (torch.rand(h.shape[0], 1, 1, 1, device=h.device) > 0.1).to(h.dtype)
+        return self.fc((h * keep).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("methods", [("gradcam",), ("scorecam", "ablationcam")])
+def test_a_model_drawing_random_numbers_leaves_the_callers_stream_untouched(tmp_path, methods):
+    model = MCDropoutNet()
+    x = torch.rand(2, 3, 10, 10)
+    torch.manual_seed(123)
+    expected = torch.rand(5)  # what the caller draws next without our call
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_cam("p", model, x, target_layer="conv", methods=list(methods), metrics=True, global_step=0)
+        writer.add_activations("a", model, x, layers="conv", global_step=0)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.rand(5), expected)
+
+
+def test_cuda_devices_of_a_cpu_model_are_none():
+    assert cuda_devices(SmallNet()) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_model_drawing_random_numbers_leaves_the_cuda_stream_untouched():
+    model = MCDropoutNet().cuda()
+    x = torch.rand(2, 3, 10, 10, device="cuda")
+    torch.cuda.manual_seed(5)
+    expected = torch.rand(5, device="cuda")
+    torch.cuda.manual_seed(5)
+    before = torch.cuda.get_rng_state()
+    compute_cams(model, x, target_layer="conv", methods=["gradcam", "scorecam"])
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+    assert torch.equal(torch.rand(5, device="cuda"), expected)
