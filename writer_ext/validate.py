@@ -81,12 +81,22 @@ def check_inputs(inputs: object) -> torch.Tensor:
     return inputs
 
 
+INPUT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)  # what first consumes a floating-point input batch
+
+
 def model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
-    """The floating dtype of the model's first floating parameter (or buffer); `default` if it has none."""
+    """The floating dtype the model takes its input in: the weight's of its first convolution or linear
+    layer, else the dtype holding most of its floating parameters (or buffers); `default` if it has none.
+    A float64 scalar (a temperature) registered before a float32 network does not decide it."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, INPUT_LAYERS) and isinstance(weight, torch.Tensor) and weight.is_floating_point():
+            return weight.dtype
+    sizes: dict[torch.dtype, int] = {}
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.is_floating_point():
-            return tensor.dtype
-    return default
+            sizes[tensor.dtype] = sizes.get(tensor.dtype, 0) + tensor.numel()
+    return max(sizes, key=sizes.get) if sizes else default
 
 
 def model_device(model: nn.Module) -> Optional[torch.device]:

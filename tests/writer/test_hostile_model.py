@@ -131,3 +131,57 @@ def test_a_model_drawing_random_numbers_leaves_the_cuda_stream_untouched():
     compute_cams(model, x, target_layer="conv", methods=["gradcam", "scorecam"])
     assert torch.equal(torch.cuda.get_rng_state(), before)
     assert torch.equal(torch.rand(5, device="cuda"), expected)
+
+
+class TemperatureNet(SmallNet):
+    """A float32 network whose first parameter is a float64 temperature scalar."""
+
+    def __init__(self):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, x):
+        return super().forward(x) / self.temperature.float()
+
+
+class PointwiseMix(nn.Module):
+    """A 1x1 mixing of channels by a float32 weight, through the functional conv (not an nn.Conv2d)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Parameter(torch.rand(4, 3, 1, 1))
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.mix)
+
+
+class NoLayersNet(nn.Module):
+    """No conv or linear layer: a float32 weight and a float64 scalar; the dominant dtype decides."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(2.0, dtype=torch.float64))
+        self.body = PointwiseMix()
+
+    def forward(self, x):
+        return (self.body(x) * self.scale.float()).mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("net", [TemperatureNet, NoLayersNet])
+def test_a_float64_scalar_does_not_decide_the_input_dtype(tmp_path, net):
+    torch.manual_seed(0)
+    model = net().eval()
+    assert next(model.parameters()).dtype == torch.float64
+    x = torch.rand(2, 3, 12, 12)
+    layer = "features.3" if net is TemperatureNet else "body"
+    with SummaryWriter(tmp_path) as writer:
+        result = writer.add_cam("p", model, x, target_layer=layer, methods=["gradcam", "scorecam"], metrics=True,
+                                global_step=0)
+        writer.add_activations("a", model, x, layers=layer, global_step=0)
+    assert result.maps["gradcam"][result.layers[0]].dtype == torch.float32
+    if net is TemperatureNet:  # the same maps as for the model with its temperature in float32
+        plain = TemperatureNet()
+        plain.load_state_dict(model.state_dict())
+        plain.temperature.data = plain.temperature.data.float()
+        expected = compute_cams(plain.eval(), x, target_layer=layer).maps["gradcam"][layer]
+        torch.testing.assert_close(result.maps["gradcam"][layer], expected)
