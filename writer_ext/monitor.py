@@ -19,7 +19,6 @@ once per reason, and logged as skipped, so the tab shows
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -33,7 +32,7 @@ from writer_ext.engine import CamResult
 from writer_ext.methods import get_methods
 from writer_ext.summaries.cam import add_cam, add_skipped
 from writer_ext.summaries.sanity import add_sanity_check
-from writer_ext.validate import check_bool, check_positive_int
+from writer_ext.validate import check_bool, check_positive_int, check_step, check_tag
 from writer_ext.writer import SummaryWriter
 
 # compute_cams options a sanity check takes from the monitor's (metrics, smoothing and the like are add_cam's);
@@ -83,6 +82,7 @@ class CamMonitor:
         **options,
     ):
         every = check_positive_int(every, "every")
+        tag = check_tag(tag)
         self.sanity_every = check_positive_int(sanity_every, "sanity_every", allow_none=True)
         if not isinstance(probe_inputs, torch.Tensor):
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
@@ -127,11 +127,13 @@ class CamMonitor:
         """
         if isinstance(global_step, torch.Tensor) and global_step.numel() == 1 and not global_step.is_floating_point():
             global_step = int(global_step)
-        if isinstance(global_step, bool) or not isinstance(global_step, numbers.Integral):
-            self._warn(f"global_step must be an int, got {type(global_step).__name__}; nothing logged",
-                       key="global_step")
+        try:
+            global_step = check_step(global_step)
+            if global_step is None:
+                raise TypeError("global_step must be an int, got None")
+        except (TypeError, ValueError) as e:
+            self._warn(f"{e}; nothing logged", key="global_step")
             return None
-        global_step = int(global_step)
         if self._sanity_due(global_step):
             self._last_sanity = global_step
             try:

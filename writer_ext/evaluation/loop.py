@@ -37,7 +37,15 @@ from writer_ext.metrics.confidence import (
 )
 from writer_ext.metrics.pointing import LOCALIZATION, check_regions, energy_shares, pointing_hits
 from writer_ext.model.layers import LayerSpec
-from writer_ext.validate import check_bool, check_class_names, check_positive_int, check_step, check_tag, check_writer
+from writer_ext.validate import (
+    check_bool,
+    check_class_names,
+    check_positive_int,
+    check_seed,
+    check_step,
+    check_tag,
+    check_writer,
+)
 
 LOWER_IS_BETTER = ("average_drop", "deletion_auc")
 TARGETS = (None, "predicted", "label")
@@ -50,7 +58,7 @@ def baseline_maps(indices: torch.Tensor, size: tuple[int, int], seed: int) -> to
     image gets the same map whichever rank and batch scores it."""
     modulus = 2_147_483_647  # 2^31 - 1: every product below stays within int64
     cells = torch.arange(size[0] * size[1], dtype=torch.int64)
-    v = (indices.cpu().long()[:, None] * cells.numel() + cells + seed * 7_919 + 1) % modulus
+    v = (indices.cpu().long()[:, None] * cells.numel() + cells + (seed % modulus) * 7_919 + 1) % modulus
     for _ in range(4):
         v = ((v ^ (v >> 13)) * 48_271 + 12_345) % modulus
     return (v.double() / modulus).float().view(-1, 1, *size)
@@ -204,8 +212,7 @@ def evaluate(
     steps = check_positive_int(steps, "steps")
     if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative int, got {tolerance!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
     check_bool(progress, "progress")

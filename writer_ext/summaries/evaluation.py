@@ -13,7 +13,7 @@ from tensorboard_plugin_cam import format as fmt
 from writer_ext.evaluation.tally import BINS, Example
 from writer_ext.summaries.cam import target_records, write_sample
 from writer_ext.summaries.sample import Pictures, add_sample
-from writer_ext.validate import check_class_names
+from writer_ext.validate import check_class_names, check_step, check_tag, check_walltime, check_writer
 
 if TYPE_CHECKING:
     from writer_ext.evaluation.result import EvalResult
@@ -46,6 +46,8 @@ def add_evaluation(writer: TorchSummaryWriter, tag: str, result: EvalResult, *,
                    class_names: Optional[Sequence[str]] = None, global_step: Optional[int] = None,
                    walltime: Optional[float] = None) -> None:
     """Logs `result` (from `writer_ext.evaluate`) under `tag` at `global_step`."""
+    check_writer(writer)
+    tag, global_step, walltime = check_tag(tag), check_step(global_step), check_walltime(walltime)
     names = check_class_names(class_names)
     position = _examples(writer, tag, result, names, global_step, walltime)
     rows = []
