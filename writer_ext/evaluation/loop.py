@@ -37,6 +37,7 @@ from writer_ext.metrics.confidence import (
 )
 from writer_ext.metrics.pointing import LOCALIZATION, check_regions, energy_shares, pointing_hits
 from writer_ext.model.layers import LayerSpec
+from writer_ext.targets.kinds import logits_of
 from writer_ext.validate import (
     check_bool,
     check_class_names,
@@ -137,6 +138,16 @@ def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
             values["energy_pointing_game"] = energy_shares(maps, masks)
         per_layer.append(torch.stack([values[m].detach().cpu().double().view(n, rows) for m in plan.metrics], -1))
     return torch.cat(per_layer, dim=1), labels, result, records
+
+
+def _classes(model: nn.Module, images: torch.Tensor) -> int:
+    """The model's number of classes: the width of its logits for one image (one forward, once per run)."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    with evaluating(model, images[:1].to(device)) as inputs:
+        logits = logits_of(model(inputs))
+    if logits.dim() != 2:
+        raise ValueError(f"model: evaluate needs class logits (N, classes) to explain, got shape {tuple(logits.shape)}")
+    return int(logits.shape[1])
 
 
 def _check_checkpoint(checkpoint: object) -> Optional[Path]:
@@ -284,9 +295,10 @@ def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, ran
     layers, tally, skip, seconds = None, None, 0, 0.0
     q = plan.metrics.index(rank_by)
 
-    def new_tally(names: list[str]) -> Tally:
+    def new_tally(names: list[str], classes: int = 0) -> Tally:
         ranked = [r for r, (m, _, _) in enumerate(_row_names(plan, names)) if m != BASELINE or not plan.methods]
-        return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, rank_by in LOWER_IS_BETTER)
+        return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, rank_by in LOWER_IS_BETTER,
+                     classes)
 
     if file is not None and file.exists():
         saved = torch.load(file, weights_only=True)
@@ -300,13 +312,18 @@ def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, ran
     bar = _progress(total, rank, world, progress, tag)
     if tally is not None:
         bar.update(tally.count)
-    done = skip
+    done, classes = skip, None
     clock = time.perf_counter()
     for batch, indices in batches:
         images, labels, regions = ranks.unpack(batch)
+        if classes is None:
+            classes = _classes(model, images)
+            if tally is not None:
+                tally.reserve(classes)
+        ranks.check_labels(labels, indices, classes)
         values, labels, result, records = _score(model, (images, labels, regions), indices, plan)
         if tally is None:
-            layers, tally = result.layers, new_tally(result.layers)
+            layers, tally = result.layers, new_tally(result.layers, classes)
         tally.add(values, labels)
         tally.offer(values[:, tally.ranked, q], indices, _examples(images, labels, indices, result, records, plan))
         done += 1
