@@ -185,3 +185,30 @@ def test_a_float64_scalar_does_not_decide_the_input_dtype(tmp_path, net):
         plain.temperature.data = plain.temperature.data.float()
         expected = compute_cams(plain.eval(), x, target_layer=layer).maps["gradcam"][layer]
         torch.testing.assert_close(result.maps["gradcam"][layer], expected)
+
+
+def test_threads_writing_one_series_give_each_sample_its_own_sequence(tmp_path):
+    """The writer's per-tag state (sample count, last pictures) is advanced by one thread at a time."""
+    import numpy as np
+    from tensorboard.backend.event_processing import event_file_loader
+
+    from tensorboard_plugin_cam import format as fmt
+
+    writer = SummaryWriter(tmp_path)
+
+    def work(k):
+        rng = np.random.default_rng(k)
+        for i in range(80):  # picture encoding lets the other threads in between
+            writer.add_cam_maps("p", rng.integers(0, 255, (2, 48, 48, 3), dtype=np.uint8), rng.random((2, 6, 6)),
+                                global_step=k * 1000 + i)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    writer.close()
+    sequences = [fmt.cam.parse_header(v.tensor.string_val[0])["sequence"]
+                 for p in tmp_path.rglob("events.out.tfevents.*")
+                 for e in event_file_loader.EventFileLoader(str(p)).Load() for v in e.summary.value if v.tag == "p"]
+    assert sorted(sequences) == list(range(240))
