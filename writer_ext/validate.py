@@ -47,11 +47,9 @@ def _derived_suffixes() -> tuple[str, ...]:
 
 
 def _scalar_names() -> tuple[str, ...]:
-    """The metric names under which `add_cam(metrics=True)` and `evaluate` log scalars `<tag>/<metric>/<method>`."""
-    from writer_ext.metrics.confidence import METRICS
-    from writer_ext.metrics.pointing import LOCALIZATION
-
-    return METRICS + LOCALIZATION
+    """The metric names under which `add_cam(metrics=True)` and `evaluate` log scalars `<tag>/<metric>/<method>`:
+    the scores a CAM header stores (a test keeps them equal to `metrics.METRICS + metrics.LOCALIZATION`)."""
+    return fmt.cam.FRACTIONS
 
 
 def check_tag(tag: object) -> str:

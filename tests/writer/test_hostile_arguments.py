@@ -14,7 +14,7 @@ from helpers import SmallNet
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import CamMonitor, SummaryWriter, compute_cams, evaluate
 from writer_ext.evaluation.loop import baseline_maps
-from writer_ext.metrics import sanity_check
+from writer_ext.metrics import LOCALIZATION, METRICS, sanity_check
 from writer_ext.summaries.cam import add_skipped
 
 X = torch.rand(2, 3, 12, 12)
@@ -82,9 +82,10 @@ def test_bad_tags_are_refused_by_every_call(writer, small_net, call, name, tag, 
     _refused(writer, lambda: _calls(writer, small_net)[call](tag=tag), ValueError, "tag" + ".*" + match)
 
 
-def test_the_reserved_suffixes_are_the_formats_own():
+def test_the_reserved_names_are_the_formats_own():
     assert fmt.pictures_tag("p") == "p/_pictures"
     assert fmt.evaluation.examples_tag("p") == "p/examples"
+    assert set(fmt.cam.FRACTIONS) == set(METRICS + LOCALIZATION)  # the names of the metric scalars
 
 
 def test_ordinary_tags_still_pass(writer, small_net):
