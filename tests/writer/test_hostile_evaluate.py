@@ -130,3 +130,16 @@ def test_items_that_are_not_a_tensor_and_an_int_are_refused_with_the_index():
     for bad, match in cases:
         with pytest.raises(ValueError, match=match):
             _run(Items([good, bad, good]), batch_size=3)
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"", "dict"])
+def test_a_checkpoint_file_that_is_not_ours_is_refused_naming_checkpoint(tmp_path, content):
+    path = tmp_path / "ckpt"
+    file = tmp_path / "ckpt.rank0-of-1.pt"
+    if content == "dict":
+        torch.save({"other": torch.zeros(1)}, file)
+    else:
+        file.write_bytes(content)
+    with pytest.raises(ValueError, match=r"checkpoint: .*ckpt\.rank0-of-1\.pt cannot be read as an evaluation "
+                                         r"checkpoint .*; remove it or pass another path"):
+        _run(TensorDataset(_images(2), torch.tensor([0, 1])), checkpoint=path)

@@ -301,8 +301,14 @@ def _run(model, data, plan: _Plan, *, writer, tag, size, worst, global_step, ran
                      classes)
 
     if file is not None and file.exists():
-        saved = torch.load(file, weights_only=True)
-        if saved["fingerprint"] != fingerprint:
+        try:
+            saved = torch.load(file, weights_only=True)
+            found = saved["fingerprint"]
+        except Exception as e:  # not a checkpoint of ours: damaged, truncated by a full disk, another file
+            raise ValueError(f"checkpoint: {file} cannot be read as an evaluation checkpoint "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); remove it or pass "
+                             "another path") from None
+        if found != fingerprint:
             raise ValueError(f"checkpoint: {file} was saved by an evaluation with other arguments, data or world "
                              "size; remove it or pass another path")
         skip, layers, seconds = saved["batches"], saved["layers"], saved["seconds"]
