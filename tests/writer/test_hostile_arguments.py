@@ -8,10 +8,12 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from tensorboard import context
 from torch.utils.data import TensorDataset
 
 from helpers import SmallNet
 from tensorboard_plugin_cam import format as fmt
+from tensorboard_plugin_cam.reader import CamReader
 from writer_ext import CamMonitor, SummaryWriter, compute_cams, evaluate
 from writer_ext.evaluation.loop import baseline_maps
 from writer_ext.metrics import LOCALIZATION, METRICS, sanity_check
@@ -88,10 +90,19 @@ def test_the_reserved_names_are_the_formats_own():
     assert set(fmt.cam.FRACTIONS) == set(METRICS + LOCALIZATION)  # the names of the metric scalars
 
 
-def test_ordinary_tags_still_pass(writer, small_net):
-    for tag in ("p/pictures", "p/_picturesque", "examples/p", "p/example", "average_drop/gradcam", "é/日本",
-                "p/average_drop"):
+ODD_TAGS = ("p/pictures", "p/_picturesque", "examples/p", "p/example", "average_drop/gradcam", "é/日本 x",
+            "p/average_drop", "p\u200bq")
+
+
+def test_accepted_odd_tags_are_read_back_by_both_loaders(writer, small_net, provider_factory):
+    for tag in ODD_TAGS:
         writer.add_cam(tag, small_net, X, target_layer="features.3", global_step=0)
+    writer.flush()
+    reader = CamReader(provider_factory(writer.logdir))
+    ctx = context.RequestContext()
+    for tag in ODD_TAGS:
+        [step] = reader.steps(ctx, "", ".", tag)
+        assert len(reader.header(ctx, step)["maps"]) == 2, tag
 
 
 def test_the_monitor_refuses_a_bad_tag_before_training(tmp_path, small_net):
