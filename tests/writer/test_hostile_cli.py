@@ -152,3 +152,16 @@ def test_the_default_layer_warning_points_at_the_callers_line():
             call(ShapeNet(), torch.rand(2, 3, 16, 16))
         [found] = [w for w in seen if "target_layer=None: using layer" in str(w.message)]
         assert found.filename == __file__, found.filename
+
+
+@pytest.mark.parametrize("change,needles", [
+    (("--data", "missing"), ("missing",)),
+    (("--batch-size", "0"), ("batch_size must be a positive int",)),
+    (("--steps", "-3"), ("steps must be a positive int",)),
+    (("--target-layer", "nope"), ("target_layer",)),
+])
+def test_other_mistakes_are_one_line_with_status_2(folder, capsys, change, needles):
+    argv = _args(folder)
+    flag, value = change
+    argv[argv.index(flag) + 1] = str(folder / value) if flag == "--data" else value
+    _refused(capsys, argv, *needles)
