@@ -143,3 +143,12 @@ def test_a_checkpoint_file_that_is_not_ours_is_refused_naming_checkpoint(tmp_pat
     with pytest.raises(ValueError, match=r"checkpoint: .*ckpt\.rank0-of-1\.pt cannot be read as an evaluation "
                                          r"checkpoint .*; remove it or pass another path"):
         _run(TensorDataset(_images(2), torch.tensor([0, 1])), checkpoint=path)
+
+
+def test_evaluate_over_a_data_set_leaves_the_callers_random_stream_untouched():
+    model, data = SmallNet(classes=4), TensorDataset(_images(4), torch.tensor([0, 1, 2, 3]))
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    evaluate(model, data, batch_size=2, metrics=["average_drop"], progress=False)
+    assert torch.equal(torch.rand(3), expected)  # the loader's worker seed came from a generator of its own

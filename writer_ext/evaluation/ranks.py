@@ -89,8 +89,9 @@ def batches(data: object, rank: int, world: int, batch_size: int, workers: int,
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         part = range(rank, len(data), world)  # a range: no list of indices in memory
         shard = part[skip * batch_size:]
+        # a generator of its own: the loader's base seed for its workers is not drawn from the caller's stream
         loader = DataLoader(Subset(data, shard), batch_size=batch_size, shuffle=False, num_workers=workers,
-                            collate_fn=collate)
+                            collate_fn=collate, generator=torch.Generator())
         starts = range(0, len(shard), batch_size)
 
         def checked():
