@@ -68,10 +68,9 @@ def test_two_threads_on_one_model_take_turns(tmp_path, call):
 
 def test_the_second_thread_waits_for_the_first():
     model = SlowNet()
-    lock = model_lock(model)
-    assert model_lock(model) is lock
     finished = threading.Event()
-    lock.acquire()  # as if another thread were inside a call on this model
+    held = model_lock(model.features)  # as if another thread were inside a call on a part of this model
+    held.__enter__()
 
     def other():
         compute_cams(model, torch.rand(1, 3, 8, 8), target_layer="features.3")
@@ -80,10 +79,51 @@ def test_the_second_thread_waits_for_the_first():
     t = threading.Thread(target=other)
     t.start()
     assert not finished.wait(0.3)  # it waits
-    lock.release()
+    held.__exit__(None, None, None)
     assert finished.wait(30)
     t.join()
-    compute_cams(model, torch.rand(1, 3, 8, 8), target_layer="features.3")  # re-entrant in one thread
+    with model_lock(model):  # re-entrant in one thread
+        compute_cams(model, torch.rand(1, 3, 8, 8), target_layer="features.3")
+
+
+class Outer(nn.Module):
+    """A whole around a network (as a LightningModule around its net)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = SlowNet()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_threads_on_a_model_and_a_part_of_it_take_turns():
+    torch.manual_seed(0)
+    outer = Outer().train()
+    x = torch.rand(2, 3, 12, 12)
+    modes, weights = _state(outer)
+    reference = compute_cams(outer.net, x, target_layer="features.3", targets=[0, 1]).maps["gradcam"]["features.3"]
+    results, errors = [], []
+
+    def work(model, layer):
+        try:
+            for _ in range(4):
+                results.append(compute_cams(model, x, target_layer=layer, targets=[0, 1]).maps["gradcam"][layer])
+        except Exception as e:  # pragma: no cover - the assertion below shows it
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(outer, "net.features.3")),
+               threading.Thread(target=work, args=(outer.net, "features.3"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    now_modes, now_weights = _state(outer)
+    assert now_modes == modes
+    assert all(torch.equal(now_weights[k], v) for k, v in weights.items())
+    for maps in results:
+        torch.testing.assert_close(maps, reference)
 
 
 class MCDropoutNet(nn.Module):

@@ -10,19 +10,28 @@ from typing import Iterator
 import torch
 from torch import nn
 
-# One lock per model: a second thread (a validation thread beside training) waits for the first's
-# call to finish, so that neither records the other's eval mode as the model's own.
+# One lock per module: a call on a model holds the locks of all its modules, so that a second thread's call on
+# the same model, or on a part or a whole of it (a LightningModule and its network), waits for the first's to
+# finish, and neither records the other's eval mode as the model's own.
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The re-entrant lock that serialises this package's calls on `model` (created on first use)."""
+@contextmanager
+def model_lock(model: nn.Module) -> Iterator[None]:
+    """Holds the re-entrant locks of every module of `model` (taken in one global order: no deadlock between
+    calls on overlapping models), created on first use."""
     with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
+        locks = [_LOCKS.setdefault(m, threading.RLock()) for m in sorted(set(model.modules()), key=id)]
+    held = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            held.append(lock)
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()
 
 
 def cuda_devices(model: nn.Module) -> list[int]:
