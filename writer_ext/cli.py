@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -22,12 +23,49 @@ from writer_ext.metrics.confidence import METRICS
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+def read_weights(path: str) -> dict:
+    """The state dict in `path` (a checkpoint's "state_dict" or "model" entry also works); a ValueError naming
+    --weights when the file is not one."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"--weights {path}: no such file") from None
+    except Exception as e:  # not a torch.save file, a pickle of other objects, a damaged zip
+        raise ValueError(f"--weights {path} is not a checkpoint torch.load can read ({first_line(e)}); pass a state "
+                         "dict saved with torch.save(model.state_dict(), path)") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--weights {path} holds a {type(state).__name__}, not a state dict of tensors; pass a state "
+                         "dict saved with torch.save(model.state_dict(), path)")
+    return state
+
+
+def head_classes(state: dict) -> Optional[tuple[str, int]]:
+    """(key, rows) of the state dict's last 2-D floating ".weight": a classifier's final Linear, whose rows are
+    the classes (torchvision's and timm's models register their head last)."""
+    for key in reversed(list(state)):
+        tensor = state[key]
+        if key.endswith(".weight") and tensor.dim() == 2 and tensor.is_floating_point():
+            return key, int(tensor.shape[0])
+    return None
+
+
 def load_model(spec: str, weights: Optional[str], num_classes: Optional[int]) -> nn.Module:
     """`torchvision:NAME`, `timm:NAME` or `package.module:callable`, built without downloading anything,
-    then given the state dict in `weights` (a checkpoint's "state_dict" or "model" entry also works)."""
+    then given the state dict in `weights`. Without `num_classes`, a torchvision or timm model is built with
+    the class count of the checkpoint's last Linear weight (and says so on stderr)."""
     source, _, name = spec.partition(":")
     if not name:
         raise ValueError(f"--model must be torchvision:NAME, timm:NAME or module:callable, got {spec!r}")
+    state = None if weights is None else read_weights(weights)
+    if num_classes is None and state is not None and source in ("torchvision", "timm"):
+        found = head_classes(state)
+        if found is not None:
+            num_classes = found[1]
+            print(f"tensorboard-cam: --num-classes {num_classes}, read from --weights ({found[0]} has "
+                  f"{num_classes} rows)", file=sys.stderr)
     extra = {} if num_classes is None else {"num_classes": num_classes}
     if source == "torchvision":
         import torchvision
@@ -41,23 +79,69 @@ def load_model(spec: str, weights: Optional[str], num_classes: Optional[int]) ->
         model = timm.create_model(name, pretrained=False, **extra)
     else:
         model = getattr(importlib.import_module(source), name)(**extra)
-    if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        model.load_state_dict(state)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # missing or unexpected keys, size mismatches
+            raise ValueError(f"--weights {weights} does not fit --model {spec}: {first_line(e, skip=1)}; check the "
+                             "model name, or --num-classes") from None
     return model.eval()
 
 
-def image_folder(root: str, size: int, normalize: str):
-    """An ImageFolder of `root` (one subfolder per class), resized and centre-cropped to `size`."""
+def first_line(error: BaseException, *, skip: int = 0) -> str:
+    """One line of an error's message: its first (after `skip` lines), or, for an error a DataLoader worker
+    re-raised with the worker's traceback in its message, the original error's own line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    if "Original Traceback" in str(error):
+        return lines[-1].split(": ", 1)[-1]
+    return lines[min(skip, len(lines) - 1)]
+
+
+def _decodable(path: str) -> Optional[str]:
+    """None if PIL can identify and verify the file as an image, else why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            picture.verify()
+    except Exception as e:
+        return first_line(e)
+    return None
+
+
+def _load(path: str):
+    """ImageFolder's loader, naming the file when its data cannot be decoded after all (truncated past what
+    `verify` reads)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            return picture.convert("RGB")
+    except Exception as e:
+        raise ValueError(f"--data: {path} cannot be decoded ({first_line(e)}); remove or replace it") from None
+
+
+def image_folder(root: str, size: int, normalize: str, strict: bool = False):
+    """An ImageFolder of `root` (one subfolder per class), resized and centre-cropped to `size`, and the files
+    left out because they cannot be decoded (warned about; with `strict`, a ValueError naming the first)."""
     from torchvision import datasets, transforms
 
     steps = [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
     if normalize == "imagenet":
         steps.append(transforms.Normalize(*IMAGENET))
-    return datasets.ImageFolder(root, transform=transforms.Compose(steps))
+    data = datasets.ImageFolder(root, transform=transforms.Compose(steps), loader=_load)
+    bad = {path: why for path, why in ((p, _decodable(p)) for p, _ in data.samples) if why is not None}
+    if bad and strict:
+        path, why = next(iter(bad.items()))
+        raise ValueError(f"--data: {path} cannot be decoded ({why}); remove or replace it, or run without --strict "
+                         "to skip such files")
+    if bad:
+        path, why = next(iter(bad.items()))
+        warnings.warn(f"tensorboard-cam: skipping {len(bad)} file(s) that cannot be decoded, first {path} ({why})",
+                      RuntimeWarning, stacklevel=2)
+        data.samples = [s for s in data.samples if s[0] not in bad]
+        data.imgs, data.targets = data.samples, [t for _, t in data.samples]
+    return data, sorted(bad)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,6 +176,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", help="save totals here after every batch; resume from them")
     ev.add_argument("--device", help="cpu, cuda (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--strict", action="store_true",
+                    help="refuse a file that cannot be decoded (default: skip it with a warning, and count it)")
     return top
 
 
@@ -120,7 +206,7 @@ def run_eval(args: argparse.Namespace) -> None:
     try:
         metrics = True if args.metrics == "all" else [m for m in args.metrics.split(",") if m]
         model = load_model(args.model, args.weights, args.num_classes).to(device)
-        data = image_folder(args.data, args.image_size, args.normalize)
+        data, skipped = image_folder(args.data, args.image_size, args.normalize, args.strict)
         rank = ranks.world()[0]
         result = evaluate(model, data, methods=args.methods.split(","), target_layer=args.target_layer,
                           targets=args.targets, metrics=metrics, tag=args.tag, batch_size=args.batch_size,
@@ -129,8 +215,10 @@ def run_eval(args: argparse.Namespace) -> None:
         if rank == 0:
             with SummaryWriter(args.logdir) as writer:
                 writer.add_evaluation(args.tag, result, class_names=data.classes, global_step=args.step)
-            print(f"{result.count} images, {result.seconds:.1f} s ({result.count / max(result.seconds, 1e-9):.1f} "
-                  f"images/s); means with 95% intervals:\n{_table(result)}")
+            left_out = f" ({len(skipped)} file(s) skipped: cannot be decoded)" if skipped else ""
+            rate = result.count / max(result.seconds, 1e-9)
+            print(f"{result.count} images{left_out}, {result.seconds:.1f} s ({rate:.1f} images/s); means with 95% "
+                  f"intervals:\n{_table(result)}")
     finally:
         if distributed:
             dist.destroy_process_group()
@@ -141,8 +229,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser().parse_args(argv)
     try:
         run_eval(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        sys.exit(f"tensorboard-cam {args.command}: {e}")
+    except (ValueError, TypeError, OSError) as e:  # what the user can fix: one line, exit status 2 (as argparse's)
+        print(f"tensorboard-cam {args.command}: {first_line(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

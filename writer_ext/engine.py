@@ -28,7 +28,7 @@ from writer_ext.scaling import min_max
 from writer_ext.targets import select as tgt
 from writer_ext.targets.kinds import Target
 from writer_ext.targets.select import Targets
-from writer_ext.validate import as_model_input, check_bool, check_inputs, check_positive_int
+from writer_ext.validate import as_model_input, check_bool, check_inputs, check_positive_int, check_seed
 
 
 @dataclass
@@ -336,8 +336,7 @@ def compute_cams(
             or not 0 <= smooth_noise < float("inf"):
         raise ValueError(f"smooth_noise must be a non-negative number, got {smooth_noise!r}")
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    seed = check_seed(seed, allow_none=True)
     if isinstance(targets, Target) and not isinstance(targets.description, str):
         raise TypeError(f"targets: a target kind's description must be a string, got "
                         f"{type(targets.description).__name__}")

@@ -19,7 +19,6 @@ once per reason, and logged as skipped, so the tab shows
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -29,12 +28,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
+from writer_ext import callsite
 from writer_ext.engine import CamResult
 from writer_ext.evaluation import ranks
 from writer_ext.methods import get_methods
 from writer_ext.summaries.cam import add_cam, add_skipped
 from writer_ext.summaries.sanity import add_sanity_check
-from writer_ext.validate import check_bool, check_positive_int
+from writer_ext.validate import check_bool, check_positive_int, check_step, check_tag
 from writer_ext.writer import SummaryWriter
 
 # compute_cams options a sanity check takes from the monitor's (metrics, smoothing and the like are add_cam's);
@@ -48,9 +48,17 @@ def warn_once(seen: set, key: str, message: str) -> None:
     if key not in seen:
         seen.add(key)
         try:
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            callsite.warn(message, RuntimeWarning)
         except Exception:
             pass
+
+
+def reason(error: BaseException) -> str:
+    """An exception's message, or its type's name when it has none or its `__str__` itself fails."""
+    try:
+        return str(error) or type(error).__name__
+    except Exception:
+        return type(error).__name__
 
 
 class CamMonitor:
@@ -85,6 +93,7 @@ class CamMonitor:
             warnings.warn("CamMonitor(every=) is deprecated: use every_n_steps=", DeprecationWarning, stacklevel=2)
             every_n_steps = every
         self.every_n_steps = check_positive_int(every_n_steps, "every_n_steps")
+        tag = check_tag(tag)
         self.sanity_every = check_positive_int(sanity_every, "sanity_every", allow_none=True)
         if not isinstance(probe_inputs, torch.Tensor):
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
@@ -112,6 +121,7 @@ class CamMonitor:
         self._last_step: Optional[int] = None
         self._last_sanity: Optional[int] = None
         self._warned: set[str] = set()
+        self._stopped: Optional[str] = None  # why logging stopped (the log directory cannot be written)
 
     def due(self, global_step: int) -> bool:
         return self.active and global_step % self.every_n_steps == 0 and global_step != self._last_step
@@ -125,22 +135,37 @@ class CamMonitor:
 
         With `sanity_every`, also logs a sanity check of the probes (`add_sanity_check`, tag
         ``<tag>/sanity``) every that many steps. Never raises: what fails is skipped, warned about
-        once per reason and, where the maps failed, logged as a skipped step for the tab.
+        once per reason and, where the maps failed, logged as a skipped step for the tab. Once the
+        log directory cannot be written (deleted, disk full), the monitor warns once and stops logging.
         """
-        if isinstance(global_step, torch.Tensor) and global_step.numel() == 1 and not global_step.is_floating_point():
-            global_step = int(global_step)
-        if isinstance(global_step, bool) or not isinstance(global_step, numbers.Integral):
-            self._warn(f"global_step must be an int, got {type(global_step).__name__}; nothing logged",
-                       key="global_step")
+        try:
+            return self._step(global_step)
+        except Exception as e:  # the last guard: nothing from the monitor reaches the training loop
+            self._warn(f"step skipped: {reason(e)}", key=f"guard: {reason(e)}")
             return None
-        global_step = int(global_step)
+
+    def _step(self, global_step: object) -> Optional[CamResult]:
+        if self._stopped is not None:
+            return None
+        try:
+            if isinstance(global_step, torch.Tensor) and global_step.numel() == 1 \
+                    and not global_step.is_floating_point():
+                global_step = int(global_step)
+            global_step = check_step(global_step)
+            if global_step is None:
+                raise TypeError("global_step must be an int, got None")
+        except (TypeError, ValueError) as e:
+            self._warn(f"{reason(e)}; nothing logged", key="global_step")
+            return None
         if self._sanity_due(global_step):
             self._last_sanity = global_step
             try:
                 add_sanity_check(self.writer, f"{self.tag}/sanity", self.model, self.probe_inputs,
                                  global_step=global_step, **self._sanity_args)
             except Exception as e:
-                self._warn(f"sanity check skipped at step {global_step}: {e}", key=f"sanity: {e}")
+                if self._unwritable(e):
+                    return None
+                self._warn(f"sanity check skipped at step {global_step}: {reason(e)}", key=f"sanity: {reason(e)}")
             if not self.due(global_step):
                 self._flush(global_step)
         if not self.due(global_step):
@@ -150,6 +175,8 @@ class CamMonitor:
             result = add_cam(self.writer, self.tag, self.model, self.probe_inputs, global_step=global_step,
                              **self._cam_args)
         except Exception as e:  # whatever fails here must not stop training
+            if self._unwritable(e):
+                return None
             self._skip(global_step, e)
             result = None
         if self.activations:
@@ -159,32 +186,53 @@ class CamMonitor:
                 add_activations(self.writer, f"{self.tag}/activations", self.model, self.probe_inputs,
                                 global_step=global_step)
             except Exception as e:
-                self._warn(f"activations skipped at step {global_step}: {e}", key=f"activations: {e}")
+                if self._unwritable(e):
+                    return None
+                self._warn(f"activations skipped at step {global_step}: {reason(e)}", key=f"activations: {reason(e)}")
         self._flush(global_step)
-        return result
+        return None if self._stopped is not None else result
+
+    def _unwritable(self, error: Exception) -> bool:
+        """True (and logging stopped, warned once) when `error` says the log directory cannot be written: torch's
+        writer keeps failing once its writing thread has (a deleted directory, a full disk)."""
+        if not isinstance(error, OSError):
+            return False
+        self._stopped = reason(error)
+        warn_once(self._warned, "unwritable", f"CamMonitor: cannot write to the log directory ({self._stopped}); "
+                                              "logging stopped for this run (warned once)")
+        return True
 
     def _flush(self, global_step: int) -> None:
         try:
             self.writer.flush()
         except Exception as e:
-            self._warn(f"could not flush the writer at step {global_step}: {e}", key=f"flush: {e}")
+            if not self._unwritable(e):
+                self._warn(f"could not flush the writer at step {global_step}: {reason(e)}", key=f"flush: {reason(e)}")
 
     def _skip(self, global_step: int, error: Exception) -> None:
         """Warns (once per reason) and logs the step as skipped, so the tab says why it has no maps."""
-        reason = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
-        self._warn(f"step {global_step} skipped: {reason}", key=reason)
+        why = reason(error).splitlines()[0][:500] if reason(error) else type(error).__name__
+        self._warn(f"step {global_step} skipped: {why}", key=why)
         try:
-            add_skipped(self.writer, self.tag, reason, global_step=global_step)
+            add_skipped(self.writer, self.tag, why, global_step=global_step)
         except Exception as e:
-            self._warn(f"could not log the skip at step {global_step}: {e}", key=f"log: {e}")
+            if not self._unwritable(e):
+                self._warn(f"could not log the skip at step {global_step}: {reason(e)}", key=f"log: {reason(e)}")
 
     def _warn(self, message: str, *, key: Optional[str] = None) -> None:
         warn_once(self._warned, message if key is None else key,
                   f"CamMonitor: {message} (warned once; the tab shows each skipped step)")
 
     def close(self) -> None:
-        if self._owns_writer and self.writer is not None:
-            self.writer.close()
+        """Closes the writer the monitor owns. Never raises (a `with` block's exit runs in the training code)."""
+        writer = self.writer
+        if not self._owns_writer or writer is None:
+            return
+        try:
+            writer.close()
+        except Exception as e:
+            if not self._unwritable(e):
+                self._warn(f"could not close the writer: {reason(e)}", key=f"close: {reason(e)}")
 
     def __enter__(self) -> CamMonitor:
         return self

@@ -15,6 +15,7 @@ from writer_ext.scaling import min_max
 # Lossless WebP: a fifth to a tenth smaller than PNG on photos and drawings, and no slower to encode
 # at this effort (bench/bench_storage.py prints both).
 DEFAULT_FORMAT = "webp"
+MAX_SIDE = 16383  # WebP's largest side; a picture this large is over 800 MB as RGB already
 
 
 def to_numpy(value: object, name: str) -> np.ndarray:
@@ -43,6 +44,7 @@ def display_images(images: object, batch: int, *, name: str = "display_images") 
         raise ValueError(f"{name} must be uint8 (N, H, W, C) or float (N, C, H, W), got shape {x.shape}")
     if x.shape[0] != batch:
         raise ValueError(f"{name} holds {x.shape[0]} images for a batch of {batch}")
+    check_picture_size(x.shape[1:3] if x.dtype == np.uint8 else x.shape[2:4], name)
     if x.dtype == np.uint8:
         hwc = x
     elif np.issubdtype(x.dtype, np.floating):
@@ -56,6 +58,14 @@ def display_images(images: object, batch: int, *, name: str = "display_images") 
     return np.ascontiguousarray(hwc)
 
 
+def check_picture_size(size: tuple[int, int], name: str) -> None:
+    """Refuses (naming `name`) pictures with an empty side or a side over `MAX_SIDE`, before any pixel is
+    converted (an expanded tensor can declare any size without holding it)."""
+    if min(size) < 1 or max(size) > MAX_SIDE:
+        raise ValueError(f"{name}: pictures must be 1 to {MAX_SIDE} pixels a side, got {tuple(int(s) for s in size)}"
+                         " (height, width)")
+
+
 def images_for(inputs: torch.Tensor, given: Optional[object]) -> np.ndarray:
     """What to show for a batch: `given` if any, else the input min-max scaled per image."""
     batch = inputs.shape[0]
@@ -66,6 +76,7 @@ def images_for(inputs: torch.Tensor, given: Optional[object]) -> np.ndarray:
             f"display_images: the inputs have {inputs.shape[1]} channels, which cannot be shown as a "
             "picture; pass display_images (uint8 HWC or float CHW in [0, 1])"
         )
+    check_picture_size(tuple(inputs.shape[-2:]), "display_images")
     return _minmax_uint8(inputs)
 
 

@@ -37,7 +37,8 @@ from writer_ext.metrics.confidence import (
 )
 from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
 from writer_ext.model.layers import LayerSpec
-from writer_ext.validate import check_bool, check_positive_int, check_tag
+from writer_ext.targets.kinds import logits_of
+from writer_ext.validate import check_bool, check_positive_int, check_seed, check_tag
 
 TARGETS = (None, "predicted", "label")
 BASELINE = "random"
@@ -49,7 +50,7 @@ def baseline_maps(indices: torch.Tensor, size: tuple[int, int], seed: int) -> to
     image gets the same map whichever rank and batch scores it."""
     modulus = 2_147_483_647  # 2^31 - 1: every product below stays within int64
     cells = torch.arange(size[0] * size[1], dtype=torch.int64)
-    v = (indices.cpu().long()[:, None] * cells.numel() + cells + seed * 7_919 + 1) % modulus
+    v = (indices.cpu().long()[:, None] * cells.numel() + cells + (seed % modulus) * 7_919 + 1) % modulus
     for _ in range(4):
         v = ((v ^ (v >> 13)) * 48_271 + 12_345) % modulus
     return (v.double() / modulus).float().view(-1, 1, *size)
@@ -130,6 +131,16 @@ def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
     return torch.cat(per_layer, dim=1), labels, result, records
 
 
+def _classes(model: nn.Module, images: torch.Tensor) -> int:
+    """The model's number of classes: the width of its logits for one image (one forward, once per run)."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    with evaluating(model, images[:1].to(device)) as inputs:
+        logits = logits_of(model(inputs))
+    if logits.dim() != 2:
+        raise ValueError(f"model: evaluate needs class logits (N, classes) to explain, got shape {tuple(logits.shape)}")
+    return int(logits.shape[1])
+
+
 def _check_checkpoint(checkpoint: object) -> Optional[Path]:
     if checkpoint is None:
         return None
@@ -194,8 +205,7 @@ def evaluate(
     steps = check_positive_int(steps, "steps")
     if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0):
         raise ValueError(f"tolerance must be None or a non-negative int, got {tolerance!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
     check_bool(progress, "progress")
@@ -266,13 +276,20 @@ def _run(model, data, plan: _Plan, *, tag, size, worst, rank_by, path, workers, 
     layers, tally, skip, seconds = None, None, 0, 0.0
     q = plan.metrics.index(rank_by)
 
-    def new_tally(names: list[str]) -> Tally:
+    def new_tally(names: list[str], classes: int = 0) -> Tally:
         ranked = [r for r, (m, _, _) in enumerate(_row_names(plan, names)) if m != BASELINE or not plan.methods]
-        return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, BY_KEY[rank_by].lower_is_better)
+        return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, BY_KEY[rank_by].lower_is_better,
+                     classes)
 
     if file is not None and file.exists():
-        saved = torch.load(file, weights_only=True)
-        if saved["fingerprint"] != fingerprint:
+        try:
+            saved = torch.load(file, weights_only=True)
+            found = saved["fingerprint"]
+        except Exception as e:  # not a checkpoint of ours: damaged, truncated by a full disk, another file
+            raise ValueError(f"checkpoint: {file} cannot be read as an evaluation checkpoint "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); remove it or pass "
+                             "another path") from None
+        if found != fingerprint:
             raise ValueError(f"checkpoint: {file} was saved by an evaluation with other arguments, data or world "
                              "size; remove it or pass another path")
         skip, layers, seconds = saved["batches"], saved["layers"], saved["seconds"]
@@ -282,13 +299,18 @@ def _run(model, data, plan: _Plan, *, tag, size, worst, rank_by, path, workers, 
     bar = _progress(total, rank, world, progress, tag)
     if tally is not None:
         bar.update(tally.count)
-    done = skip
+    done, classes = skip, None
     clock = time.perf_counter()
     for batch, indices in batches:
         images, labels, regions = ranks.unpack(batch)
+        if classes is None:
+            classes = _classes(model, images)
+            if tally is not None:
+                tally.reserve(classes)
+        ranks.check_labels(labels, indices, classes)
         values, labels, result, records = _score(model, (images, labels, regions), indices, plan)
         if tally is None:
-            layers, tally = result.layers, new_tally(result.layers)
+            layers, tally = result.layers, new_tally(result.layers, classes)
         tally.add(values, labels)
         tally.offer(values[:, tally.ranked, q], indices, _examples(images, labels, indices, result, records, plan))
         done += 1

@@ -8,11 +8,12 @@ yield this rank's own batches; its n-th image counts as index n * world + rank.
 from __future__ import annotations
 
 import itertools
+import numbers
 from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
 
 Batch = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
 
@@ -39,6 +40,46 @@ def unpack(batch: object) -> Batch:
     return images, labels, batch[2] if len(batch) == 3 else None
 
 
+class Unbatchable:
+    """What `collate` gives for items that cannot make one batch: the first bad item's position and why
+    (returned, not raised, so that a DataLoader worker does not wrap it in its own traceback)."""
+
+    def __init__(self, position: int, reason: str):
+        self.position, self.reason = position, reason
+
+
+def collate(items: list) -> object:
+    """torch's default batching of (image, label[, region]) items once each is checked: a tensor image of
+    the first item's shape and a plain integer label; an `Unbatchable` otherwise."""
+    first = None
+    for position, item in enumerate(items):
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            return Unbatchable(position, "is not (image, label) or (image, label, region)")
+        image, label = item[0], item[1]
+        if not isinstance(image, torch.Tensor):
+            return Unbatchable(position, f"has an image of type {type(image).__name__}, not a tensor (add a "
+                                         "transform such as torchvision's ToTensor)")
+        first = tuple(image.shape) if first is None else first
+        if tuple(image.shape) != first:
+            return Unbatchable(position, f"has an image of shape {tuple(image.shape)} where the batch's first has "
+                                         f"{first}; resize the images to one size (or pass batch_size=1)")
+        if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point() \
+                and label.dtype != torch.bool:
+            continue
+        if isinstance(label, bool) or not isinstance(label, numbers.Integral):
+            return Unbatchable(position, f"has a label {label!r}, not an integer class")
+    return default_collate(items)
+
+
+def check_labels(labels: torch.Tensor, indices: torch.Tensor, classes: int) -> None:
+    """Refuses, naming `data` and the item's index, a label that is no class of a model with `classes` outputs."""
+    bad = ((labels < 0) | (labels >= classes)).nonzero()
+    if len(bad):
+        i = int(bad[0, 0])
+        raise ValueError(f"data: item {int(indices[i])} has label {int(labels[i])}, but the model has {classes} "
+                         f"classes (labels 0 to {classes - 1})")
+
+
 def batches(data: object, rank: int, world: int, batch_size: int, workers: int,
             skip: int) -> tuple[Iterator[tuple[Batch, torch.Tensor]], Optional[int]]:
     """(batch, dataset indices) pairs of this rank's part, after the first `skip` batches, and the part's
@@ -48,9 +89,17 @@ def batches(data: object, rank: int, world: int, batch_size: int, workers: int,
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         part = range(rank, len(data), world)  # a range: no list of indices in memory
         shard = part[skip * batch_size:]
-        loader = DataLoader(Subset(data, shard), batch_size=batch_size, shuffle=False, num_workers=workers)
+        # a generator of its own: the loader's base seed for its workers is not drawn from the caller's stream
+        loader = DataLoader(Subset(data, shard), batch_size=batch_size, shuffle=False, num_workers=workers,
+                            collate_fn=collate, generator=torch.Generator())
         starts = range(0, len(shard), batch_size)
-        return ((b, torch.tensor(shard[s:s + batch_size])) for b, s in zip(loader, starts)), len(part)
+
+        def checked():
+            for b, s in zip(loader, starts):
+                if isinstance(b, Unbatchable):
+                    raise ValueError(f"data: item {shard[s + b.position]} {b.reason}")
+                yield b, torch.tensor(shard[s:s + batch_size])
+        return checked(), len(part)
 
     def stream():
         seen = 0

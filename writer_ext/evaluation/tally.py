@@ -48,6 +48,7 @@ class Tally:
     ranked: list[int]
     keep: int
     lower_is_better: bool
+    classes: int = 0  # the model's: per-class sums are sized by it, never by a label's value
     count: int = 0
     sums: torch.Tensor = field(init=False)
     squares: torch.Tensor = field(init=False)
@@ -62,12 +63,13 @@ class Tally:
         self.sums = torch.zeros(shape, dtype=torch.float64)
         self.squares = torch.zeros(shape, dtype=torch.float64)
         self.histograms = torch.zeros((*shape, BINS), dtype=torch.int64)
-        self.class_sums = torch.zeros((0, *shape), dtype=torch.float64)
-        self.class_counts = torch.zeros(0, dtype=torch.int64)
+        self.class_sums = torch.zeros((self.classes, *shape), dtype=torch.float64)
+        self.class_counts = torch.zeros(self.classes, dtype=torch.int64)
         self.worst = [[] for _ in self.ranked]
         self.best = [[] for _ in self.ranked]
 
-    def _grow_classes(self, classes: int) -> None:
+    def reserve(self, classes: int) -> None:
+        """Makes room for `classes` classes (a checkpoint of fewer, a rank that scored no batch)."""
         missing = classes - self.class_counts.shape[0]
         if missing > 0:
             self.class_sums = torch.cat([self.class_sums, self.class_sums.new_zeros((missing, *self.sums.shape))])
@@ -77,13 +79,14 @@ class Tally:
         """Adds a batch: `values` (B, rows, metrics) in [0, 1], `labels` (B,) the classes to group by."""
         values = values.detach().cpu().double()
         labels = labels.detach().cpu().long()
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.class_counts.shape[0]:
+            raise ValueError(f"labels must be classes 0 to {self.class_counts.shape[0] - 1}")
         self.count += values.shape[0]
         self.sums += values.sum(0)
         self.squares += values.square().sum(0)
         bins = (values * BINS).floor().clamp(0, BINS - 1).long().flatten(1)  # (B, rows * metrics)
         cells = torch.arange(bins.shape[1]) * BINS
         self.histograms.view(-1).index_add_(0, (cells + bins).flatten(), torch.ones(bins.numel(), dtype=torch.int64))
-        self._grow_classes(int(labels.max()) + 1)
         self.class_sums.index_add_(0, labels, values)
         self.class_counts.index_add_(0, labels, torch.ones_like(labels))
 
@@ -123,7 +126,7 @@ class Tally:
         """Sums every rank's totals into every rank (kept images: the best of all ranks' candidates)."""
         classes = torch.tensor([self.class_counts.shape[0]], device=device)
         dist.all_reduce(classes, op=dist.ReduceOp.MAX)
-        self._grow_classes(int(classes))
+        self.reserve(int(classes))
         count = torch.tensor([self.count], dtype=torch.int64, device=device)
         dist.all_reduce(count)
         self.count = int(count)

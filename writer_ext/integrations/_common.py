@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from writer_ext.methods import get_methods
-from writer_ext.monitor import CamMonitor, warn_once
+from writer_ext.monitor import CamMonitor, reason, warn_once
 from writer_ext.validate import check_bool, check_positive_int, check_tag, model_device
 
 SHARDED = ("CamCallback runs the model on the main process alone, which a sharded strategy (FSDP, DeepSpeed) "
@@ -85,7 +85,7 @@ class MonitorCore:
             self.monitor = CamMonitor(writer, model, probes, every_n_steps=self.every_n_steps, class_names=names,
                                       **self.monitor_args)
         except Exception as e:
-            self.warn(f"not logging: {e}")
+            self.warn(f"not logging: {reason(e)}")
 
     def step(self, global_step: int) -> None:
         if self.monitor is not None:
@@ -98,7 +98,7 @@ class MonitorCore:
             try:
                 monitor.close()
             except Exception as e:
-                self.warn(f"could not close the writer: {e}")
+                self.warn(f"could not close the writer: {reason(e)}")
 
     def warn(self, message: str) -> None:
         warn_once(self._warned, message, f"CamCallback: {message}")

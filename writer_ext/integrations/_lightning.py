@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from writer_ext.integrations._common import SHARDED, MonitorCore
+from writer_ext.monitor import reason
 
 
 class LightningCamCallback:
@@ -108,9 +109,14 @@ class LightningCamCallback:
             try:
                 writer = writer.experiment if isinstance(writer.experiment, TorchSummaryWriter) else writer.log_dir
             except Exception as e:
-                self._core.warn(f"not logging: the TensorBoardLogger has no writer ({e})")
+                self._core.warn(f"not logging: the TensorBoardLogger has no writer ({reason(e)})")
                 return
-        self._core.start(writer, self._explained(pl_module))
+        try:
+            model = self._explained(pl_module)  # checked at setup; a module changed since must not stop training
+        except Exception as e:
+            self._core.warn(f"not logging: {reason(e)}")
+            return
+        self._core.start(writer, model)
         if trainer.global_step == 0:
             self._core.step(0)
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from writer_ext.integrations._common import SHARDED, MonitorCore, missing
+from writer_ext.monitor import reason
 
 try:
     from transformers import TrainerCallback
@@ -90,7 +91,7 @@ class CamCallback(TrainerCallback):
         try:
             writer = self._writer(args)
         except Exception as e:
-            self._core.warn(f"not logging: no log directory ({e})")
+            self._core.warn(f"not logging: no log directory ({reason(e)})")
             return
         self._core.start(writer, model, class_names=_id2label(model))
         if state.global_step == 0:
@@ -141,7 +142,7 @@ def _id2label(model) -> Optional[dict]:
     labels = getattr(getattr(model, "config", None), "id2label", None)
     try:
         return {int(k): str(v) for k, v in labels.items()} if labels else None
-    except (AttributeError, TypeError, ValueError):
+    except Exception:  # a config's labels that cannot be read are no reason to stop training
         return None
 
 

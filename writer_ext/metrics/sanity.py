@@ -24,7 +24,7 @@ from writer_ext.engine import compute_cams
 from writer_ext.model.layers import LayerSpec, unwrap_model
 from writer_ext.scaling import min_max
 from writer_ext.targets.select import Targets, is_callable_target
-from writer_ext.validate import check_inputs
+from writer_ext.validate import check_inputs, check_seed
 
 MODES = ("cascading", "independent")
 MEASURES = ("spearman_abs", "spearman", "ssim")
@@ -177,8 +177,7 @@ def sanity_check(
     inputs = check_inputs(inputs)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
     if isinstance(target_layer, (list, tuple)):
         raise ValueError("target_layer: sanity_check takes one layer at a time")
     original = compute_cams(model, inputs, methods=methods, target_layer=target_layer, targets=targets, seed=seed,
@@ -195,7 +194,7 @@ def sanity_check(
         if mode == "independent":
             randomized = copy.deepcopy(base)  # base has no hooks already
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + 1)
+            torch.manual_seed((seed + 1) % 2**64)
             randomized.get_submodule(name).reset_parameters()
         stage = compute_cams(randomized, inputs, methods=original.methods, target_layer=layer, targets=fixed,
                              seed=seed, **options)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import warnings
 import weakref
 from typing import Sequence, Union
 
 import torch
 from torch import nn
 
+from writer_ext import callsite
 from writer_ext.model.default_layer import explained_layer
 from writer_ext.model.hooks import run_model
 from writer_ext.model.spatial import is_spatial
@@ -87,8 +87,8 @@ def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
             raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
         name = finished[-1]
     _AUTO_LAYERS.setdefault(model, {})[key] = name
-    warnings.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output that the whole output "
-                  "is computed from", stacklevel=4)
+    callsite.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output that the whole output "
+                  "is computed from")
     return name
 
 

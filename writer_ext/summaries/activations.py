@@ -41,6 +41,7 @@ from writer_ext.validate import (
     check_positive_int,
     check_step,
     check_tag,
+    check_walltime,
     check_writer,
 )
 
@@ -191,6 +192,7 @@ def add_activations(
     check_writer(writer)
     tag = check_tag(tag)
     global_step = check_step(global_step)
+    walltime = check_walltime(walltime)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = check_inputs(inputs)

@@ -29,6 +29,7 @@ from writer_ext.validate import (
     check_inputs,
     check_step,
     check_tag,
+    check_walltime,
     check_writer,
 )
 
@@ -111,11 +112,12 @@ def add_skipped(writer: TorchSummaryWriter, tag: str, reason: str, *, global_ste
     tag = check_tag(tag)
     if not isinstance(reason, str) or not reason:
         raise ValueError(f"reason must be a non-empty string, got {reason!r}")
+    global_step, walltime = check_step(global_step), check_walltime(walltime)
 
     def header(sequence: int) -> dict:
         return fmt.cam.build_header(images=[], maps=[], placement=[], sequence=sequence, skipped=reason)
 
-    add_sample(writer, tag, fmt.cam.KIND, header, [b""], Pictures(), check_step(global_step), walltime)
+    add_sample(writer, tag, fmt.cam.KIND, header, [b""], Pictures(), global_step, walltime)
 
 
 def add_cam(
@@ -163,6 +165,7 @@ def add_cam(
     check_writer(writer)
     tag = check_tag(tag)
     global_step = check_step(global_step)
+    walltime = check_walltime(walltime)
     image_format = img.check_image_format(image_format)
     names = check_class_names(class_names)
     pictures = img.images_for(check_inputs(inputs), display_images)
@@ -261,6 +264,7 @@ def add_cam_maps(
     check_writer(writer)
     tag = check_tag(tag)
     global_step = check_step(global_step)
+    walltime = check_walltime(walltime)
     image_format = img.check_image_format(image_format)
     names = check_class_names(class_names)
     if not isinstance(method, str) or not method:

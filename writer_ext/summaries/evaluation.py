@@ -16,7 +16,7 @@ from writer_ext.evaluation.result import EvalResult
 from writer_ext.evaluation.tally import BINS, Example
 from writer_ext.summaries.cam import target_records, write_sample
 from writer_ext.summaries.sample import Pictures, add_sample
-from writer_ext.validate import check_class_names, check_step, check_tag, check_writer
+from writer_ext.validate import check_class_names, check_step, check_tag, check_walltime, check_writer
 
 
 def _examples(writer: TorchSummaryWriter, tag: str, result: EvalResult, names, global_step: Optional[int],
@@ -52,7 +52,7 @@ def add_evaluation(writer: TorchSummaryWriter, tag: str, result: EvalResult, *,
     tag = check_tag(tag)
     if not isinstance(result, EvalResult):
         raise TypeError(f"result must be what evaluate returns (an EvalResult), got {type(result).__name__}")
-    global_step = check_step(global_step)
+    global_step, walltime = check_step(global_step), check_walltime(walltime)
     names = check_class_names(class_names)
     position = _examples(writer, tag, result, names, global_step, walltime)
     rows = []

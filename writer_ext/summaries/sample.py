@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -56,6 +57,7 @@ class _TagState:
 fastcrc.install()  # a compiled CRC for the event records, when the `crc32c` package is there
 
 _STATES: weakref.WeakKeyDictionary[TorchSummaryWriter, dict[str, _TagState]] = weakref.WeakKeyDictionary()
+_WRITING = threading.Lock()  # a tag's state is read, encoded against and advanced by one thread at a time
 
 
 def add_sample(
@@ -76,8 +78,15 @@ def add_sample(
     stored once, in the series `fmt.pictures_tag(tag)` at the step where they
     first repeat; later samples name that step in their header's
     "pictures_step" and hold no pictures. New pictures are stored inline.
-    Everything is encoded before anything is written.
+    Everything is encoded before anything is written. Threads adding samples take turns, so that each
+    sample gets its own "sequence" and the pictures it names.
     """
+    with _WRITING:
+        _add(writer, tag, kind, header, data, pictures, global_step, walltime)
+
+
+def _add(writer: TorchSummaryWriter, tag: str, kind: str, header: Callable[[int], dict], data: Sequence[bytes],
+         pictures: Pictures, global_step: Optional[int], walltime: Optional[float]) -> None:
     state = _STATES.setdefault(writer, {}).setdefault(tag, _TagState())
     repeated = len(pictures) > 0 and global_step is not None and pictures.same_as(state.pictures)
     if repeated:

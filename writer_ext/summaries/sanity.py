@@ -14,7 +14,7 @@ from writer_ext.metrics.sanity import SanityResult, sanity_check
 from writer_ext.model.layers import LayerSpec
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets.select import Targets
-from writer_ext.validate import check_inputs, check_step, check_tag, check_writer
+from writer_ext.validate import check_inputs, check_seed, check_step, check_tag, check_walltime, check_writer
 
 
 def add_sanity_check(
@@ -39,6 +39,8 @@ def add_sanity_check(
     check_writer(writer)
     tag = check_tag(tag)
     global_step = check_step(global_step)
+    walltime = check_walltime(walltime)
+    seed = check_seed(seed)
     image_format = img.check_image_format(image_format)
     pictures = img.images_for(check_inputs(inputs), display_images)
     result = sanity_check(model, inputs, methods=methods, target_layer=target_layer, targets=targets, mode=mode,
