@@ -22,8 +22,9 @@ from writer_ext.methods.activation import RandomCAM
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
 from writer_ext.model.hooks import ActivationCapture, LinearCalls, run_model
 from writer_ext.model.layers import LayerSpec, resolve_layers, unwrap_model
+from writer_ext.model.layout_check import confirm_layout
 from writer_ext.model.safety import training_safe
-from writer_ext.model.spatial import SpatialView, spatial_view
+from writer_ext.model.spatial import SpatialView, layout_of
 from writer_ext.targets import select as tgt
 from writer_ext.targets.kinds import Target
 from writer_ext.targets.select import Targets
@@ -169,19 +170,24 @@ class _Pass:
                 self.seconds[method][layer] += value
 
 
-def _layer_views(layers: list[tuple[str, nn.Module]], outputs: list[torch.Tensor], canvas: Optional[Canvas],
-                 inputs: torch.Tensor, transform: Optional[SpatialView]) -> list[tuple]:
+def _layer_views(model: nn.Module, call, layers: list[tuple[str, nn.Module]], outputs: list[torch.Tensor],
+                 canvas: Optional[Canvas], inputs: torch.Tensor, transform: Optional[SpatialView]) -> list[tuple]:
     """Per layer: the view that turns its output (and gradient) into (N, C, h, w) maps over the input, its
     activations seen that way (float32), and its own output shape when Ablation-CAM zeroes channels through
-    a crop (a detection model's layers see the resized, padded canvas: the view cuts the maps to the input)."""
+    a crop (a detection model's layers see the resized, padded canvas: the view cuts the maps to the input).
+    A reading its module's type does not vouch for is checked on the image first (`confirm_layout`)."""
     found = []
-    for (name, _), out in zip(layers, outputs):
+    for (name, module), out in zip(layers, outputs):
         if out.shape[0] != inputs.shape[0]:
             raise ValueError(f"target_layer {name!r} has output shape {tuple(out.shape)}, not one row per image of "
                              f"the batch of {inputs.shape[0]} (a layer after a detector's region pooling?); choose a "
                              "layer that sees the whole images")
-        view = spatial_view(name, out.shape, canvas.size if canvas is not None else tuple(inputs.shape[-2:]), transform)
+        hw = canvas.size if canvas is not None else tuple(inputs.shape[-2:])
+        layout = layout_of(name, out.shape, hw, transform, module)
+        view = layout.view
         spatial = _checked_view(name, view, out.detach())
+        confirm_layout(call, model, name, module, layout, inputs, canvas.image if canvas is not None else hw, hw,
+                       tuple(spatial.shape[-2:]))
         own = out.shape if canvas is not None and spatial.shape == out.shape else None
         aligned = aligned_view(name, view, canvas, tuple(spatial.shape[-2:]))
         found.append((aligned, (spatial if aligned is view else aligned(out.detach())).float(), own))
@@ -211,7 +217,8 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     if canvas.error:
         raise ValueError(f"inputs: {canvas.error}")
     outputs = [capture.output(name) for name, _ in layers]
-    seen = _layer_views(layers, outputs, canvas.canvas, inputs, opts.reshape_transform)
+    seen = _layer_views(model, lambda images: run_model(model, images), layers, outputs, canvas.canvas, inputs,
+                        opts.reshape_transform)
     with torch.enable_grad():
         chosen = tgt.select(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
     if not bool(torch.isfinite(chosen.scores.detach()).all()):
