@@ -17,6 +17,7 @@ from writer_ext.model.spatial import Layout
 
 SHARE = 0.75  # of the cells that change most, at least this share lie in the perturbed quarter
 LEAD = 1.5  # and the quarter's cells change on average this many times more than the others
+NUDGE = 0.01  # the perturbation, times the image's value range: small, so that the reading changes about linearly
 
 _CONFIRMED: weakref.WeakKeyDictionary[nn.Module, set] = weakref.WeakKeyDictionary()
 
@@ -65,7 +66,7 @@ def layout_follows_image(call: Callable, module: nn.Module, layout: Layout, x: t
         y = x.clone()
         patch = y[..., top:top + pix_h, left:left + pix_w]
         noise = torch.randn(patch.shape, generator=generator, device=x.device, dtype=x.dtype)
-        y[..., top:top + pix_h, left:left + pix_w] = patch + 2 * spread * noise
+        y[..., top:top + pix_h, left:left + pix_w] = patch + NUDGE * spread * noise
         images.append(y)
         inside = torch.zeros(grid_h, grid_w, dtype=torch.bool, device=x.device)
         if corner == "top-left":
