@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from writer_ext.flat_maps import flat_maps
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
@@ -47,6 +48,8 @@ class CamResult:
         and layer, as logged; empty from `compute_cams`.
     description: what a target kind explains (`writer_ext.targets`'s
         `description`), None for class ids and plain callables.
+    constant: method -> layer -> the cause, per (B, K) map, of a map that is
+        the same everywhere (None for a map that is not); see `flat_maps`.
     """
 
     maps: dict[str, dict[str, torch.Tensor]]
@@ -60,6 +63,7 @@ class CamResult:
     pass_seconds: float = 0.0
     metrics: list[dict] = field(default_factory=list)
     description: Optional[str] = None
+    constant: dict[str, dict[str, list[list[Optional[str]]]]] = field(default_factory=dict)
 
 
 def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -161,6 +165,7 @@ class _Pass:
     layers: list[str]
     seconds: dict[str, dict[str, float]]  # method -> layer -> its own work
     shared: float  # the forward pass and the batched gradient
+    zero_gradients: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (B, K): all gradients zero
 
     def add_time(self, other: _Pass) -> None:
         """Counts another pass's time as this one's (smoothing: the maps of several passes make one)."""
@@ -231,6 +236,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
         raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "
                          "output (it is detached or unused downstream); choose a layer the output is computed from")
     grads = _gradients(chosen.scores, outputs) if needs_grad else [None] * len(layers)
+    zero = {name: (g == 0).flatten(2).all(-1).T.cpu() for (name, _), g in zip(layers, grads) if g is not None}
     scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size, output)
     found_head = head.find(chosen.logits) if isinstance(head, LinearCalls) and chosen.logits is not None else None
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
@@ -263,7 +269,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
             for per_layer in maps.values():
                 per_layer[f"fused:{opts.fuse}"] = fuse_layers(list(per_layer.values()), opts.fuse)
             layer_names.append(f"fused:{opts.fuse}")
-    return _Pass(maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names, seconds, shared)
+    return _Pass(maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names, seconds, shared, zero)
 
 
 SMOOTHING = (None, "noise", "flip")
@@ -371,6 +377,7 @@ def compute_cams(
             _smoothed(model, inputs, fixed, opts, done, smooth, smooth_samples, float(smooth_noise))
     if not all(bool(torch.isfinite(v).all()) for per_layer in done.maps.values() for v in per_layer.values()):
         raise ValueError("model: the maps hold NaN or Inf for these inputs (have the weights diverged?)")
+    constant = flat_maps(done.maps, done.zero_gradients)
     return CamResult(
         maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in done.maps.items()},
         class_ids=None if done.class_ids is None else done.class_ids.cpu(),
@@ -382,4 +389,5 @@ def compute_cams(
         seconds=done.seconds,
         pass_seconds=done.shared,
         description=targets.description if isinstance(targets, Target) else None,
+        constant=constant,
     )

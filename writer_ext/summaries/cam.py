@@ -66,6 +66,7 @@ def write_sample(
     seconds: Optional[dict[str, dict[str, float]]] = None,
     pass_seconds: Optional[float] = None,
     description: Optional[str] = None,
+    constant: Optional[dict[str, dict[str, list]]] = None,
 ) -> None:
     """Encodes one sample and adds it to the event file.
 
@@ -73,12 +74,19 @@ def write_sample(
     regions: one `localization` region record per image, or none.
     seconds, pass_seconds: each method's own time per layer and the shared pass's (`CamResult`).
     description: what a target kind explains.
+    constant: method -> layer -> per (B, K) map the cause of a constant map or None (`CamResult.constant`),
+        stored as the map's ``constant`` field.
     """
     entries = [
         {"image": i, "target": k, "method": method, "layer": layer,
          "height": int(array.shape[2]), "width": int(array.shape[3])}
         for method, layer, array in maps for i in range(array.shape[0]) for k in range(array.shape[1])
     ]
+    for entry in entries:
+        cause = ((constant or {}).get(entry["method"], {}).get(entry["layer"]) or {})
+        note = cause[entry["image"]][entry["target"]] if cause else None
+        if note:
+            entry["constant"] = note
     blob, placement = fmt.encode_map_stacks([array.reshape(-1, *array.shape[2:]) for _, _, array in maps])
 
     def header(sequence: int) -> dict:
@@ -196,6 +204,7 @@ def add_cam(
         seconds=result.seconds,
         pass_seconds=result.pass_seconds,
         description=result.description,
+        constant=result.constant,
     )
     several = len({r["layer"] for r in scored}) > 1
     for record in scored:
