@@ -21,7 +21,8 @@ from writer_ext.flat_maps import flat_maps
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
-from writer_ext.model.hooks import ActivationCapture, LinearCalls, run_model
+from writer_ext.model.hooks import ActivationCapture, LinearCalls
+from writer_ext.model.inputs import ImageInput, ModelCall, ModelInputs, bind_inputs
 from writer_ext.model.layers import LayerSpec, resolve_layers, unwrap_model
 from writer_ext.model.layout_check import confirm_layout
 from writer_ext.model.safety import training_safe
@@ -152,6 +153,7 @@ class _Options:
     eigen_smooth: bool
     multilabel: bool
     generator: torch.Generator
+    call: ModelCall  # runs the model on an image batch (the other inputs bound)
 
 
 @dataclass
@@ -214,16 +216,15 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     """
     needs_grad = any(m.uses_gradients for m in opts.methods)
     started = _clock(inputs.device)
-    layers = resolve_layers(model, opts.layer_spec, inputs)
+    layers = resolve_layers(model, opts.layer_spec, inputs, opts.call)
     head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
     with ActivationCapture(layers, track_grad=True) as capture, head, CanvasRecorder(model) as canvas, \
             torch.enable_grad():
-        output = run_model(model, inputs)
+        output = opts.call(inputs)
     if canvas.error:
         raise ValueError(f"inputs: {canvas.error}")
     outputs = [capture.output(name) for name, _ in layers]
-    seen = _layer_views(model, lambda images: run_model(model, images), layers, outputs, canvas.canvas, inputs,
-                        opts.reshape_transform)
+    seen = _layer_views(model, opts.call, layers, outputs, canvas.canvas, inputs, opts.reshape_transform)
     with torch.enable_grad():
         chosen = tgt.select(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
     if not bool(torch.isfinite(chosen.scores.detach()).all()):
@@ -245,7 +246,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     with torch.no_grad():
         for (name, module), (view, activations, own_shape), grad in zip(layers, seen, grads):
             cam_inputs = CamInputs(
-                model=model,
+                model=opts.call,
                 layer=name,
                 module=module,
                 inputs=inputs,
@@ -300,7 +301,7 @@ def _smoothed(model, inputs, targets, opts, clean: _Pass, smooth, samples, noise
 
 def compute_cams(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: ModelInputs,
     *,
     target_layer: LayerSpec = None,
     targets: Targets = None,
@@ -315,6 +316,7 @@ def compute_cams(
     batch_size: Optional[int] = None,
     multilabel: bool = False,
     seed: Optional[int] = None,
+    image_input: ImageInput = None,
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
 
@@ -331,6 +333,10 @@ def compute_cams(
     baseline from a generator seeded with it (default: the baseline's own
     stream, new noise on every call).
 
+    `inputs` may be a tuple (``model(*inputs)``) or a dict (``model(**inputs)``): `image_input` (an index
+    or key; inferred when exactly one input is an (N, C, H, W) floating-point batch) is the image the maps
+    are drawn over and that Score-CAM, Ablation-CAM and smoothing perturb; the others pass unchanged.
+
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
     flags, BatchNorm statistics and hooks as they were, also on error. Inputs
     are cast to the model's dtype; maps are float32, with autocast off and
@@ -340,7 +346,8 @@ def compute_cams(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = unwrap_model(model)
-    inputs = check_inputs(inputs)
+    images, call = bind_inputs(model, inputs, image_input)
+    inputs = check_inputs(images)
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
     if smooth not in SMOOTHING:
@@ -365,6 +372,7 @@ def compute_cams(
         eigen_smooth=check_bool(eigen_smooth, "eigen_smooth"),
         multilabel=check_bool(multilabel, "multilabel"),
         generator=RandomCAM.stream if seed is None else torch.Generator().manual_seed(seed),
+        call=call,
     )
     # Maps are computed in float32 even when the caller trains under autocast, and with autograd
     # on even when the caller runs under torch.inference_mode (a validation loop).

@@ -18,6 +18,7 @@ from writer_ext import pictures as img
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.metrics.confidence import METRICS, for_result, random_baseline
 from writer_ext.metrics.pointing import LOCALIZATION, Regions, check_regions, localization, target_regions
+from writer_ext.model.inputs import ModelInputs, bind_inputs
 from writer_ext.model.layers import LayerSpec, unwrap_model
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets.select import Targets
@@ -129,7 +130,7 @@ def add_cam(
     writer: TorchSummaryWriter,
     tag: str,
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: ModelInputs,
     *,
     target_layer: LayerSpec = None,
     targets: Targets = None,
@@ -172,13 +173,17 @@ def add_cam(
     global_step = check_step(global_step)
     image_format = img.check_image_format(image_format)
     names = check_class_names(class_names)
-    pictures = img.images_for(check_inputs(inputs), display_images)
+    images = check_inputs(bind_inputs(model, inputs, options.get("image_input"))[0])
+    pictures = img.images_for(images, display_images)
     metrics = check_bool(metrics, "metrics")
-    size = tuple(inputs.shape[-2:])
+    if metrics and not isinstance(inputs, torch.Tensor):
+        raise ValueError("metrics: the faithfulness metrics take a single image tensor as inputs, not several "
+                         "inputs (regions= scores localization with several)")
+    size = tuple(images.shape[-2:])
     if regions is not None:
-        masks, region_records = check_regions(regions, inputs.shape[0], size)
+        masks, region_records = check_regions(regions, images.shape[0], size)
     else:  # a target kind's own boxes or mask (Detection, SemanticSegmentation(mask=...)), when it has them
-        masks, region_records = target_regions(targets, inputs.shape[0], size) or (None, [])
+        masks, region_records = target_regions(targets, images.shape[0], size) or (None, [])
     model = unwrap_model(model) if isinstance(model, nn.Module) else model
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
                           **options)
@@ -223,7 +228,8 @@ def _scores(model: nn.Module, inputs: torch.Tensor, result: CamResult, targets: 
     if not faithfulness and masks is None:
         return []
     baseline = random_baseline(model, inputs, result, targets=targets, seed=options.get("seed"),
-                               reshape_transform=options.get("reshape_transform"))
+                               reshape_transform=options.get("reshape_transform"),
+                               image_input=options.get("image_input"))
     if faithfulness:
         records = for_result(model, inputs, result, baseline=baseline)
     else:
