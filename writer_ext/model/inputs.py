@@ -13,7 +13,7 @@ from torch import nn
 
 from writer_ext.model.hooks import run_model
 
-ModelInputs = Union[torch.Tensor, tuple, list, Mapping]
+ModelInputs = Union[torch.Tensor, tuple, Mapping]
 ImageInput = Union[None, int, str]
 ModelCall = Callable[[torch.Tensor], object]
 
@@ -50,14 +50,14 @@ def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput =
         if image_input is not None:
             raise ValueError("image_input: names one of several inputs; inputs is a single tensor")
         return inputs, lambda images: run_model(model, images)
-    if isinstance(inputs, (tuple, list)):
+    if isinstance(inputs, tuple):
         keys: list = list(range(len(inputs)))
         entries = dict(enumerate(inputs))
     elif isinstance(inputs, Mapping):
         keys, entries = list(inputs), dict(inputs)
     else:
-        raise TypeError(f"inputs must be a tensor, a tuple (model(*inputs)) or a dict (model(**inputs)), "
-                        f"got {type(inputs).__name__}")
+        raise TypeError(f"inputs must be a torch.Tensor (N, C, H, W), a tuple (model(*inputs)) or a dict "
+                        f"(model(**inputs)), got {type(inputs).__name__}")
     if not keys:
         raise ValueError("inputs: the tuple or dict of inputs is empty")
     if image_input is None:
@@ -68,7 +68,7 @@ def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput =
         image_input = found[0]
     elif isinstance(image_input, bool) or image_input not in entries:
         raise ValueError(f"image_input: {image_input!r} is not one of the inputs' "
-                         f"{'indices' if isinstance(inputs, (tuple, list)) else 'keys'} {keys}")
+                         f"{'indices' if isinstance(inputs, tuple) else 'keys'} {keys}")
     image = entries[image_input]
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image_input: input {image_input!r} is a {type(image).__name__}, not a tensor")
