@@ -181,8 +181,7 @@ def _layer_views(model: nn.Module, call, layers: list[tuple[str, nn.Module]], ou
                  canvas: Optional[Canvas], inputs: torch.Tensor, transform: Optional[SpatialView]) -> list[tuple]:
     """Per layer: the view that turns its output (and gradient) into (N, C, h, w) maps over the input, its
     activations seen that way (float32), and its own output shape when Ablation-CAM zeroes channels through
-    a crop (a detection model's layers see the resized, padded canvas: the view cuts the maps to the input).
-    A reading its module's type does not vouch for is checked on the image first (`confirm_layout`)."""
+    a crop (a detection model's layers see the resized, padded canvas: the view cuts the maps to the input)."""
     found = []
     for (name, module), out in zip(layers, outputs):
         if out.shape[0] != inputs.shape[0]:
@@ -191,7 +190,7 @@ def _layer_views(model: nn.Module, call, layers: list[tuple[str, nn.Module]], ou
                              "layer that sees the whole images")
         hw = canvas.size if canvas is not None else tuple(inputs.shape[-2:])
         layout = layout_of(name, out.shape, hw, transform, module)
-        view = layout.view
+        view = layout.view  # a reading the module's type does not vouch for is checked on the image first
         spatial = _checked_view(name, view, out.detach())
         confirm_layout(call, model, name, module, layout, inputs, canvas.image if canvas is not None else hw, hw,
                        tuple(spatial.shape[-2:]))
@@ -333,9 +332,8 @@ def compute_cams(
     baseline from a generator seeded with it (default: the baseline's own
     stream, new noise on every call).
 
-    `inputs` may be a tuple (``model(*inputs)``) or a dict (``model(**inputs)``): `image_input` (an index
-    or key; inferred when exactly one input is an (N, C, H, W) floating-point batch) is the image the maps
-    are drawn over and that Score-CAM, Ablation-CAM and smoothing perturb; the others pass unchanged.
+    `inputs` may be a tuple (``model(*inputs)``) or a dict (``model(**inputs)``); `image_input` names the
+    image the maps are drawn over and the methods perturb (`writer_ext.model.inputs`).
 
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
     flags, BatchNorm statistics and hooks as they were, also on error. Inputs
