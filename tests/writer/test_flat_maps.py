@@ -4,6 +4,7 @@ stored header mark each map, and CamMonitor logs the step with the note."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -65,3 +66,15 @@ def test_monitor_logs_the_step_with_the_note(tmp_path):
     assert len(notes) == 1 and "step 0" in notes[0] and NO_GRADIENT in notes[0]
     (blobs,) = raw_cam_values(tmp_path).values()
     assert [m.get("constant") for m in fmt.cam.parse_header(blobs[0])["maps"]] == [NO_GRADIENT] * 2
+
+
+def test_header_constant_field_is_optional_and_checked(tmp_path):
+    model = zero_head_cnn()
+    nn.init.normal_(model[-1].weight)
+    logged(tmp_path, model, torch.rand(1, 3, 32, 32), target_layer="3")
+    header = logged_header(tmp_path)
+    assert "constant" not in header["maps"][0]  # absent for a map that is not constant, as in older files
+    for bad in (3, ""):
+        header["maps"][0]["constant"] = bad
+        with pytest.raises(fmt.FormatError, match="constant must be a non-empty string"):
+            fmt.cam.parse_header(json.dumps(header).encode())
