@@ -165,3 +165,10 @@ def test_later_tokens_of_unknown_layout_refused_not_the_patch_embedding_silently
     with pytest.raises(ValueError, match="reshape_transform") as caught:
         cams(LateTokens(), torch.randn(1, 3, 128, 128))
     assert "target_layer='embed'" in str(caught.value)
+
+
+def test_nchw_of_a_block_of_unknown_type_stays_as_it_is_when_its_sizes_say_so():
+    torch.manual_seed(0)
+    model = Wide(nn.Sequential(nn.Conv2d(3, 4, 3, 4, 1), nn.ReLU()))
+    result = cams(model, torch.randn(1, 3, 32, 32), target_layer="block")
+    assert result.maps["gradcam"]["block"].shape == (1, 1, 8, 8)
