@@ -17,13 +17,16 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from writer_ext.flat_maps import flat_maps
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
-from writer_ext.model.hooks import ActivationCapture, LinearCalls, run_model
+from writer_ext.model.hooks import ActivationCapture, LinearCalls
+from writer_ext.model.inputs import ImageInput, ModelCall, ModelInputs, bind_inputs
 from writer_ext.model.layers import LayerSpec, resolve_layers, unwrap_model
+from writer_ext.model.layout_check import confirm_layout
 from writer_ext.model.safety import training_safe
-from writer_ext.model.spatial import SpatialView, spatial_view
+from writer_ext.model.spatial import SpatialView, layout_of
 from writer_ext.scaling import min_max
 from writer_ext.targets import select as tgt
 from writer_ext.targets.kinds import Target
@@ -47,6 +50,8 @@ class CamResult:
         and layer, as logged; empty from `compute_cams`.
     description: what a target kind explains (`writer_ext.targets`'s
         `description`), None for class ids and plain callables.
+    constant: method -> layer -> the cause, per (B, K) map, of a map that is
+        the same everywhere (None for a map that is not); see `flat_maps`.
     """
 
     maps: dict[str, dict[str, torch.Tensor]]
@@ -60,6 +65,7 @@ class CamResult:
     pass_seconds: float = 0.0
     metrics: list[dict] = field(default_factory=list)
     description: Optional[str] = None
+    constant: dict[str, dict[str, list[list[Optional[str]]]]] = field(default_factory=dict)
 
 
 def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -146,6 +152,7 @@ class _Options:
     eigen_smooth: bool
     multilabel: bool
     generator: torch.Generator
+    call: ModelCall  # runs the model on an image batch (the other inputs bound)
 
 
 @dataclass
@@ -159,6 +166,7 @@ class _Pass:
     layers: list[str]
     seconds: dict[str, dict[str, float]]  # method -> layer -> its own work
     shared: float  # the forward pass and the batched gradient
+    zero_gradients: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (B, K): all gradients zero
 
     def add_time(self, other: _Pass) -> None:
         """Counts another pass's time as this one's (smoothing: the maps of several passes make one)."""
@@ -168,19 +176,23 @@ class _Pass:
                 self.seconds[method][layer] += value
 
 
-def _layer_views(layers: list[tuple[str, nn.Module]], outputs: list[torch.Tensor], canvas: Optional[Canvas],
-                 inputs: torch.Tensor, transform: Optional[SpatialView]) -> list[tuple]:
+def _layer_views(model: nn.Module, call, layers: list[tuple[str, nn.Module]], outputs: list[torch.Tensor],
+                 canvas: Optional[Canvas], inputs: torch.Tensor, transform: Optional[SpatialView]) -> list[tuple]:
     """Per layer: the view that turns its output (and gradient) into (N, C, h, w) maps over the input, its
     activations seen that way (float32), and its own output shape when Ablation-CAM zeroes channels through
     a crop (a detection model's layers see the resized, padded canvas: the view cuts the maps to the input)."""
     found = []
-    for (name, _), out in zip(layers, outputs):
+    for (name, module), out in zip(layers, outputs):
         if out.shape[0] != inputs.shape[0]:
             raise ValueError(f"target_layer {name!r} has output shape {tuple(out.shape)}, not one row per image of "
                              f"the batch of {inputs.shape[0]} (a layer after a detector's region pooling?); choose a "
                              "layer that sees the whole images")
-        view = spatial_view(name, out.shape, canvas.size if canvas is not None else tuple(inputs.shape[-2:]), transform)
+        hw = canvas.size if canvas is not None else tuple(inputs.shape[-2:])
+        layout = layout_of(name, out.shape, hw, transform, module)
+        view = layout.view  # a reading the module's type does not vouch for is checked on the image first
         spatial = _checked_view(name, view, out.detach())
+        confirm_layout(call, model, name, module, layout, inputs, canvas.image if canvas is not None else hw, hw,
+                       tuple(spatial.shape[-2:]))
         own = out.shape if canvas is not None and spatial.shape == out.shape else None
         aligned = aligned_view(name, view, canvas, tuple(spatial.shape[-2:]))
         found.append((aligned, (spatial if aligned is view else aligned(out.detach())).float(), own))
@@ -202,15 +214,15 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     """
     needs_grad = any(m.uses_gradients for m in opts.methods)
     started = _clock(inputs.device)
-    layers = resolve_layers(model, opts.layer_spec, inputs)
+    layers = resolve_layers(model, opts.layer_spec, inputs, opts.call)
     head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
     with ActivationCapture(layers, track_grad=True) as capture, head, CanvasRecorder(model) as canvas, \
             torch.enable_grad():
-        output = run_model(model, inputs)
+        output = opts.call(inputs)
     if canvas.error:
         raise ValueError(f"inputs: {canvas.error}")
     outputs = [capture.output(name) for name, _ in layers]
-    seen = _layer_views(layers, outputs, canvas.canvas, inputs, opts.reshape_transform)
+    seen = _layer_views(model, opts.call, layers, outputs, canvas.canvas, inputs, opts.reshape_transform)
     with torch.enable_grad():
         chosen = tgt.select(output, targets, opts.topk, inputs.shape[0], opts.multilabel)
     if not bool(torch.isfinite(chosen.scores.detach()).all()):
@@ -223,6 +235,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
         raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "
                          "output (it is detached or unused downstream); choose a layer the output is computed from")
     grads = _gradients(chosen.scores, outputs) if needs_grad else [None] * len(layers)
+    zero = {name: (g == 0).flatten(2).all(-1).T.cpu() for (name, _), g in zip(layers, grads) if g is not None}
     scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size, output)
     found_head = head.find(chosen.logits) if isinstance(head, LinearCalls) and chosen.logits is not None else None
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
@@ -231,7 +244,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     with torch.no_grad():
         for (name, module), (view, activations, own_shape), grad in zip(layers, seen, grads):
             cam_inputs = CamInputs(
-                model=model,
+                model=opts.call,
                 layer=name,
                 module=module,
                 inputs=inputs,
@@ -255,7 +268,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
             for per_layer in maps.values():
                 per_layer[f"fused:{opts.fuse}"] = fuse_layers(list(per_layer.values()), opts.fuse)
             layer_names.append(f"fused:{opts.fuse}")
-    return _Pass(maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names, seconds, shared)
+    return _Pass(maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names, seconds, shared, zero)
 
 
 SMOOTHING = (None, "noise", "flip")
@@ -286,7 +299,7 @@ def _smoothed(model, inputs, targets, opts, clean: _Pass, smooth, samples, noise
 
 def compute_cams(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: ModelInputs,
     *,
     target_layer: LayerSpec = None,
     targets: Targets = None,
@@ -301,6 +314,7 @@ def compute_cams(
     batch_size: Optional[int] = None,
     multilabel: bool = False,
     seed: Optional[int] = None,
+    image_input: ImageInput = None,
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
 
@@ -317,6 +331,9 @@ def compute_cams(
     baseline from a generator seeded with it (default: the baseline's own
     stream, new noise on every call).
 
+    `inputs` may be a tuple (``model(*inputs)``) or a dict (``model(**inputs)``); `image_input` names the
+    image the maps are drawn over and the methods perturb (`writer_ext.model.inputs`).
+
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
     flags, BatchNorm statistics and hooks as they were, also on error. Inputs
     are cast to the model's dtype; maps are float32, with autocast off and
@@ -326,7 +343,8 @@ def compute_cams(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = unwrap_model(model)
-    inputs = check_inputs(inputs)
+    images, call = bind_inputs(model, inputs, image_input)
+    inputs = check_inputs(images)
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
     if smooth not in SMOOTHING:
@@ -350,6 +368,7 @@ def compute_cams(
         eigen_smooth=check_bool(eigen_smooth, "eigen_smooth"),
         multilabel=check_bool(multilabel, "multilabel"),
         generator=RandomCAM.stream if seed is None else torch.Generator().manual_seed(seed),
+        call=call,
     )
     # Maps are computed in float32 even when the caller trains under autocast, and with autograd
     # on even when the caller runs under torch.inference_mode (a validation loop).
@@ -362,6 +381,7 @@ def compute_cams(
             _smoothed(model, inputs, fixed, opts, done, smooth, smooth_samples, float(smooth_noise))
     if not all(bool(torch.isfinite(v).all()) for per_layer in done.maps.values() for v in per_layer.values()):
         raise ValueError("model: the maps hold NaN or Inf for these inputs (have the weights diverged?)")
+    constant = flat_maps(done.maps, done.zero_gradients)
     return CamResult(
         maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in done.maps.items()},
         class_ids=None if done.class_ids is None else done.class_ids.cpu(),
@@ -373,4 +393,5 @@ def compute_cams(
         seconds=done.seconds,
         pass_seconds=done.shared,
         description=targets.description if isinstance(targets, Target) else None,
+        constant=constant,
     )

@@ -172,13 +172,17 @@ class CamMonitor:
             return None
         self._last_step = global_step
         try:
-            result = add_cam(self.writer, self.tag, self.model, self.probe_inputs, global_step=global_step,
-                             **self._cam_args)
+            with warnings.catch_warnings():  # a constant map is noted below, never raised with -W error
+                warnings.filterwarnings("ignore", message="constant maps flagged", category=RuntimeWarning)
+                result = add_cam(self.writer, self.tag, self.model, self.probe_inputs, global_step=global_step,
+                                 **self._cam_args)
         except Exception as e:  # whatever fails here must not stop training
             if self._unwritable(e):
                 return None
             self._skip(global_step, e)
             result = None
+        if result is not None:
+            self._note_constant(global_step, result)
         if self.activations:
             from writer_ext.summaries.activations import add_activations
 
@@ -208,6 +212,15 @@ class CamMonitor:
         except Exception as e:
             if not self._unwritable(e):
                 self._warn(f"could not flush the writer at step {global_step}: {reason(e)}", key=f"flush: {reason(e)}")
+
+    def _note_constant(self, global_step: int, result: CamResult) -> None:
+        """Warns (once per cause) that the step was logged with constant maps, flagged in its header; a fresh
+        model at step 0 is normal (a zero-initialised head), so this is a note, not a skip."""
+        causes = sorted({c for per in result.constant.values() for rows in per.values() for row in rows
+                         for c in row if c})
+        for cause in causes:
+            self._warn(f"step {global_step} logged with constant maps ({cause}); the step's header flags them",
+                       key=f"constant: {cause}")
 
     def _skip(self, global_step: int, error: Exception) -> None:
         """Warns (once per reason) and logs the step as skipped, so the tab says why it has no maps."""

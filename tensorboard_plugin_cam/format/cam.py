@@ -130,6 +130,8 @@ def _check_map(k: int, m: object, images: list) -> None:
     require(m["height"] > 0 and m["width"] > 0 and m["offset"] >= 0, f"maps[{k}] has an empty shape")
     require(optional_number(m["scale"]) and m["scale"] is not None and m["scale"] > 0,
             f"maps[{k}].scale must be a positive finite number")
+    require(m.get("constant") is None or (isinstance(m["constant"], str) and m["constant"] != ""),
+            f"maps[{k}].constant must be a non-empty string (why the map is the same everywhere)")
 
 
 def parse_header(data: bytes, limits: Limits = LIMITS) -> dict:

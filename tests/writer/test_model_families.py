@@ -13,7 +13,7 @@ from torchvision.models import detection, segmentation
 
 from reach_models import detections, hand_gradcam, logged, tiny_detector
 from writer_ext import compute_cams
-from writer_ext.model.default_layer import explained_layer
+from writer_ext.model.default_layer import choose_layer
 from writer_ext.targets import Detection, SemanticSegmentation
 
 tv = torchvision.models
@@ -181,7 +181,7 @@ def test_layer_rule_gives_frozen_flags_back():
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     flags = [p.requires_grad for p in model.parameters()]
-    assert explained_layer(model, torch.rand(1, 3, 64, 80)) == "backbone"
+    assert choose_layer(model, model, torch.rand(1, 3, 64, 80)).name == "backbone"
     assert [p.requires_grad for p in model.parameters()] == flags
 
 

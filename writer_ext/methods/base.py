@@ -31,7 +31,7 @@ class CamInputs:
         is a crop of it (a detection model's padded canvas), else None.
     """
 
-    model: nn.Module
+    model: Callable[[torch.Tensor], object]  # runs the model on an image batch (its other inputs bound)
     layer: str
     module: nn.Module
     inputs: torch.Tensor

@@ -19,16 +19,17 @@ SCORED = FAITHFULNESS + CONSISTENCY  # what `for_result` returns, in the table's
 
 def random_baseline(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, targets: object = None,
                     reshape_transform: Optional[SpatialView] = None,
-                    seed: Optional[int] = None) -> dict[str, torch.Tensor]:
+                    seed: Optional[int] = None, image_input: object = None) -> dict[str, torch.Tensor]:
     """The `random` baseline's maps (layer -> (B, K, h, w)) for the targets and layers of `result`
     (`targets`: the callable the result was computed for, when it has no class ids), drawn at the
-    same layers, seen the same way (`reshape_transform`), from the same `seed`."""
+    same layers, seen the same way (`reshape_transform`), from the same `seed`, over the same
+    `image_input` of several inputs."""
     if "random" in result.maps:
         return result.maps["random"]
     layers = [layer for layer in result.layers if not layer.startswith("fused:")]
     chosen = result.class_ids if result.class_ids is not None else targets
     return compute_cams(model, inputs, target_layer=layers, targets=chosen, methods="random",
-                        reshape_transform=reshape_transform, seed=seed).maps["random"]
+                        reshape_transform=reshape_transform, seed=seed, image_input=image_input).maps["random"]
 
 
 def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16,

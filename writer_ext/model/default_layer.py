@@ -1,20 +1,27 @@
 """The rule behind `target_layer=None` (see `layers.find_spatial_layer`): one forward pass of the
-first image with autograd on, then the last spatial layer that the whole output goes through and
-whose positions the output depends on."""
+first image with autograd on, then the last spatial layer that the whole output goes through, that a
+learnt layer acts on afterwards and whose positions the output depends on; not a stem while a later
+layer qualifies. No such layer: a ValueError naming `target_layer` that lists the best candidates."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from writer_ext.model.detector_canvas import CanvasRecorder
-from writer_ext.model.hooks import run_model
-from writer_ext.model.spatial import spatial_view
+from writer_ext.model.graph import cut_nodes, has_parameter_after
+from writer_ext.model.spatial import MAX_EXTRA_TOKENS, layout_of
 from writer_ext.targets.kinds import logits_of
+
+STEM_STRIDE = 4  # a layer at stride <= 4 in the first third of the modules that ran is a stem
+LISTED = 4  # candidates named in a refusal
+TOKEN_WIDTH = 16  # the least width of an (N, T, C) output taken for tokens when no patch grid fits it
 
 
 def _output_sum(output: object) -> Optional[torch.Tensor]:
@@ -35,81 +42,52 @@ def _output_sum(output: object) -> Optional[torch.Tensor]:
     return values.float().sum()
 
 
-def _cut_nodes(root, leaf: torch.Tensor) -> set:
-    """The autograd nodes that every path from node `root` to the input `leaf`'s node passes
-    (its dominators; the graph is a DAG, so one pass in topological order gives them)."""
-    def children(node):
-        return iter([n for n, _ in node.next_functions if n is not None])
+@dataclass
+class _Candidate:
+    name: str
+    tensor: torch.Tensor
+    shape: tuple  # seen as (1, C, h, w)
+    stride: int
+    position: int  # where it finished among the modules that ran
+    view: Callable = lambda t: t
+    depends: bool = True  # the output's gradient is non-zero somewhere on it
 
-    order, preds, seen, stack = [], {}, {root}, [(root, children(root))]
-    target = None
-    while stack:  # depth-first: post-order for the topological order, and every node's predecessors
-        node, rest = stack[-1]
-        child = next(rest, None)
-        if child is None:
-            stack.pop()
-            order.append(node)
-            continue
-        preds.setdefault(child, []).append(node)
-        if child not in seen:
-            seen.add(child)
-            if getattr(child, "variable", None) is leaf:
-                target = child
-            stack.append((child, children(child)))
-    if target is None:
-        return set()
-    order.reverse()  # topological: every node after all its predecessors
-    index = {n: i for i, n in enumerate(order)}
-    idom = {root: root}
-
-    def meet(a, b):
-        while a is not b:
-            while index[a] > index[b]:
-                a = idom[a]
-            while index[b] > index[a]:
-                b = idom[b]
-        return a
-
-    for node in order[1:]:
-        ds = [p for p in preds.get(node, ()) if p in idom]
-        if ds:
-            d = ds[0]
-            for p in ds[1:]:
-                d = meet(d, p)
-            idom[node] = d
-    cuts, node = set(), target
-    while node is not root:
-        node = idom[node]
-        cuts.add(node)
-    return cuts
+    def describe(self) -> str:
+        return f"{self.name!r} {tuple(self.tensor.shape)} stride {self.stride}"
 
 
-def _has_parameter_after(start, avoid, leaf: torch.Tensor) -> bool:
-    """Whether the graph from node `start` reaches a parameter (a leaf other than the input) without
-    passing node `avoid`: some learnt layer acts on the layer's output before the model's output."""
-    seen, stack = set(), [start]
-    while stack:
-        node = stack.pop()
-        if node is None or node is avoid or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)
-        if variable is not None and variable is not leaf:
-            return True
-        stack.extend(n for n, _ in node.next_functions)
-    return False
+@dataclass
+class Choice:
+    """The layer the rule chose and the sentence that says which rule chose it."""
+
+    name: str
+    reason: str
 
 
-def explained_layer(model: nn.Module, inputs: torch.Tensor) -> Optional[str]:
-    """The layer by the rule, or None when the model cannot be run with autograd on its input
-    (an integer input) or has no spatial layer, for the caller's plain fallback."""
-    x = inputs[:1].detach().clone()
-    if not x.is_floating_point():
-        return None
-    x.requires_grad_(True)
+def _refusal(why: str, ranked: list[_Candidate]) -> ValueError:
+    named = "; ".join(c.describe() for c in ranked[:LISTED])
+    listed = f" Candidates: {named}." if named else ""
+    return ValueError(f"target_layer=None: {why}; name target_layer (or pass reshape_transform for a layer "
+                      f"whose output is not (N, C, H, W)).{listed}")
+
+
+def _ranked(candidates: list[_Candidate], stem: Callable[[_Candidate], bool]) -> list[_Candidate]:
+    """The candidates worth naming: the output depends on them, not stems, outermost modules (a
+    block before its last sub-module of the same shape), coarsest stride and latest first."""
+    names = {c.name: c for c in candidates}
+    kept = [c for c in candidates if c.depends and not stem(c) and not any(
+        c.name.startswith(p + ".") and names[p].shape == c.shape for p in names)]
+    return sorted(kept, key=lambda c: (-c.stride, -c.position))
+
+
+def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor) -> Choice:
+    """The layer by the rule for the first image of `x` (`call` runs the model on an image batch),
+    or a ValueError naming `target_layer` that lists the best candidates."""
+    x = x[:1].detach().clone().requires_grad_(True)
     outputs: dict[str, torch.Tensor] = {}
     order: list[str] = []
     calls: Counter = Counter()
+    modules = dict(model.named_modules())
 
     def record(name):
         def hook(module, args, output):
@@ -122,44 +100,82 @@ def explained_layer(model: nn.Module, inputs: torch.Tensor) -> Optional[str]:
 
         return hook
 
-    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
+    handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if n]
     frozen = [p for p in model.parameters() if not p.requires_grad]
-    try:  # parameters take part in the graph for this pass (`_has_parameter_after`); flags restored below
+    try:  # parameters take part in the graph for this pass (`has_parameter_after`); flags restored below
         for p in frozen:
             p.requires_grad_(True)
         with CanvasRecorder(model) as canvas, torch.enable_grad():
-            output = run_model(model, x)
+            output = call(x)
     finally:
         for h in handles:
             h.remove()
         for p in frozen:
             p.requires_grad_(False)
     hw = canvas.canvas.size if canvas.canvas is not None else tuple(x.shape[-2:])
-    candidates = []  # (name, tensor, view), last finished first
-    for name in reversed(order):
+    candidates, tokens = [], []  # candidates last finished first; token outputs no grid explains
+    for position in range(len(order) - 1, -1, -1):
+        name = order[position]
         t = outputs[name]
         if calls[name] != 1 or t.dim() < 3 or t.shape[0] != 1 or not t.is_floating_point() or not t.requires_grad:
             continue
         try:
-            view = spatial_view(name, t.shape, hw)
-            shape = view(t.detach()).shape
+            view = layout_of(name, t.shape, hw, module=modules[name]).view
+            shape = tuple(view(t.detach()).shape)
         except (ValueError, RuntimeError):
+            if t.dim() == 3 and t.shape[1] > MAX_EXTRA_TOKENS + 1 and t.shape[2] >= TOKEN_WIDTH \
+                    and canvas.canvas is None:  # not a detector's (anchors, classes) outputs
+                tokens.append(_Candidate(name, t, tuple(t.shape), 0, position))
             continue
         if len(shape) == 4 and shape[-1] * shape[-2] > 1 and (t.dim() == 4 or shape[1] > 1):
-            candidates.append((name, t, view))
+            stride = max(1, round(math.sqrt(hw[0] * hw[1] / (shape[-1] * shape[-2]))))
+            candidates.append(_Candidate(name, t, shape, stride, position, view))
     if not candidates:
-        return None
+        raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output, "
+                         "channels-last output or tokens on a patch grid; name one (with reshape_transform)")
+
+    def stem(c: _Candidate) -> bool:
+        return c.stride <= STEM_STRIDE and c.position < len(order) / 3
+
     total = _output_sum(output)
-    depends = [True] * len(candidates)
-    if total is not None:
-        grads = torch.autograd.grad(total, [t for _, t, _ in candidates], allow_unused=True, retain_graph=True)
-        found = [g is not None and bool((view(g) != 0).any()) for (_, _, view), g in zip(candidates, grads)]
-        if any(found):
-            depends = found
     if total is None:
-        return next(name for (name, _, _), useful in zip(candidates, depends) if useful)
-    cuts = _cut_nodes(total.grad_fn, x)
-    for (name, t, _), useful in zip(candidates, depends):
-        if useful and t.grad_fn in cuts and _has_parameter_after(total.grad_fn, t.grad_fn, x):
-            return name
-    return None
+        raise _refusal("the model's output holds no logits (a tensor, a mapping with 'logits' or 'out', or "
+                       "detections with 'scores') to trace back to a layer", _ranked(candidates, stem))
+    everything = [c.tensor for c in candidates] + [t.tensor for t in tokens]
+    grads = torch.autograd.grad(total, everything, allow_unused=True, retain_graph=True)
+    for item, g in zip(candidates + tokens, grads):
+        item.depends = g is not None and bool((item.view(g) != 0).any())
+    flat = not any(c.depends for c in candidates)
+    if flat:  # the output depends on no layer (a head of zeros): the condition says nothing, so it is dropped
+        for c in candidates:
+            c.depends = True
+    cuts = cut_nodes(total.grad_fn, x)
+    if not cuts:
+        raise _refusal("the output is not computed from the input by autograd (the model detaches or converts its "
+                       "input), so which layer it goes through cannot be traced", _ranked(candidates, stem))
+    passed = [c for c in candidates if c.depends and c.tensor.grad_fn in cuts
+              and has_parameter_after(total.grad_fn, c.tensor.grad_fn, x)]
+    chosen = next((c for c in passed if not stem(c)), None)
+    ranked = _ranked(candidates, stem)
+    if chosen is None and passed and not ranked:
+        chosen = passed[0]
+        reason = (f"a stem (stride {chosen.stride}, early in the model), the only layer that every path from the "
+                  "input to the output goes through; no later layer qualifies")
+    elif chosen is None:
+        why = ("every path from the input to the output goes through no spatial layer but the stem" if passed else
+               "no spatial layer is on every path from the input to the output with a learnt layer after it (the "
+               "output combines branches or inputs that no single layer sees whole)")
+        raise _refusal(why, ranked)
+    else:
+        reason = (f"stride {chosen.stride}, the last spatial layer that every path from the input to the output goes "
+                  "through, with a learnt layer after it")
+        reason += (" (the output's gradient is zero at every layer for this input, so the maps are flat)" if flat
+                   else " and whose positions the output depends on")
+    later = [t for t in tokens if t.depends and t.position > chosen.position]
+    if later:
+        raise ValueError(
+            f"reshape_transform: the model's layer {later[0].name!r} after {chosen.name!r} holds tokens "
+            f"{tuple(later[0].tensor.shape)} that no patch grid of the input explains, so the rule cannot tell "
+            "where they lie on the image; pass reshape_transform with target_layer to read them, or name "
+            f"target_layer={chosen.name!r} to explain the earlier layer")
+    return Choice(chosen.name, reason)

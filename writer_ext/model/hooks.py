@@ -10,10 +10,11 @@ from torch import nn
 
 
 def run_model(model: nn.Module, inputs: torch.Tensor) -> object:
-    """The model's output; a ValueError naming `inputs` (torch's message kept) when it cannot run on them."""
+    """The model's output; a ValueError naming `inputs` (torch's or the model's message kept) when it cannot
+    run on them (a RuntimeError, or a TypeError: a model that takes several inputs called with one)."""
     try:
         return model(inputs)
-    except RuntimeError as e:
+    except (TypeError, RuntimeError) as e:
         raise ValueError(f"inputs: the model could not run on inputs of shape {tuple(inputs.shape)} "
                          f"and dtype {inputs.dtype}: {e}") from e
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import weakref
-from typing import Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from writer_ext import callsite
-from writer_ext.model.default_layer import explained_layer
+from writer_ext.model.default_layer import choose_layer
 from writer_ext.model.hooks import run_model
 from writer_ext.model.spatial import is_spatial
 
@@ -57,39 +57,26 @@ def resolve_layer(model: nn.Module, spec: str | nn.Module, arg: str = "target_la
     raise ValueError(f"{arg}: the model has no layer named {spec!r}{hint}")
 
 
-def find_spatial_layer(model: nn.Module, inputs: torch.Tensor) -> str:
-    """The layer `target_layer=None` explains: the last module (finishing last) whose output is
-    spatial ((N, C, H, W) with H*W > 1, channels-last, or tokens on a patch grid, see
-    `spatial.spatial_view`) and that
+def find_spatial_layer(model: nn.Module, inputs: torch.Tensor, call: Optional[Callable] = None) -> str:
+    """The layer `target_layer=None` explains (`default_layer.choose_layer`: the last spatial layer
+    that every path from the input to the output goes through, with a learnt layer after it and
+    positions the output depends on, not a stem while a later layer qualifies), remembered for this
+    model and input shape; a ValueError naming `target_layer` with the best candidates when none
+    qualifies. `call` runs the model on an image batch (default: ``model(images)``).
 
-    - runs once (a shared module's output is ambiguous);
-    - every path from the input to the output runs through (not a branch beside a
-      residual or skip connection, not one level of a pyramid: a map of it would
-      explain only part of the output);
-    - has positions the output depends on (a ViT's last block: only its class token
-      reaches the head, so its patch tokens have no gradient; the block before is used).
-
-    Found by one forward pass of the first image with autograd on and a hook on every
-    module, and remembered for this model and input shape. When the output does not
-    depend on the input at all (an untrained head of zeros), the last condition is
-    dropped; when the model cannot run with autograd on its input, the last module
-    with an (N, C, H, W) output that runs once is used.
+    The warning says which rule chose the layer.
     """
     key = tuple(inputs.shape[1:])
     cached = _AUTO_LAYERS.get(model, {}).get(key)
     if cached is not None:
         return cached
-    name = explained_layer(model, inputs)
-    if name is None:
-        names = spatial_layer_names(model, inputs)
-        finished = [n for n in names if names.count(n) == 1]
-        if not finished:
-            raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output; name one")
-        name = finished[-1]
-    _AUTO_LAYERS.setdefault(model, {})[key] = name
-    callsite.warn(f"target_layer=None: using layer {name!r}, the last with a spatial output that the whole output "
-                  "is computed from")
-    return name
+    if not inputs.is_floating_point():
+        raise ValueError("target_layer=None: the rule traces gradients to a floating-point image input; name "
+                         "target_layer")
+    choice = choose_layer(model, call or (lambda images: run_model(model, images)), inputs)
+    _AUTO_LAYERS.setdefault(model, {})[key] = choice.name
+    callsite.warn(f"target_layer=None: using layer {choice.name!r}, {choice.reason}")
+    return choice.name
 
 
 def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
@@ -117,7 +104,8 @@ def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     return finished
 
 
-def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor) -> list[tuple[str, nn.Module]]:
+def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor,
+                   call: Optional[Callable] = None) -> list[tuple[str, nn.Module]]:
     """A CAM's `target_layer`: every named layer (or module) as (name, module), in the order given,
     without repeats; ``None`` is `find_spatial_layer`'s choice."""
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
@@ -125,7 +113,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor) -> l
         raise ValueError("target_layer: the list of layers is empty")
     layers: list[tuple[str, nn.Module]] = []
     for s in specs:
-        layer = resolve_layer(model, find_spatial_layer(model, inputs) if s is None else s)
+        layer = resolve_layer(model, find_spatial_layer(model, inputs, call) if s is None else s)
         if layer[0] not in (n for n, _ in layers):
             layers.append(layer)
     return layers

@@ -19,6 +19,7 @@ from writer_ext import pictures as img
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.metrics.pointing import Regions, check_regions, localization, target_regions
 from writer_ext.metrics.records import SCORED, for_result, random_baseline
+from writer_ext.model.inputs import ModelInputs, bind_inputs
 from writer_ext.model.layers import LayerSpec, unwrap_model
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets.select import Targets
@@ -68,6 +69,7 @@ def write_sample(
     seconds: Optional[dict[str, dict[str, float]]] = None,
     pass_seconds: Optional[float] = None,
     description: Optional[str] = None,
+    constant: Optional[dict[str, dict[str, list]]] = None,
 ) -> None:
     """Encodes one sample and adds it to the event file.
 
@@ -75,12 +77,19 @@ def write_sample(
     regions: one `localization` region record per image, or none.
     seconds, pass_seconds: each method's own time per layer and the shared pass's (`CamResult`).
     description: what a target kind explains.
+    constant: method -> layer -> per (B, K) map the cause of a constant map or None (`CamResult.constant`),
+        stored as the map's ``constant`` field.
     """
     entries = [
         {"image": i, "target": k, "method": method, "layer": layer,
          "height": int(array.shape[2]), "width": int(array.shape[3])}
         for method, layer, array in maps for i in range(array.shape[0]) for k in range(array.shape[1])
     ]
+    for entry in entries:
+        cause = ((constant or {}).get(entry["method"], {}).get(entry["layer"]) or {})
+        note = cause[entry["image"]][entry["target"]] if cause else None
+        if note:
+            entry["constant"] = note
     blob, placement = fmt.encode_map_stacks([array.reshape(-1, *array.shape[2:]) for _, _, array in maps])
 
     def header(sequence: int) -> dict:
@@ -124,7 +133,7 @@ def add_cam(
     writer: TorchSummaryWriter,
     tag: str,
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: ModelInputs,
     *,
     target_layer: LayerSpec = None,
     targets: Targets = None,
@@ -168,13 +177,17 @@ def add_cam(
     walltime = check_walltime(walltime)
     image_format = img.check_image_format(image_format)
     names = check_class_names(class_names)
-    pictures = img.images_for(check_inputs(inputs), display_images)
+    images = check_inputs(bind_inputs(model, inputs, options.get("image_input"))[0])
+    pictures = img.images_for(images, display_images)
     metrics = check_bool(metrics, "metrics")
-    size = tuple(inputs.shape[-2:])
+    if metrics and not isinstance(inputs, torch.Tensor):
+        raise ValueError("metrics: the faithfulness metrics take a single image tensor as inputs, not several "
+                         "inputs (regions= scores localization with several)")
+    size = tuple(images.shape[-2:])
     if regions is not None:
-        masks, region_records = check_regions(regions, inputs.shape[0], size)
+        masks, region_records = check_regions(regions, images.shape[0], size)
     else:  # a target kind's own boxes or mask (Detection, SemanticSegmentation(mask=...)), when it has them
-        masks, region_records = target_regions(targets, inputs.shape[0], size) or (None, [])
+        masks, region_records = target_regions(targets, images.shape[0], size) or (None, [])
     model = unwrap_model(model) if isinstance(model, nn.Module) else model
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
                           **options)
@@ -200,6 +213,7 @@ def add_cam(
         seconds=result.seconds,
         pass_seconds=result.pass_seconds,
         description=result.description,
+        constant=result.constant,
     )
     several = len({r["layer"] for r in scored}) > 1
     for record in scored:
@@ -218,7 +232,8 @@ def _scores(model: nn.Module, inputs: torch.Tensor, result: CamResult, targets: 
     if not faithfulness and masks is None:
         return []
     baseline = random_baseline(model, inputs, result, targets=targets, seed=options.get("seed"),
-                               reshape_transform=options.get("reshape_transform"))
+                               reshape_transform=options.get("reshape_transform"),
+                               image_input=options.get("image_input"))
     if faithfulness:
         records = for_result(model, inputs, result, baseline=baseline)
     else:

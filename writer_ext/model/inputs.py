@@ -1,0 +1,83 @@
+"""Models that take several inputs: `inputs` may be a tuple (``model(*inputs)``) or a dict
+(``model(**inputs)``); `image_input` (an index or key) names the image batch the maps are drawn over
+and that Score-CAM, Ablation-CAM, smoothing and the metrics perturb. The other inputs are passed
+unchanged, repeated along the batch when the image batch holds whole copies of it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Callable, Union
+
+import torch
+from torch import nn
+
+from writer_ext.model.hooks import run_model
+
+ModelInputs = Union[torch.Tensor, tuple, Mapping]
+ImageInput = Union[None, int, str]
+ModelCall = Callable[[torch.Tensor], object]
+
+
+def call_model(model: nn.Module, *args, **kwargs) -> object:
+    """The model's output; its own TypeError or RuntimeError on the call becomes a ValueError naming
+    `inputs`, with its message."""
+    try:
+        return model(*args, **kwargs)
+    except (TypeError, RuntimeError) as e:
+        shapes = [tuple(a.shape) for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        raise ValueError(f"inputs: the model could not run on inputs of shape {', '.join(map(str, shapes))}: "
+                         f"{type(e).__name__}: {e}") from e
+
+
+def _is_image_batch(value: object) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 4 and value.is_floating_point()
+
+
+def _fit(value: object, batch: int, rows: int) -> object:
+    """Another input for an image batch of `rows`: repeated when the rows are whole copies of the batch, its
+    first row for one image (the layer rule's pass); anything that is not batched passes as it is."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != batch or rows == batch:
+        return value
+    if rows % batch == 0:
+        return value.repeat(rows // batch, *[1] * (value.dim() - 1))
+    return value[:rows] if rows < batch else value
+
+
+def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput = None
+                ) -> tuple[torch.Tensor, ModelCall]:
+    """(the image batch, a function that runs the model on an image batch in its place)."""
+    if isinstance(inputs, torch.Tensor):
+        if image_input is not None:
+            raise ValueError("image_input: names one of several inputs; inputs is a single tensor")
+        return inputs, lambda images: run_model(model, images)
+    if isinstance(inputs, tuple):
+        keys: list = list(range(len(inputs)))
+        entries = dict(enumerate(inputs))
+    elif isinstance(inputs, Mapping):
+        keys, entries = list(inputs), dict(inputs)
+    else:
+        raise TypeError(f"inputs must be a torch.Tensor (N, C, H, W), a tuple (model(*inputs)) or a dict "
+                        f"(model(**inputs)), got {type(inputs).__name__}")
+    if not keys:
+        raise ValueError("inputs: the tuple or dict of inputs is empty")
+    if image_input is None:
+        found = [k for k in keys if _is_image_batch(entries[k])]
+        if len(found) != 1:
+            raise ValueError(f"image_input: {len(found)} of the inputs are (N, C, H, W) floating-point batches, so "
+                             "which one the maps are drawn over is ambiguous; name it (an index or key)")
+        image_input = found[0]
+    elif isinstance(image_input, bool) or image_input not in entries:
+        raise ValueError(f"image_input: {image_input!r} is not one of the inputs' "
+                         f"{'indices' if isinstance(inputs, tuple) else 'keys'} {keys}")
+    image = entries[image_input]
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image_input: input {image_input!r} is a {type(image).__name__}, not a tensor")
+    batch = image.shape[0] if image.dim() else 0
+
+    def call(images: torch.Tensor) -> object:
+        values = {k: images if k == image_input else _fit(entries[k], batch, images.shape[0]) for k in keys}
+        if isinstance(inputs, Mapping):
+            return call_model(model, **values)
+        return call_model(model, *[values[k] for k in keys])
+
+    return image, call
