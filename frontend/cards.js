@@ -90,9 +90,10 @@ export class Card {
     this.legend.replaceChildren(...(node ? [node] : []));
   }
 
-  setCaption(text) {
+  /** The caption, whole on hover, with `help` (what its terms mean) below it in the tooltip. */
+  setCaption(text, help = "") {
     this.caption.textContent = text;
-    this.caption.title = text; // whole on hover when the ellipsis cuts it
+    this.caption.title = help ? `${text}\n${help}` : text;
   }
 }
 

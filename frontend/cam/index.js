@@ -18,12 +18,13 @@ import * as api from "../api.js";
 import { Painter, composePng } from "../cards.js";
 import { COLORMAPS } from "../colormaps.js";
 import { el, labelled, setOptions } from "../dom.js";
+import { colourOf } from "../runs.js";
 import { bindOptionKeys, pageKey } from "../picker.js";
 import * as urlstate from "../urlstate.js";
 import { loadChosenSample } from "../view.js";
 import { drawFilmstrip, markFilmstrip, stripKey } from "./filmstrip.js";
 import { restoreControls, save } from "./link.js";
-import { mainSpecs } from "./modes.js";
+import { compareHint, mainSpecs } from "./modes.js";
 import { ensureCards, paintJob } from "./paint.js";
 import {
   AGAINST,
@@ -45,6 +46,10 @@ export { node, notice } from "./state.js";
 
 // -- drawing ------------------------------------------------------------------------
 
+const CAPTION_HELP =
+  "p: the model's probability for the class (softmax) · score: the model output the map explains " +
+  "(the class's logit, before softmax)";
+
 function hover(text) {
   ui.readout.textContent = text;
 }
@@ -54,11 +59,15 @@ async function drawMain() {
   const specs = await mainSpecs();
   ui.grid.classList.toggle("single", ui.mode.value === "timeline");
   const cards = ensureCards(view.mainCards, specs.length, ui.grid, { lens, onHover: hover });
+  ui.hint.textContent = compareHint(specs.length);
   const pick = chosen();
+  const { run } = picker.current();
   return Promise.all(
     specs.map((spec, i) => {
       const card = cards[i];
-      card.setCaption(spec.caption);
+      card.setCaption(spec.caption, CAPTION_HELP);
+      card.node.style.setProperty("--run-colour", colourOf(spec.run ?? run));
+      card.node.dataset.run = spec.run ?? run;
       card.node.classList.toggle("selected", ui.mode.value === "grid" && spec.image === pick.image);
       card.node.onclick = spec.image == null ? null : () => chooseImage(spec.image);
       return view.painter.show(card, paintJob(spec.load));
@@ -321,7 +330,7 @@ export function mount({ root, reload, onError }) {
     labelled("Zoom", ui.zoom, "Enlarge the pictures; drag one to pan them all"),
     ui.download,
   ]);
-  node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.description, ui.metrics,
+  node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.hint, ui.description, ui.metrics,
     ui.readout, ui.empty, ui.grid, ui.filmstrip);
 
   picker.wire(guarded(loadSteps), guarded(showStep));

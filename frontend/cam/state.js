@@ -54,6 +54,7 @@ export const ui = {
     title: "Save the shown maps, as zoomed, with their captions as one PNG",
   }),
   notice: el("div", { id: "notice", className: "notice", role: "status" }),
+  hint: el("div", { id: "hint", className: "metrics", role: "status" }),
   metrics: el("div", {
     id: "metrics",
     className: "metrics",
