@@ -24,7 +24,7 @@ def write_logdir(root: Path) -> Path:
     activations, a sanity check and a small evaluation: every view has something to show."""
     torch.manual_seed(0)
     probes, labels, boxes = draw_shapes(8, np.random.default_rng(1))
-    for k, run in enumerate(RUNS):
+    for run in RUNS:
         with SummaryWriter(root / run) as writer:
             net = ShapeNet()
             layers = ["features", "features.0"] if run == "beta" else "features"
