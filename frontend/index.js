@@ -91,9 +91,9 @@ export async function render() {
       showView("activations");
       return activations.open(run, layer);
     },
-    openCam: (run, layer) => {
+    openCam: (run, layer, tag) => {
       showView("cam");
-      return cam.open(run, layer).catch(camError);
+      return cam.open(run, layer, tag).catch(camError);
     },
   });
   runs.onChange(() => updateViews().catch(camError));

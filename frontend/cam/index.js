@@ -104,10 +104,10 @@ export async function update(all) {
   await loadSteps();
 }
 
-/** Opens a run and, when its samples have it, a layer (the Model view's links). */
-export async function open(run, layer) {
+/** Opens a run's tag (or its first) at a layer its samples have (the Model view's links). */
+export async function open(run, layer, tag) {
   if (!picker.series.some((s) => s.run === run)) return;
-  picker.choose(run);
+  picker.choose(run, tag);
   view.wanted.layer = layer;
   await loadSteps();
 }
