@@ -8,7 +8,7 @@ import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { STATS, decodeBlockMaps, decodeStats, shapeText } from "./format.js";
-import { formatValue, scaleLegend } from "./legend.js";
+import { formatValue, formatValues, scaleLegend } from "./legend.js";
 import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker, bindOptionKeys } from "./picker.js";
 import { cssColor, onThemeChange } from "./theme.js";
@@ -152,7 +152,7 @@ export function draw() {
   }
   const tiles = maps.map((m) => {
     const [lo, hi] = ui.scale.value === "shared" ? shared : range(m.values);
-    const span = ` (colours ${formatValue(lo)} to ${formatValue(hi)})`;
+    const span = ` (colours ${formatValues([lo, hi]).join(" to ")})`;
     const canvas = el("canvas", { width: block.map_width, height: block.map_height });
     canvas.getContext("2d").putImageData(paint(m.values, block.map_width, block.map_height, lo, hi), 0, 0);
     const tile = el("figure", { className: dead[m.channel] ? "tile dead" : "tile", dataset: { channel: String(m.channel) } }, [

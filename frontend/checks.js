@@ -7,7 +7,7 @@
 
 import { el, labelled, setOptions } from "./dom.js";
 import { decodeMap } from "./format.js";
-import { formatValue, scaleLegend } from "./legend.js";
+import { formatValues, scaleLegend } from "./legend.js";
 import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker } from "./picker.js";
 import { cssColor, onThemeChange } from "./theme.js";
@@ -193,7 +193,7 @@ function tile(buffer, entry, caption) {
   blend(pixels.data, values, { lo, hi, colormap: "jet", opacity: 1 });
   canvas.getContext("2d").putImageData(pixels, 0, 0);
   const figure = el("figure", { className: "card thumb" }, [canvas, el("figcaption", { textContent: caption })]);
-  figure.title = `${caption}: colours span ${formatValue(lo)} to ${formatValue(hi)}`;
+  figure.title = `${caption}: colours span ${formatValues([lo, hi]).join(" to ")}`;
   figure.dataset.lo = String(lo);
   figure.dataset.hi = String(hi);
   return figure;

@@ -290,7 +290,8 @@ export function mount({ onError, openCam }) {
   );
   ui.bar = el("div", { className: "toolbar" }, [...picker.controls("evaluate")]);
   ui.perClass = el("div", { className: "toolbar" }, [labelled("Per class", ui.metric, "The metric the per-class table shows")]);
-  node.append(ui.bar, notice, ui.empty, ui.table, ui.note, ui.histograms, ui.examples, ui.perClass, ui.classes);
+  node.append(ui.bar, notice, ui.empty, el("div", { className: "table-box" }, [ui.table]), ui.note, ui.histograms,
+    ui.examples, ui.perClass, el("div", { className: "table-box" }, [ui.classes]));
   picker.wire(guarded(loadSteps), guarded(showStep));
   ui.metric.addEventListener("change", () => state.header && drawClasses());
   onThemeChange(() => state.header && drawHistograms());

@@ -15,9 +15,10 @@
  */
 
 import * as api from "../api.js";
-import { Painter, composePng } from "../cards.js";
+import { Painter } from "../cards.js";
 import { COLORMAPS } from "../colormaps.js";
 import { el, labelled, setOptions } from "../dom.js";
+import { composePng } from "../export.js";
 import { colourOf } from "../runs.js";
 import { bindOptionKeys, pageKey } from "../picker.js";
 import * as urlstate from "../urlstate.js";
@@ -58,6 +59,7 @@ function hover(text) {
 async function drawMain() {
   const specs = await mainSpecs();
   ui.grid.classList.toggle("single", ui.mode.value === "timeline");
+  fitTimeline();
   const cards = ensureCards(view.mainCards, specs.length, ui.grid, { lens, onHover: hover });
   ui.hint.textContent = compareHint(specs.length);
   const pick = chosen();
@@ -73,6 +75,19 @@ async function drawMain() {
       return view.painter.show(card, paintJob(spec.load));
     }),
   );
+}
+
+/**
+ * In the timeline, sizes the one card so that it and the filmstrip below it fit the window's height
+ * (the card's caption and legend take about CARD_EXTRA pixels besides the picture).
+ */
+function fitTimeline() {
+  if (ui.mode.value !== "timeline") return;
+  const CARD_EXTRA = 64;
+  const FILMSTRIP = 130; // a thumbnail row with its caption and scroll bar
+  const top = ui.grid.getBoundingClientRect().top - node.closest("main").getBoundingClientRect().top;
+  const room = node.closest("main").clientHeight - top - FILMSTRIP - CARD_EXTRA;
+  ui.grid.style.setProperty("--single-size", `${Math.max(120, Math.floor(room))}px`);
 }
 
 /** Redraws everything with the current controls (and saves them in the URL). */
@@ -253,11 +268,23 @@ async function play() {
   }
 }
 
+/** The exported picture's title: where the maps come from and what the cards show. */
+function exportTitle(run, tag) {
+  const mode = ui.mode.options[ui.mode.selectedIndex]?.textContent ?? ui.mode.value;
+  const parts = [`run ${run}`, `tag ${tag}`, `step ${picker.entry().step}`, mode];
+  const pick = chosen();
+  if (!(ui.mode.value === "compare" && ui.axis.value === "method")) parts.push(`method ${pick.method}`);
+  if (!(ui.mode.value === "compare" && ui.axis.value === "layer")) parts.push(`layer ${pick.layer || "(unnamed)"}`);
+  if (ui.mode.value === "compare") parts.push(`comparing ${ui.axis.options[ui.axis.selectedIndex]?.textContent}`);
+  return parts.join(" · ");
+}
+
 async function download() {
   const cards = view.mainCards.filter((c) => c.node.dataset.state === "painted");
   if (!cards.length) return;
-  const blob = await composePng(cards, lens);
   const { run, tag } = picker.current();
+  const { blob, layout } = await composePng(cards, lens, exportTitle(run, tag));
+  ui.download.dataset.layout = JSON.stringify(layout); // where each card went (lets tests check the picture)
   const name = `cam_${run}_${tag}_step${picker.entry().step}_${ui.mode.value}.png`.replace(/[^\w.-]+/g, "_");
   const url = URL.createObjectURL(blob);
   const link = el("a", { href: url, download: name, hidden: true });
@@ -353,5 +380,6 @@ export function mount({ root, reload, onError }) {
   ui.download.addEventListener("click", guarded(download));
   ui.refresh.addEventListener("click", guarded(reload));
   bindPlayKey();
+  window.addEventListener("resize", fitTimeline);
   bindOptionKeys(ui.image, redraw); // up and down: the image, where one image is shown
 }

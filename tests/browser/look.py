@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from helpers import SmallNet, cam_frame
-from writer_ext import SummaryWriter, evaluate
+from tensorboard_plugin_cam import format as fmt
+from writer_ext import SummaryWriter, add_cam_maps, evaluate
 from writer_ext.demo import CLASSES, ShapeNet, draw_shapes
 
 RUNS = ("alpha", "beta", "gamma")  # sorted: TensorBoard's palette goes in this order
@@ -19,9 +20,27 @@ SIZES = [(1280, 800), (1920, 1080)]
 THEMES = ("light", "dark")
 
 
+# A crafted evaluation step (the format's own builder): in increase_in_confidence the methods tie the random
+# baseline (no best may be marked); in average_drop gradcam beats it (the best).
+CRAFTED = {"gradcam": {"average_drop": 0.3, "increase_in_confidence": 0.0},
+           "layercam": {"average_drop": 0.4, "increase_in_confidence": 0.0},
+           "random": {"average_drop": 0.5, "increase_in_confidence": 0.0}}
+
+
+def crafted_evaluation():
+    rows = [{"method": m, "layer": "features", "baseline": m == "random", "means": means,
+             "intervals": {k: [v, v] for k, v in means.items()}, "histograms": {k: [1, 1] for k in means}}
+            for m, means in CRAFTED.items()]
+    header = fmt.evaluation.build_header(count=2, targets="predicted", metrics=list(CRAFTED["random"]), rank_by=None,
+                                         bins=2, rows=rows, classes=[], seconds=1.0, sequence=0)
+    return fmt.blob_summary("crafted", [fmt.encode_header(header)], fmt.evaluation.KIND)
+
+
 def write_logdir(root: Path) -> Path:
-    """Three runs of CAMs (beta also at a second layer, alpha a second tag), and in alpha a model table,
-    activations, a sanity check and a small evaluation: every view has something to show."""
+    """Three runs of CAMs (beta also at a second layer, gamma scored; alpha more tags, one an all-zero map),
+    model tables in alpha and beta, and in alpha activations, a sanity check (Grad-CAM and CAM give equal
+    curves on SmallNet: global pooling, then a linear layer), an evaluation and a crafted one: every view
+    has something to show."""
     torch.manual_seed(0)
     probes, labels, boxes = draw_shapes(8, np.random.default_rng(1))
     for run in RUNS:
@@ -29,14 +48,19 @@ def write_logdir(root: Path) -> Path:
             net = ShapeNet()
             layers = ["features", "features.0"] if run == "beta" else "features"
             for step in (0, 10):
+                scored = {"metrics": True, "regions": boxes} if run == "gamma" else {}  # every Methods column
                 writer.add_cam("cam/probe", net, probes, target_layer=layers, methods=("gradcam", "layercam"),
-                               class_names=list(CLASSES), global_step=step)
+                               class_names=list(CLASSES), global_step=step, **scored)
+            if run != "gamma":
+                writer.add_model_summary(net, probes[:1])
             if run == "alpha":
                 writer.add_cam("extra/other", net, probes[:2], target_layer="features", global_step=0)
-                writer.add_model_summary(net, probes[:1])
+                add_cam_maps(writer, "extra/zero", probes[:1], np.zeros((1, 4, 4), np.float32), method="gradcam",
+                             layer="features", class_ids=[0], class_names=list(CLASSES), global_step=0)
+                writer._get_file_writer().add_summary(crafted_evaluation(), 0)
                 writer.add_activations("acts", net, probes[:2], global_step=0)
                 writer.add_sanity_check("checks", SmallNet(), torch.rand(2, 3, 16, 16),
-                                        methods=("gradcam", "layercam", "gradcam++"), target_layer="features",
+                                        methods=("gradcam", "cam", "layercam"), target_layer="features",
                                         global_step=0)
                 evaluate(net, TensorDataset(probes, labels, boxes), methods=("gradcam", "layercam"),
                          target_layer="features", steps=4, batch_size=4, worst=2, writer=writer, global_step=0,
