@@ -70,6 +70,7 @@ async function showStep() {
 
 /** A line style per method: the theme's line colours, with a dash and a marker of its own, so equal curves stay visible. */
 const DASHES = [[], [8, 4], [2, 3], [10, 3, 2, 3], [4, 4]];
+const OFFSET = 2.5; // pixels between the curves of consecutive methods
 const MARKERS = ["circle", "square", "triangle", "diamond", "cross"];
 
 function lineStyle(k) {
@@ -152,7 +153,7 @@ function drawChart(header) {
   header.methods.forEach((method, k) => {
     const values = [1, ...header.measures[method][ui.measure.value]];
     const style = lineStyle(k);
-    const offset = (k - (count - 1) / 2) * 1.5; // pixels: equal curves lie side by side
+    const offset = (k - (count - 1) / 2) * OFFSET; // pixels: equal curves lie side by side
     context.strokeStyle = style.colour;
     context.fillStyle = style.colour;
     context.lineWidth = 2;
@@ -161,7 +162,7 @@ function drawChart(header) {
     values.forEach((v, i) => (i ? context.lineTo(x(i), y(v) + offset) : context.moveTo(x(i), y(v) + offset)));
     context.stroke();
     context.setLineDash([]);
-    values.forEach((v, i) => marker(context, style.marker, x(i), y(v) + offset));
+    values.forEach((v, i) => marker(context, style.marker, x(i), y(v) + offset, 3));
     const swatch = el("canvas", { className: "swatch", width: 28, height: 10 });
     const s = swatch.getContext("2d");
     s.strokeStyle = style.colour;
@@ -180,7 +181,8 @@ function drawChart(header) {
       el("span", { textContent: `${method}: ${last.toFixed(3)} after ${header.stages[header.stages.length - 1] ?? "–"}` }),
     ]));
   });
-  ui.chart.title = `x: the original, then ${header.stages.join(", ")} re-initialised (${header.mode})`;
+  ui.chart.title = `x: the original, then ${header.stages.join(", ")} re-initialised (${header.mode}); ` +
+    `the curves are drawn ${OFFSET} pixels apart so that equal ones stay visible`;
 }
 
 /** One map as a TILE x TILE canvas, coloured over its own range. */

@@ -53,6 +53,7 @@ async function load() {
     if (data.error) ui.body.replaceChildren(el("tr", {}, [el("td", { className: "damaged", textContent: data.error })]));
   }
   drawRows();
+  ui.body.dataset.run = series?.run ?? ""; // whose table is shown (lets tests wait for it)
 }
 
 function drawRows() {

@@ -59,7 +59,6 @@ function hover(text) {
 async function drawMain() {
   const specs = await mainSpecs();
   ui.grid.classList.toggle("single", ui.mode.value === "timeline");
-  fitTimeline();
   const cards = ensureCards(view.mainCards, specs.length, ui.grid, { lens, onHover: hover });
   ui.hint.textContent = compareHint(specs.length);
   const pick = chosen();
@@ -78,16 +77,19 @@ async function drawMain() {
 }
 
 /**
- * In the timeline, sizes the one card so that it and the filmstrip below it fit the window's height
- * (the card's caption and legend take about CARD_EXTRA pixels besides the picture).
+ * In the timeline, shrinks the one card until it and the filmstrip below it fit in the window's height
+ * (a `reset` first gives it back its full size, after the window grew).
  */
-function fitTimeline() {
-  if (ui.mode.value !== "timeline") return;
-  const CARD_EXTRA = 64;
-  const FILMSTRIP = 130; // a thumbnail row with its caption and scroll bar
-  const top = ui.grid.getBoundingClientRect().top - node.closest("main").getBoundingClientRect().top;
-  const room = node.closest("main").clientHeight - top - FILMSTRIP - CARD_EXTRA;
-  ui.grid.style.setProperty("--single-size", `${Math.max(120, Math.floor(room))}px`);
+function fitTimeline(reset = false) {
+  if (reset) ui.grid.style.removeProperty("--single-size");
+  const card = ui.grid.querySelector(".card canvas");
+  if (ui.mode.value !== "timeline" || ui.filmstrip.hidden || !card?.width) return;
+  const main = node.closest("main");
+  const over = ui.filmstrip.getBoundingClientRect().bottom - (main.getBoundingClientRect().bottom - 12);
+  if (over <= 0) return;
+  const width = ui.grid.querySelector(".card").getBoundingClientRect().width;
+  const shrink = Math.ceil(over / (card.height / card.width)); // the picture's height follows its width
+  ui.grid.style.setProperty("--single-size", `${Math.max(120, Math.floor(width - shrink))}px`);
 }
 
 /** Redraws everything with the current controls (and saves them in the URL). */
@@ -380,6 +382,9 @@ export function mount({ root, reload, onError }) {
   ui.download.addEventListener("click", guarded(download));
   ui.refresh.addEventListener("click", guarded(reload));
   bindPlayKey();
-  window.addEventListener("resize", fitTimeline);
+  window.addEventListener("resize", () => fitTimeline(true));
+  const refit = new ResizeObserver(() => fitTimeline()); // a card painted, its legend shown, thumbnails loaded
+  refit.observe(ui.grid);
+  refit.observe(ui.filmstrip);
   bindOptionKeys(ui.image, redraw); // up and down: the image, where one image is shown
 }

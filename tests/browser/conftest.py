@@ -4,9 +4,9 @@ defect modules, so the logdir is written and served once per run."""
 from __future__ import annotations
 
 import pytest
+from look import write_logdir
 
 from helpers import TensorBoardProcess
-from look import write_logdir
 
 
 @pytest.fixture(scope="session")

@@ -38,8 +38,8 @@ def crafted_evaluation():
 
 def write_logdir(root: Path) -> Path:
     """Three runs of CAMs (beta also at a second layer, gamma scored; alpha more tags, one an all-zero map),
-    model tables in alpha and beta, and in alpha activations, a sanity check (Grad-CAM and CAM give equal
-    curves on SmallNet: global pooling, then a linear layer), an evaluation and a crafted one: every view
+    model tables in alpha and beta, and in alpha activations, a sanity check (Grad-CAM, XGrad-CAM and HiResCAM
+    give equal curves on SmallNet: its gradients are uniform over space, global pooling then a linear layer), an evaluation and a crafted one: every view
     has something to show."""
     torch.manual_seed(0)
     probes, labels, boxes = draw_shapes(8, np.random.default_rng(1))
@@ -60,7 +60,8 @@ def write_logdir(root: Path) -> Path:
                 writer._get_file_writer().add_summary(crafted_evaluation(), 0)
                 writer.add_activations("acts", net, probes[:2], global_step=0)
                 writer.add_sanity_check("checks", SmallNet(), torch.rand(2, 3, 16, 16),
-                                        methods=("gradcam", "cam", "layercam"), target_layer="features",
+                                        methods=("gradcam", "xgradcam", "hirescam", "layercam"),
+                                        target_layer="features",
                                         global_step=0)
                 evaluate(net, TensorDataset(probes, labels, boxes), methods=("gradcam", "layercam"),
                          target_layer="features", steps=4, batch_size=4, worst=2, writer=writer, global_step=0,

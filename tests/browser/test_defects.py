@@ -4,7 +4,6 @@ TensorBoard's page over the look logdir (look.py; one `tensorboard` shared with 
 from __future__ import annotations
 
 import pytest
-
 from look import CRAFTED, SIZES, THEMES, contrast, open_tab, rgb
 
 
@@ -43,7 +42,7 @@ def test_model_view_offers_cam_only_where_maps_were_logged_and_opens_that_layer(
     page, frame = tab
     frame.click("#view-model")
     frame.select_option("#model-run", "beta")
-    frame.wait_for_function("document.querySelectorAll('#model-rows .to-cam').length > 0")
+    frame.wait_for_selector("#model-rows[data-run='beta']", state="attached")
     with_cam = frame.eval_on_selector_all("#model-rows tr", "rs => rs.filter((r) => r.querySelector('.to-cam'))"
                                           ".map((r) => r.dataset.layer)")
     assert with_cam == ["features", "features.0"]  # beta logged maps at these two; not ReLU, pool or fc
@@ -85,9 +84,8 @@ def test_methods_view_fits_the_window(browser, look_tensorboard, size):
     try:
         frame.click("#view-methods")
         frame.select_option("#mth-run", "gamma")
-        frame.wait_for_selector("#mth-table[data-step] tbody tr")
-        columns = frame.eval_on_selector_all("#mth-table thead th", "els => els.length")
-        assert columns >= 8  # every measure of metrics=True and regions=, and the time
+        # gamma's table: every measure of metrics=True and regions=, and the time
+        frame.wait_for_function("document.querySelectorAll('#mth-table thead th').length >= 8", timeout=30000)
         fit = frame.evaluate("""() => { const m = document.querySelector('main'); const t = document.querySelector(
             '#mth-table'); return {scroll: m.scrollWidth, client: m.clientWidth, right: t.getBoundingClientRect().right,
             edge: m.getBoundingClientRect().right}; }""")
@@ -98,17 +96,17 @@ def test_methods_view_fits_the_window(browser, look_tensorboard, size):
 
 @pytest.mark.parametrize("theme", THEMES)
 def test_checks_chart_has_axes_and_every_curve_shows(browser, look_tensorboard, theme):
-    """Grad-CAM and CAM give equal curves here; each method's line colour still shows, each with its own
+    """Grad-CAM, XGrad-CAM and HiResCAM give equal curves here; each method's line colour still shows, with its own
     dash and marker; the axes carry labels; the line and label colours stand out from the background."""
     context, page, frame = open_tab(browser, look_tensorboard, SIZES[0], color_scheme=theme, view="checks")
     try:
         frame.wait_for_selector("#chk-strips[data-step='0']", state="attached", timeout=30000)
         items = frame.eval_on_selector_all("#chk-legend .legend-item", """els => els.map((e) => ({
             text: e.textContent, dash: e.dataset.dash, marker: e.dataset.marker}))""")
-        assert [i["text"].split(":")[0] for i in items] == ["gradcam", "cam", "layercam"]
-        assert items[0]["text"].split(":")[1] == items[1]["text"].split(":")[1]  # equal curves
-        assert len({(i["dash"], i["marker"]) for i in items}) == 3
-        colours = frame.evaluate("""() => [1, 2, 3].map((k) => getComputedStyle(document.documentElement)
+        assert [i["text"].split(":")[0] for i in items] == ["gradcam", "xgradcam", "hirescam", "layercam"]
+        assert len({i["text"].split(":")[1] for i in items[:3]}) == 1  # three equal curves
+        assert len({(i["dash"], i["marker"]) for i in items}) == 4
+        colours = frame.evaluate("""() => [1, 2, 3, 4].map((k) => getComputedStyle(document.documentElement)
             .getPropertyValue(`--line-${k}`).trim())""")
         counts = frame.evaluate("""(colours) => { const c = document.querySelector('#chk-chart');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

@@ -6,9 +6,7 @@ and no view scrolls sideways; at 1280x800 and 1920x1080, in both themes. One `te
 from __future__ import annotations
 
 import pytest
-from look import PALETTE_LIGHT, RUNS, SIZES, THEMES, contrast, open_tab, rgb, set_tensorboard_theme, write_logdir
-
-from helpers import TensorBoardProcess
+from look import PALETTE_LIGHT, RUNS, SIZES, THEMES, contrast, open_tab, rgb, set_tensorboard_theme
 
 VIEWS = ("cam", "activations", "model", "methods", "checks", "dataset")
 
