@@ -56,7 +56,10 @@ async function reload() {
 }
 
 export async function render() {
-  document.head.append(el("link", { rel: "stylesheet", href: "./static/style.css" }));
+  document.head.append(
+    el("link", { rel: "stylesheet", href: "./static/style.css" }), // theme, layout, controls
+    el("link", { rel: "stylesheet", href: "./static/views.css" }), // the views' parts
+  );
   theme.follow();
   const { sidebar, tagFilter } = runs.mount();
   const main = el("main", { className: "cam-tab" }, VIEWS.map(([, , module]) => module.node));
