@@ -26,7 +26,7 @@ def tensorboard(tmp_path_factory, trained_shapenet):
     images, labels, boxes = draw_shapes(24, np.random.default_rng(7))
     with SummaryWriter(root / "shapes") as writer:
         writer.add_sanity_check("shapes/sanity", trained_shapenet, images[:4], target_layer="features",
-                                methods=("gradcam", "layercam", "gradcam++"), global_step=120)
+                                methods=("gradcam", "layercam", "sobel"), global_step=120)
         writer.add_cam("shapes/scored", trained_shapenet, images[:8], target_layer="features", metrics=True,
                        regions=boxes[:8], methods=("gradcam", "layercam", "gradcam++"), class_names=list(CLASSES),
                        global_step=120)
