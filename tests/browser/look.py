@@ -37,7 +37,7 @@ def crafted_evaluation():
 
 
 def write_logdir(root: Path) -> Path:
-    """Three runs of CAMs (beta also at a second layer, gamma scored; alpha more tags, one an all-zero map),
+    """Three runs of CAMs (beta also at a second layer and a third in another tag, gamma scored; alpha more tags, one an all-zero map),
     model tables in alpha and beta, and in alpha activations, a sanity check, an evaluation and a crafted one:
     every view has something to show. In the sanity check Grad-CAM, XGrad-CAM and HiResCAM give equal curves:
     SmallNet's gradients are uniform over space (global pooling, then a linear layer)."""
@@ -53,6 +53,8 @@ def write_logdir(root: Path) -> Path:
                                class_names=list(CLASSES), global_step=step, **scored)
             if run != "gamma":
                 writer.add_model_summary(net, probes[:1])
+            if run == "beta":  # a layer only a later tag has: the Model view's CAM button must open that tag
+                writer.add_cam("zdeep", net, probes[:2], target_layer="features.2", global_step=0)
             if run == "alpha":
                 writer.add_cam("extra/other", net, probes[:2], target_layer="features", global_step=0)
                 add_cam_maps(writer, "extra/zero", probes[:1], np.zeros((1, 4, 4), np.float32), method="gradcam",
