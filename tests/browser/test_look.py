@@ -122,6 +122,8 @@ def test_run_ticks_and_filters_choose_what_views_show(browser, tensorboard):
         frame.select_option("#run", "alpha")
         frame.wait_for_function("document.querySelectorAll('#tag option').length >= 4")
         assert {"cam/probe", "extra/other", "extra/zero"} <= set(options("#tag"))
+        groups = frame.eval_on_selector_all("#tag optgroup", "els => els.map((e) => e.label)")
+        assert groups[:3] == ["cam", "eval", "extra"]  # tags grouped by prefix, as TensorBoard groups cards
         frame.fill("#tag-filter", "^extra/")
         frame.wait_for_function("document.querySelectorAll('#tag option').length === 2")
         assert options("#tag") == ["extra/other", "extra/zero"]
