@@ -39,8 +39,8 @@ def crafted_evaluation():
 def write_logdir(root: Path) -> Path:
     """Three runs of CAMs (beta also at a second layer and a third in another tag, gamma scored; alpha more tags,
     one an all-zero map), model tables in alpha and beta, and in alpha activations, a sanity check, an evaluation
-    and a crafted one: every view has something to show. In the sanity check Grad-CAM, XGrad-CAM and HiResCAM give equal curves:
-    SmallNet's gradients are uniform over space (global pooling, then a linear layer)."""
+    and a crafted one: every view has something to show. In the sanity check Grad-CAM, XGrad-CAM and HiResCAM
+    give equal curves: SmallNet's gradients are uniform over space (global pooling, then a linear layer)."""
     torch.manual_seed(0)
     probes, labels, boxes = draw_shapes(8, np.random.default_rng(1))
     for run in RUNS:
