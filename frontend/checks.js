@@ -139,8 +139,11 @@ function drawChart(header) {
   context.textBaseline = "top";
   const every = Math.ceil(stages.length / Math.max(1, Math.floor(plotW / 90))); // labels that fit
   stages.forEach((name, i) => {
-    if (i % every === 0 || i === stages.length - 1) context.fillText(name, x(i), height - bottom + 6, 88);
+    if (i % every !== 0 && i !== stages.length - 1) return;
+    context.textAlign = i === 0 ? "left" : i === stages.length - 1 ? "right" : "center"; // the ends stay inside
+    context.fillText(name, i === 0 ? x(i) - 4 : x(i), height - bottom + 6, 88);
   });
+  context.textAlign = "center";
   context.fillStyle = fg;
   context.fillText(`Modules re-initialised (${header.mode})`, left + plotW / 2, height - 16);
   context.save();

@@ -22,7 +22,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def tensorboard(tmp_path_factory, trained_shapenet):
     root = tmp_path_factory.mktemp("clean") / "runs"
     train(str(root / "shapes"), steps=120, cam_every=60, quiet=True).writer.close()
-    train(str(root / "shapes-seed1"), steps=120, cam_every=60, seed=1, quiet=True).writer.close()
+    train(str(root / "shapes-seed1"), steps=20, cam_every=10, seed=1, quiet=True).writer.close()  # for the run list
     images, labels, boxes = draw_shapes(24, np.random.default_rng(7))
     with SummaryWriter(root / "shapes") as writer:
         writer.add_sanity_check("shapes/sanity", trained_shapenet, images[:4], target_layer="features",
@@ -54,9 +54,11 @@ def tab(browser, tensorboard):
 
 
 def painted(frame, where="#grid", at_least=1):
+    """Waits for `at_least` cards, those in view painted (cards out of view are painted when scrolled to)."""
     frame.wait_for_function(
         """([where, n]) => { const cards = [...document.querySelectorAll(`${where} .card`)];
-            return cards.length >= n && cards.every((c) => c.dataset.state === 'painted'); }""",
+            return cards.length >= n && cards[0].dataset.state === 'painted'
+                && cards.every((c) => ['painted', 'queued'].includes(c.dataset.state)); }""",
         arg=[where, at_least], timeout=30000)
 
 
@@ -86,6 +88,7 @@ def test_cam_modes(tab):
     frame.select_option("#mode", "grid")
     painted(frame, at_least=16)
     frame.wait_for_function("document.documentElement.dataset.theme === 'dark'")
+    page.locator('[role="menu"]').wait_for(state="detached")  # TensorBoard's theme menu has faded out
     page.screenshot(path=str(DOCS / "screenshot-dark.png"))
 
 
