@@ -80,6 +80,8 @@ def test_tab_is_listed_and_shows_maps_that_follow_the_step(page):
     tab.first.wait_for(timeout=30000)
     frame = cam_frame(page)
     frame.wait_for_selector("#run option", state="attached")
+    # small cards, so that all 16 are in view: cards out of view are only painted when scrolled to
+    frame.eval_on_selector("#card-size", "e => { e.value = '140'; e.dispatchEvent(new Event('input')); }")
     select_run(frame, "shapes", "shapes/probe")
     wait_for_cards(frame, 16)
     assert frame.text_content("#step-label") == "step 120 (3 of 3)"
