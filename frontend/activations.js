@@ -8,12 +8,18 @@ import * as api from "./api.js";
 import { COLORMAPS } from "./colormaps.js";
 import { el, labelled, setOptions } from "./dom.js";
 import { STATS, decodeBlockMaps, decodeStats, shapeText } from "./format.js";
-import { formatValue, scaleLegend } from "./legend.js";
+import { formatValue, formatValues, scaleLegend } from "./legend.js";
 import { blend, range, upsample } from "./maps.js";
 import { SeriesPicker, bindOptionKeys } from "./picker.js";
+import { cssColor, onThemeChange } from "./theme.js";
 import { Latest, loadChosenSample, loadSeriesSteps } from "./view.js";
 
 const LARGE = 256; // pixels a side of the enlarged tile
+const ORDERS = [
+  ["index", "channel number"],
+  ...STATS.map((s) => [s, `${s}, largest first`]),
+  ["stored", "as logged (add_activations' channel_order)"],
+];
 
 const picker = new SeriesPicker("act-");
 const state = { models: [], tables: new Map(), current: null, channel: null };
@@ -29,7 +35,7 @@ const ui = {
   chartStat: el("select", { id: "act-chart-stat" }),
   picture: el("canvas", { id: "act-picture", className: "picture", width: 1, height: 1 }),
   grid: el("div", { id: "act-grid", className: "channel-grid" }),
-  chart: el("canvas", { id: "act-chart", className: "chart", width: 640, height: 120 }),
+  chart: el("canvas", { id: "act-chart", className: "chart", width: 640, height: 160 }),
   large: el("canvas", { id: "act-large", className: "large", width: LARGE, height: LARGE }),
   value: el("div", { id: "act-value", className: "value" }),
   largeLegend: el("div", { id: "act-large-legend" }),
@@ -138,6 +144,7 @@ export function draw() {
     const key = (m) => (order === "index" ? -m.channel : stats[m.channel][order]);
     maps.sort((a, b) => key(b) - key(a) || a.channel - b.channel);
   }
+  if (!maps.some((m) => m.channel === state.channel)) state.channel = maps[0]?.channel ?? null; // the first tile
   let shared = [Infinity, -Infinity];
   for (const m of maps) {
     const [lo, hi] = range(m.values);
@@ -145,7 +152,7 @@ export function draw() {
   }
   const tiles = maps.map((m) => {
     const [lo, hi] = ui.scale.value === "shared" ? shared : range(m.values);
-    const span = ` (colours ${formatValue(lo)} to ${formatValue(hi)})`;
+    const span = ` (colours ${formatValues([lo, hi]).join(" to ")})`;
     const canvas = el("canvas", { width: block.map_width, height: block.map_height });
     canvas.getContext("2d").putImageData(paint(m.values, block.map_width, block.map_height, lo, hi), 0, 0);
     const tile = el("figure", { className: dead[m.channel] ? "tile dead" : "tile", dataset: { channel: String(m.channel) } }, [
@@ -165,28 +172,61 @@ export function draw() {
   ui.gridLegend.replaceChildren(sharedScale
     ? scaleLegend({ lo: shared[0], hi: shared[1], colormap: ui.colormap.value, label: "every tile" })
     : el("div", { className: "scale", textContent: "Each tile is coloured over its own range (hover a tile for it)" }));
-  drawChart(stats, dead);
+  drawChart(stats, dead, maps.map((m) => m.channel));
   drawLarge();
 }
 
-/** Bars of the chosen statistic for every channel, in channel order; dead channels in red. */
-function drawChart(stats, dead) {
+/**
+ * Bars of the chosen statistic for every channel, in the tiles' order (the channels shown as tiles first,
+ * the others after them in channel order), with a value axis and a channel axis; the bars of tiled
+ * channels are in the accent colour, the others muted, dead channels red.
+ */
+function drawChart(stats, dead, tiled) {
   const name = ui.chartStat.value;
+  const width = Math.max(320, Math.round(ui.chart.getBoundingClientRect().width) || 640);
+  if (ui.chart.width !== width) ui.chart.width = width;
+  const { height } = ui.chart;
+  const [left, right, top, bottom] = [56, 8, 8, 34];
   const context = ui.chart.getContext("2d");
-  const { width, height } = ui.chart;
   context.clearRect(0, 0, width, height);
-  const values = stats.map((s) => s[name]);
+  const shown = new Set(tiled);
+  const order = [...tiled, ...stats.map((_, c) => c).filter((c) => !shown.has(c))];
+  const values = order.map((c) => stats[c][name]);
   const lo = Math.min(0, ...values);
   const hi = Math.max(0, ...values);
   const span = hi > lo ? hi - lo : 1;
-  const zero = height - ((0 - lo) / span) * height;
-  const bar = width / values.length;
-  values.forEach((v, c) => {
-    const y = height - ((v - lo) / span) * height;
-    context.fillStyle = dead[c] ? "#c62828" : "#f57c00";
-    const tall = Math.max(Math.abs(zero - y), 2); // a zero bar stays visible as a 2-pixel line
-    context.fillRect(Math.floor(c * bar), Math.min(Math.min(y, zero), height - tall), Math.max(Math.floor(bar) - 1, 1), tall);
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  const y = (v) => top + plotH - ((v - lo) / span) * plotH;
+  const bar = plotW / Math.max(values.length, 1);
+  const colours = { tiled: cssColor("--accent"), other: cssColor("--bar-muted"), dead: cssColor("--danger") };
+  values.forEach((v, i) => {
+    const c = order[i];
+    context.fillStyle = dead[c] ? colours.dead : shown.has(c) ? colours.tiled : colours.other;
+    const tall = Math.max(Math.abs(y(0) - y(v)), 2); // a zero bar stays visible as a 2-pixel line
+    context.fillRect(left + Math.floor(i * bar), Math.min(Math.min(y(v), y(0)), top + plotH - tall), Math.max(Math.floor(bar) - 1, 1), tall);
   });
+  context.strokeStyle = cssColor("--axis");
+  context.fillStyle = cssColor("--axis");
+  context.font = "11px Roboto, system-ui, sans-serif";
+  context.beginPath();
+  context.moveTo(left, top);
+  context.lineTo(left, top + plotH);
+  context.moveTo(left, y(0));
+  context.lineTo(left + plotW, y(0));
+  context.stroke();
+  context.textAlign = "right";
+  context.textBaseline = "middle";
+  for (const v of new Set([lo, 0, hi])) context.fillText(formatValue(v), left - 4, y(v));
+  context.textAlign = "center";
+  context.textBaseline = "top";
+  const every = Math.ceil(values.length / Math.max(1, Math.floor(plotW / 28)));
+  order.forEach((c, i) => {
+    if (i % every === 0) context.fillText(String(c), left + (i + 0.5) * bar, top + plotH + 3);
+  });
+  context.fillText(`${name} per channel: the ${tiled.length} tiled channels first, in the tiles' order` +
+    (order.length > tiled.length ? `, then the other ${order.length - tiled.length}` : ""), left + plotW / 2, top + plotH + 18);
+  ui.chart.dataset.order = order.join(",");
   ui.chart.title = `${name} of each of the ${values.length} channels (${lo.toPrecision(3)} to ${hi.toPrecision(3)})`;
 }
 
@@ -197,7 +237,9 @@ function drawLarge() {
   const shown = maps.find((m) => m.channel === state.channel);
   ui.large.hidden = !shown;
   ui.largeLegend.replaceChildren();
-  ui.detailTitle.textContent = shown ? `channel ${shown.channel} of ${block.layer} (${block.kind})` : "Click a tile";
+  ui.detailTitle.textContent = shown
+    ? `channel ${shown.channel} of ${block.layer} (${block.kind}); click another tile to show it here`
+    : "";
   ui.value.textContent = "";
   if (!shown) return;
   const [lo, hi] = range(shown.values);
@@ -236,7 +278,7 @@ export async function open(run, layer) {
 export function mount({ onError }) {
   const guarded = (action) => () => action().catch(onError);
   setOptions(ui.colormap, COLORMAPS.map((c) => [c, c]), "viridis");
-  setOptions(ui.order, ["stored", ...STATS, "index"].map((o) => [o, o === "stored" ? "as logged" : o]), "stored");
+  setOptions(ui.order, ORDERS, "index");
   setOptions(ui.scale, [["channel", "per channel"], ["shared", "one shared scale"]], "channel");
   setOptions(ui.chartStat, STATS.map((s) => [s, s]), "mean");
   ui.empty.append(
@@ -248,7 +290,8 @@ export function mount({ onError }) {
     labelled("Layer", ui.layer, "Layer (output shape from the model summary)"),
     labelled("Image", ui.image, "Which image of the batch"),
     labelled("Show", ui.kind, "Activations or the gradients of the target"),
-    labelled("Order", ui.order, "Order of the tiles"),
+    labelled("Order", ui.order, "Order of the tiles: channel number, a statistic (largest first), or as logged: " +
+      "the order add_activations kept them in (its channel_order, by default the largest mean first)"),
     labelled("Scale", ui.scale, "Normalise each tile by itself or all by one range"),
     labelled("Colour map", ui.colormap, "Colour map of the tiles"),
   ]);
@@ -261,4 +304,5 @@ export function mount({ onError }) {
     control.addEventListener("change", draw);
   }
   ui.large.addEventListener("mousemove", showValue);
+  onThemeChange(draw);
 }

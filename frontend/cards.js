@@ -2,7 +2,7 @@
  * Cards: a picture with a map over it. They are painted only when they come
  * into view (so a long series fetches only what is looked at), zoomed and
  * panned together through one `Lens` (so compared maps stay aligned), and tell
- * what lies under the mouse. `composePng` puts the shown cards into one picture.
+ * what lies under the mouse (export.js puts the shown cards into one picture).
  */
 
 import { el } from "./dom.js";
@@ -90,9 +90,10 @@ export class Card {
     this.legend.replaceChildren(...(node ? [node] : []));
   }
 
-  setCaption(text) {
+  /** The caption, whole on hover, with `help` (what its terms mean) below it in the tooltip. */
+  setCaption(text, help = "") {
     this.caption.textContent = text;
-    this.caption.title = text; // whole on hover when the ellipsis cuts it
+    this.caption.title = help ? `${text}\n${help}` : text;
   }
 }
 
@@ -154,32 +155,4 @@ export class Painter {
       card.node.dataset.state = "failed";
     }
   }
-}
-
-/** The cards as one PNG on white (the part each shows under the lens, with its caption), as a Blob. */
-export function composePng(cards, lens) {
-  const shown = cards.filter((c) => c.canvas.width > 0);
-  const columns = Math.max(1, Math.min(shown.length, 4));
-  const cellW = Math.max(1, ...shown.map((c) => c.canvas.width));
-  const cellH = Math.max(1, ...shown.map((c) => c.canvas.height)) + 20;
-  const gap = 8;
-  const out = el("canvas", {
-    width: columns * cellW + (columns - 1) * gap,
-    height: Math.ceil(shown.length / columns) * (cellH + gap) - gap,
-  });
-  const context = out.getContext("2d");
-  context.fillStyle = "#ffffff";
-  context.fillRect(0, 0, out.width, out.height);
-  context.font = "12px sans-serif";
-  context.fillStyle = "#212121";
-  context.imageSmoothingEnabled = false;
-  shown.forEach((card, i) => {
-    const x = (i % columns) * (cellW + gap);
-    const y = Math.floor(i / columns) * (cellH + gap);
-    const { width, height } = card.canvas;
-    const [sx, sy, sw, sh] = lens ? lens.region(width, height) : [0, 0, width, height];
-    context.drawImage(card.canvas, sx, sy, sw, sh, x, y, width, height);
-    context.fillText(card.caption.textContent, x, y + height + 14, cellW);
-  });
-  return new Promise((resolve) => out.toBlob(resolve, "image/png"));
 }

@@ -11,11 +11,12 @@ import { decodeMap } from "./format.js";
 import { blend, range, upsample } from "./maps.js";
 import { MEASURES, arrowed } from "./measures.js";
 import { SeriesPicker } from "./picker.js";
+import { cssColor, onThemeChange } from "./theme.js";
 import * as api from "./api.js";
 import { Latest, loadChosenSample, loadSeriesSteps } from "./view.js";
 
 const CARD = 112; // pixels a side of each image card
-const HIST = { width: 220, height: 110 };
+const HIST = { width: 240, height: 140 };
 
 const picker = new SeriesPicker("ds-");
 const latest = new Latest();
@@ -37,6 +38,7 @@ export const node = el("section", { id: "dataset-view", className: "view", hidde
 export async function update(all) {
   const series = all.filter((s) => s.kind === "evaluation");
   ui.empty.hidden = series.length > 0;
+  for (const part of [ui.bar, ui.table, ui.note, ui.histograms, ui.examples, ui.perClass, ui.classes]) part.hidden = series.length === 0;
   picker.setSeries(series);
   await loadSteps();
 }
@@ -86,11 +88,19 @@ function metricsOf(header) {
 const labelOf = (key) => MEASURES.find((m) => m.key === key)?.label ?? String(key);
 const rowName = (row, header) => (new Set(header.rows.map((r) => r.layer)).size > 1 ? `${row.method} @ ${row.layer}` : row.method);
 
-/** The best mean of a column among the methods (not the baseline), or null with fewer than two. */
-function bestOf(values, better) {
+/**
+ * The best mean of a column among the methods, or null: with fewer than two methods, or when the best
+ * does not beat the random baseline's `baseline` value (a tie with random is no best).
+ */
+function bestOf(values, better, baseline = null) {
   if (values.length < 2) return null;
-  return better === "lower" ? Math.min(...values) : Math.max(...values);
+  const best = better === "lower" ? Math.min(...values) : Math.max(...values);
+  if (baseline != null && !(better === "lower" ? best < baseline : best > baseline)) return null;
+  return best;
 }
+
+/** The baseline row's value of a measure, or null without a baseline. */
+const baselineOf = (rows, key) => rows.find((r) => r.baseline)?.means[key] ?? null;
 
 function sortedRows(header) {
   const rows = header.rows.map((row, index) => ({ row, index }));
@@ -103,7 +113,8 @@ function sortedRows(header) {
 function drawTable() {
   const header = state.header;
   const measures = metricsOf(header);
-  const best = new Map(measures.map((m) => [m.key, bestOf(header.rows.filter((r) => !r.baseline).map((r) => r.means[m.key]), m.better)]));
+  const best = new Map(measures.map((m) => [m.key, bestOf(header.rows.filter((r) => !r.baseline).map((r) => r.means[m.key]),
+    m.better, baselineOf(header.rows, m.key))]));
   const heading = (key, text, help, better) => {
     const th = el("th", { textContent: text, title: help, dataset: { key } });
     if (state.sort.key === key) th.dataset.sorted = state.sort.ascending ? "ascending" : "descending";
@@ -157,7 +168,8 @@ function drawClasses() {
   ]);
   const body = header.classes.map((c) => {
     const values = c.means.map((m) => m[measure.key]);
-    const best = bestOf(values.filter((_, r) => !header.rows[r].baseline), measure.better);
+    const random = values.find((_, r) => header.rows[r].baseline) ?? null;
+    const best = bestOf(values.filter((_, r) => !header.rows[r].baseline), measure.better, random);
     return el("tr", { dataset: { classId: String(c.class_id) } }, [
       el("td", { textContent: c.class_name ?? `class ${c.class_id}` }),
       el("td", { className: "number", textContent: String(c.count) }),
@@ -172,25 +184,46 @@ function drawClasses() {
     el("thead", {}, [head]), el("tbody", {}, body));
 }
 
-/** A histogram of the chosen row's per-image values for each metric (bins over 0 to 1). */
+/** A histogram of the chosen row's per-image values for each metric (bins over 0 to 1), with a count axis. */
 function drawHistograms() {
   const header = state.header;
   const row = header.rows[state.row];
+  const [left, bottom, top, right] = [34, 30, 8, 8];
   ui.histograms.replaceChildren(...metricsOf(header).map((m) => {
     const counts = row.histograms[m.key];
     const canvas = el("canvas", { width: HIST.width, height: HIST.height, dataset: { key: m.key } });
     const context = canvas.getContext("2d");
-    const top = Math.max(...counts, 1);
-    const bar = (HIST.width - 8) / counts.length;
-    context.fillStyle = row.baseline ? "#999" : "#3b6fb6";
+    const most = Math.max(...counts, 1);
+    const plotW = HIST.width - left - right;
+    const plotH = HIST.height - top - bottom;
+    const bar = plotW / counts.length;
+    const base = HIST.height - bottom;
+    context.fillStyle = cssColor(row.baseline ? "--bar-muted" : "--bar");
     counts.forEach((n, i) => {
-      const h = ((HIST.height - 20) * n) / top;
-      context.fillRect(4 + i * bar, HIST.height - 14 - h, Math.max(bar - 1, 1), h);
+      const h = (plotH * n) / most;
+      context.fillRect(left + i * bar, base - h, Math.max(bar - 1, 1), h);
     });
-    context.fillStyle = "#444";
-    context.font = "10px sans-serif";
-    context.fillText("0", 2, HIST.height - 2);
-    context.fillText("1", HIST.width - 8, HIST.height - 2);
+    context.strokeStyle = cssColor("--axis");
+    context.beginPath();
+    context.moveTo(left, top);
+    context.lineTo(left, base);
+    context.lineTo(left + plotW, base);
+    context.stroke();
+    context.fillStyle = cssColor("--axis");
+    context.font = "11px Roboto, system-ui, sans-serif";
+    context.textAlign = "right";
+    context.textBaseline = "middle";
+    for (const n of [0, most]) context.fillText(String(n), left - 4, base - (plotH * n) / most);
+    context.textAlign = "center";
+    context.textBaseline = "top";
+    context.fillText("0", left, base + 3);
+    context.fillText("1", left + plotW, base + 3);
+    context.fillText(m.label, left + plotW / 2, base + 15);
+    context.save();
+    context.translate(2, top + plotH / 2);
+    context.rotate(-Math.PI / 2);
+    context.fillText("images", 0, 0);
+    context.restore();
     canvas.title = `${m.label} of ${rowName(row, header)}: ${counts.join(", ")} images per bin of ${(1 / counts.length).toFixed(2)}`;
     return el("figure", { className: "histogram" }, [canvas, el("figcaption", { textContent: `${m.label} (${rowName(row, header)})` })]);
   }));
@@ -211,10 +244,11 @@ async function card(sample, kept, row, caption) {
     context.putImageData(pixels, 0, 0);
   }
   const target = sample.header.images[kept.image]?.targets?.[0];
+  const explained = state.header.targets === "label" ? "label" : "prediction";
   const figure = el("figure", { className: "card thumb", dataset: { index: String(kept.index), value: String(kept.value) } }, [
     canvas,
     el("figcaption", { textContent: `${caption} #${kept.index}: ${kept.value.toFixed(3)}` }),
-    el("figcaption", { textContent: target?.class_name ?? `class ${kept.class_id}` }),
+    el("figcaption", { className: "explained", textContent: `${explained}: ${target?.class_name ?? `class ${kept.class_id}`}` }),
   ]);
   figure.title = "Open in the CAM view";
   figure.addEventListener("click", () =>
@@ -249,12 +283,16 @@ export function mount({ onError, openCam }) {
   const guarded = (action) => () => action().catch(onError);
   ui.empty.append(
     el("h2", { textContent: "No data-set evaluations logged yet" }),
+    el("p", { textContent: "This view scores each method's maps over a whole data set against a random " +
+      "baseline. Log an evaluation with:" }),
     el("pre", { textContent: 'writer_ext.evaluate(model, dataset, methods=("gradcam", "layercam"), writer=writer)\n' +
       "tensorboard-cam eval --model torchvision:resnet18 --weights ckpt.pt --data val/ --logdir runs/eval" }),
   );
-  const bar = el("div", { className: "toolbar" }, [...picker.controls("evaluate")]);
-  node.append(bar, notice, ui.empty, ui.table, ui.note, ui.histograms, ui.examples,
-    el("div", { className: "toolbar" }, [labelled("Per class", ui.metric, "The metric the per-class table shows")]), ui.classes);
+  ui.bar = el("div", { className: "toolbar" }, [...picker.controls("evaluate")]);
+  ui.perClass = el("div", { className: "toolbar" }, [labelled("Per class", ui.metric, "The metric the per-class table shows")]);
+  node.append(ui.bar, notice, ui.empty, el("div", { className: "table-box" }, [ui.table]), ui.note, ui.histograms,
+    ui.examples, ui.perClass, el("div", { className: "table-box" }, [ui.classes]));
   picker.wire(guarded(loadSteps), guarded(showStep));
   ui.metric.addEventListener("change", () => state.header && drawClasses());
+  onThemeChange(() => state.header && drawHistograms());
 }

@@ -24,3 +24,31 @@ export function setOptions(select, values, keep) {
   if (values.some(([value]) => value === keep)) select.value = keep;
   select.disabled = values.length === 0;
 }
+
+/**
+ * setOptions for tags, grouped as TensorBoard groups its cards: an <optgroup> per tag prefix (the part
+ * before the first "/"), in the order the prefixes first appear; plain options when there is one group.
+ */
+export function setTagOptions(select, values, keep) {
+  const prefix = ([value]) => (value.includes("/") ? value.slice(0, value.indexOf("/")) : value);
+  const groups = new Map();
+  for (const option of values) {
+    if (!groups.has(prefix(option))) groups.set(prefix(option), []);
+    groups.get(prefix(option)).push(option);
+  }
+  if (groups.size < 2) {
+    setOptions(select, values, keep);
+    return;
+  }
+  const ordered = [...groups.values()].flat();
+  const same =
+    select.querySelectorAll("optgroup").length === groups.size &&
+    select.options.length === ordered.length &&
+    ordered.every(([value, text], i) => select.options[i].value === value && select.options[i].textContent === text);
+  if (!same) {
+    select.replaceChildren(...[...groups].map(([label, options]) =>
+      el("optgroup", { label }, options.map(([value, text]) => el("option", { value, textContent: text })))));
+  }
+  if (values.some(([value]) => value === keep)) select.value = keep;
+  select.disabled = false;
+}

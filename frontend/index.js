@@ -15,6 +15,8 @@ import { el } from "./dom.js";
 import { onDataReloaded } from "./host.js";
 import * as methods from "./methods.js";
 import * as model from "./model.js";
+import * as runs from "./runs.js";
+import * as theme from "./theme.js";
 import * as urlstate from "./urlstate.js";
 
 const VIEWS = [
@@ -38,20 +40,34 @@ function showView(name) {
   urlstate.update({ view: known === "cam" ? null : known });
 }
 
+let listed = []; // every series the backend listed at the last reload
+
+/** Gives every view the series of the ticked runs and matching tags (the sidebar's choice). */
+function updateViews() {
+  return Promise.all(VIEWS.map(([, , module]) => module.update(runs.visible(listed))));
+}
+
 /** Reloads runs and tags for every view (the Refresh buttons and TensorBoard's own reload). */
 async function reload() {
   api.forget();
-  const { series } = await api.listSeries();
-  await Promise.all(VIEWS.map(([, , module]) => module.update(series)));
+  listed = (await api.listSeries()).series;
+  runs.setSeries(listed);
+  await updateViews();
 }
 
 export async function render() {
-  document.head.append(el("link", { rel: "stylesheet", href: "./static/style.css" }));
-  const main = el("main", { className: "cam-tab" }, [
+  document.head.append(
+    el("link", { rel: "stylesheet", href: "./static/style.css" }), // theme, layout, controls
+    el("link", { rel: "stylesheet", href: "./static/views.css" }), // the views' parts
+  );
+  theme.follow();
+  const { sidebar, tagFilter } = runs.mount();
+  const main = el("main", { className: "cam-tab" }, VIEWS.map(([, , module]) => module.node));
+  const topbar = el("header", { className: "topbar" }, [
     el("nav", { className: "views", role: "tablist" }, buttons),
-    ...VIEWS.map(([, , module]) => module.node),
+    tagFilter,
   ]);
-  document.body.append(main);
+  document.body.append(el("div", { className: "page" }, [sidebar, el("div", { className: "content" }, [topbar, main])]));
   const report = (notice) => (error) => (notice.textContent = `Error: ${error.message}`);
   const camError = report(cam.notice);
   const guardedReload = () => reload().catch(camError);
@@ -78,11 +94,12 @@ export async function render() {
       showView("activations");
       return activations.open(run, layer);
     },
-    openCam: (run, layer) => {
+    openCam: (run, layer, tag) => {
       showView("cam");
-      return cam.open(run, layer).catch(camError);
+      return cam.open(run, layer, tag).catch(camError);
     },
   });
+  runs.onChange(() => updateViews().catch(camError));
   showView(urlstate.read().view);
   onDataReloaded(guardedReload); // TensorBoard's own reload button and auto-reload
   await guardedReload();

@@ -206,6 +206,6 @@ export function mount({ onError, openCam }) {
     el("pre", { textContent: 'add_cam(writer, "cam", model, images, methods=["gradcam", "layercam"], metrics=True)' }),
   );
   const bar = el("div", { className: "toolbar" }, [...picker.controls("add_cam")]);
-  node.append(bar, notice, ui.empty, ui.table, ui.note);
+  node.append(bar, notice, ui.empty, el("div", { className: "table-box" }, [ui.table]), ui.note);
   picker.wire(guarded(loadSteps), guarded(showStep));
 }

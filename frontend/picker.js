@@ -1,7 +1,7 @@
 /** Run, tag and step controls over a list of series: what the CAM and Activations views share. */
 
 import * as api from "./api.js";
-import { el, labelled, setOptions } from "./dom.js";
+import { el, labelled, setOptions, setTagOptions } from "./dom.js";
 import { Latest } from "./view.js";
 
 /** Whether a key press is the page's: another input or select answers keys itself. */
@@ -84,7 +84,7 @@ export class SeriesPicker {
 
   updateTags() {
     const tags = this.series.filter((s) => s.run === this.run.value).map((s) => [s.tag, s.tag]);
-    setOptions(this.tag, tags, this.tag.value);
+    setTagOptions(this.tag, tags, this.tag.value);
   }
 
   /** Chooses a run (and its first tag unless `tag` is given). */

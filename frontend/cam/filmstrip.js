@@ -41,5 +41,7 @@ export function stripKey() {
 export function markFilmstrip() {
   const current = Number(picker.step.value);
   view.stripCards.forEach((card, i) => card.node.classList.toggle("current", i === current));
-  view.stripCards[current]?.node.scrollIntoView({ block: "nearest", inline: "center" });
+  const thumb = view.stripCards[current]?.node;
+  // centred by scrolling the strip sideways only: scrollIntoView would also scroll the page
+  if (thumb) ui.filmstrip.scrollLeft = thumb.offsetLeft - (ui.filmstrip.clientWidth - thumb.offsetWidth) / 2;
 }

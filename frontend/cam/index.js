@@ -15,15 +15,17 @@
  */
 
 import * as api from "../api.js";
-import { Painter, composePng } from "../cards.js";
+import { Painter } from "../cards.js";
 import { COLORMAPS } from "../colormaps.js";
 import { el, labelled, setOptions } from "../dom.js";
+import { composePng } from "../export.js";
+import { colourOf } from "../runs.js";
 import { bindOptionKeys, pageKey } from "../picker.js";
 import * as urlstate from "../urlstate.js";
 import { loadChosenSample } from "../view.js";
 import { drawFilmstrip, markFilmstrip, stripKey } from "./filmstrip.js";
 import { restoreControls, save } from "./link.js";
-import { mainSpecs } from "./modes.js";
+import { compareHint, mainSpecs } from "./modes.js";
 import { ensureCards, paintJob } from "./paint.js";
 import {
   AGAINST,
@@ -45,6 +47,10 @@ export { node, notice } from "./state.js";
 
 // -- drawing ------------------------------------------------------------------------
 
+const CAPTION_HELP =
+  "p: the model's probability for the class (softmax) · score: the model output the map explains " +
+  "(the class's logit, before softmax)";
+
 function hover(text) {
   ui.readout.textContent = text;
 }
@@ -54,16 +60,36 @@ async function drawMain() {
   const specs = await mainSpecs();
   ui.grid.classList.toggle("single", ui.mode.value === "timeline");
   const cards = ensureCards(view.mainCards, specs.length, ui.grid, { lens, onHover: hover });
+  ui.hint.textContent = compareHint(specs.length);
   const pick = chosen();
+  const { run } = picker.current();
   return Promise.all(
     specs.map((spec, i) => {
       const card = cards[i];
-      card.setCaption(spec.caption);
+      card.setCaption(spec.caption, CAPTION_HELP);
+      card.node.style.setProperty("--run-colour", colourOf(spec.run ?? run));
+      card.node.dataset.run = spec.run ?? run;
       card.node.classList.toggle("selected", ui.mode.value === "grid" && spec.image === pick.image);
       card.node.onclick = spec.image == null ? null : () => chooseImage(spec.image);
       return view.painter.show(card, paintJob(spec.load));
     }),
   );
+}
+
+/**
+ * In the timeline, shrinks the one card until it and the filmstrip below it fit in the window's height
+ * (a `reset` first gives it back its full size, after the window grew).
+ */
+function fitTimeline(reset = false) {
+  if (reset) ui.grid.style.removeProperty("--single-size");
+  const card = ui.grid.querySelector(".card canvas");
+  if (ui.mode.value !== "timeline" || ui.filmstrip.hidden || !card?.width) return;
+  const main = node.closest("main");
+  const over = ui.filmstrip.getBoundingClientRect().bottom - (main.getBoundingClientRect().bottom - 12);
+  if (over <= 0) return;
+  const width = ui.grid.querySelector(".card").getBoundingClientRect().width;
+  const shrink = Math.ceil(over / (card.height / card.width)); // the picture's height follows its width
+  ui.grid.style.setProperty("--single-size", `${Math.max(120, Math.floor(width - shrink))}px`);
 }
 
 /** Redraws everything with the current controls (and saves them in the URL). */
@@ -95,10 +121,10 @@ export async function update(all) {
   await loadSteps();
 }
 
-/** Opens a run and, when its samples have it, a layer (the Model view's links). */
-export async function open(run, layer) {
+/** Opens a run's tag (or its first) at a layer its samples have (the Model view's links). */
+export async function open(run, layer, tag) {
   if (!picker.series.some((s) => s.run === run)) return;
-  picker.choose(run);
+  picker.choose(run, tag);
   view.wanted.layer = layer;
   await loadSteps();
 }
@@ -244,11 +270,23 @@ async function play() {
   }
 }
 
+/** The exported picture's title: where the maps come from and what the cards show. */
+function exportTitle(run, tag) {
+  const mode = ui.mode.options[ui.mode.selectedIndex]?.textContent ?? ui.mode.value;
+  const parts = [`run ${run}`, `tag ${tag}`, `step ${picker.entry().step}`, mode];
+  const pick = chosen();
+  if (!(ui.mode.value === "compare" && ui.axis.value === "method")) parts.push(`method ${pick.method}`);
+  if (!(ui.mode.value === "compare" && ui.axis.value === "layer")) parts.push(`layer ${pick.layer || "(unnamed)"}`);
+  if (ui.mode.value === "compare") parts.push(`comparing ${ui.axis.options[ui.axis.selectedIndex]?.textContent}`);
+  return parts.join(" · ");
+}
+
 async function download() {
   const cards = view.mainCards.filter((c) => c.node.dataset.state === "painted");
   if (!cards.length) return;
-  const blob = await composePng(cards, lens);
   const { run, tag } = picker.current();
+  const { blob, layout } = await composePng(cards, lens, exportTitle(run, tag));
+  ui.download.dataset.layout = JSON.stringify(layout); // where each card went (lets tests check the picture)
   const name = `cam_${run}_${tag}_step${picker.entry().step}_${ui.mode.value}.png`.replace(/[^\w.-]+/g, "_");
   const url = URL.createObjectURL(blob);
   const link = el("a", { href: url, download: name, hidden: true });
@@ -321,7 +359,7 @@ export function mount({ root, reload, onError }) {
     labelled("Zoom", ui.zoom, "Enlarge the pictures; drag one to pan them all"),
     ui.download,
   ]);
-  node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.description, ui.metrics,
+  node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.hint, ui.description, ui.metrics,
     ui.readout, ui.empty, ui.grid, ui.filmstrip);
 
   picker.wire(guarded(loadSteps), guarded(showStep));
@@ -344,5 +382,9 @@ export function mount({ root, reload, onError }) {
   ui.download.addEventListener("click", guarded(download));
   ui.refresh.addEventListener("click", guarded(reload));
   bindPlayKey();
+  window.addEventListener("resize", () => fitTimeline(true));
+  const refit = new ResizeObserver(() => fitTimeline()); // a card painted, its legend shown, thumbnails loaded
+  refit.observe(ui.grid);
+  refit.observe(ui.filmstrip);
   bindOptionKeys(ui.image, redraw); // up and down: the image, where one image is shown
 }

@@ -57,13 +57,40 @@ async function runSpecs(source, series) {
     if (!entry) return [];
     return {
       caption: entry.step === step ? `${s.run}  (step ${step})` : `${s.run}  (step ${entry.step}, nearest to ${step})`,
+      run: s.run,
       load: async () => {
         const sample = await api.loadSample(s.run, s.tag, entry.step);
         if (sample.error) throw new Error(sample.error);
-        return { ...source({}, sample), run: s.run };
+        const found = { ...source({}, sample), run: s.run };
+        if (!found.entry) throw new Error(missingMap(sample.header, chosen(), s.run, entry.step));
+        return found;
       },
     };
   });
+}
+
+/** Why a run has no map for the shown method and layer: what it lacks and what it logged instead. */
+function missingMap(header, pick, run, step) {
+  const list = (values) => values.map((v) => v || "(unnamed)").join(", ");
+  if (!header.layers.includes(pick.layer)) {
+    return `${run} logged no map at layer ${pick.layer || "(unnamed)"} (step ${step} has: ${list(header.layers)})`;
+  }
+  if (!header.methods.includes(pick.method)) {
+    return `${run} logged no ${pick.method} map (step ${step} has: ${list(header.methods)})`;
+  }
+  return `${run} has no map for this image and target at step ${step}`;
+}
+
+/** A hint when Compare has a single card: what to log or tick to get more; "" otherwise. */
+export function compareHint(count) {
+  if (ui.mode.value !== "compare" || count > 1) return "";
+  const hints = {
+    method: "Only one method was logged: add_cam(..., methods=(\"gradcam\", \"scorecam\")) logs several.",
+    layer: "Only one layer was logged: add_cam(..., target_layer=[\"layer3\", \"layer4\"]) logs several.",
+    target: "Only one class was explained: add_cam(..., topk=3) explains the three likeliest.",
+    run: "Only one ticked run has this tag: tick more runs in the sidebar (or log the tag in another run).",
+  };
+  return hints[ui.axis.value] ?? "";
 }
 
 function diffSpecs(source, pick, series) {

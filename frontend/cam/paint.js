@@ -86,9 +86,10 @@ export function paintJob(load, maxSize = Infinity) {
       };
     } else if (source.entry) {
       const layer = await layerOf(source, w, h);
-      overlay = () => [upsampledForDrawing(layer, w, h), { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value }];
+      const flat = layer.lo === layer.hi; // a constant map (all zero: no evidence at this layer) is not coloured
+      overlay = flat ? null : () => [upsampledForDrawing(layer, w, h), { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value }];
       const label = ui.norm.value === "series" ? "the series' range of this method and layer" : "this map's range";
-      scale = { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value, label };
+      scale = { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value, label, flat: flatText(layer.lo) };
       probe = (x, y) => {
         const { r, c, value } = layer.cell(x, y);
         const v = layer.upsampled()[y * w + x];
@@ -119,6 +120,13 @@ export function paintJob(load, maxSize = Infinity) {
       return { probe, legend: scale && scaleLegend({ ...scale, threshold }) };
     };
   };
+}
+
+/** The note a constant map shows instead of its colour scale. */
+function flatText(value) {
+  return value === 0
+    ? "This map is 0 everywhere: nothing at this layer raises the explained score for this class, so no colour is drawn"
+    : `This map is ${number(value)} everywhere: it singles out no place, so no colour is drawn`;
 }
 
 /** Keeps `count` cards in `container`, reusing the existing ones. */

@@ -51,9 +51,11 @@ export const ui = {
     id: "download",
     type: "button",
     textContent: "Download PNG",
-    title: "Save the shown maps, as zoomed, with their captions as one PNG",
+    title: "Save the shown cards as one PNG, as on screen: full resolution, with their colour scales, " +
+      "captions, and the run, tag and step",
   }),
   notice: el("div", { id: "notice", className: "notice", role: "status" }),
+  hint: el("div", { id: "hint", className: "metrics", role: "status" }),
   metrics: el("div", {
     id: "metrics",
     className: "metrics",

@@ -106,6 +106,8 @@ def test_view_switch_and_tiles_coloured_from_the_stored_numbers(page, stored):
     labels = page.eval_on_selector_all("#act-layer option", "os => os.map(o => o.textContent)")
     assert "features.0  [1, 8, 16, 16]" in labels and f"features.{XSS}  [1, 8, 16, 16]" in labels
     b = block(header, "features.1", 0, "activation")
+    assert tile_channels(page) == sorted(b["map_channels"])  # by default in channel order
+    page.select_option("#act-order", "stored")
     assert tile_channels(page) == b["map_channels"]  # "as logged": by mean, largest first
     entry = fmt.activations.map_entries(b)[0]
     values = fmt.decode_map(maps, entry).ravel()
@@ -157,6 +159,25 @@ def test_click_a_tile_and_read_the_value_under_the_mouse(page, stored, kind):
         assert float(page.get_attribute("#act-value", "data-value")) == pytest.approx(values[row, col], rel=1e-6)
 
 
+def test_first_tile_is_in_detail_and_chart_follows_the_tiles(page, stored):
+    """Without a click the detail shows the first tile; the chart's bars go in the tiles' order, with labels."""
+    open_activations(page, "features.1")
+    page.wait_for_function("document.querySelectorAll('#act-grid .tile').length === 8")
+    first = tile_channels(page)[0]
+    assert page.is_visible("#act-large") and page.get_attribute("#act-large", "data-channel") == str(first)
+    assert page.text_content("#act-detail-title").startswith(f"channel {first} of features.1")
+    for order in ("index", "std", "stored"):
+        page.select_option("#act-order", order)
+        tiles = tile_channels(page)
+        assert page.get_attribute("#act-large", "data-channel") == str(first)  # the shown channel stays
+        chart = [int(c) for c in page.get_attribute("#act-chart", "data-order").split(",")]
+        assert chart[:len(tiles)] == tiles
+    labels = page.evaluate("""() => { const c = document.querySelector('#act-chart'); const d = c.getContext('2d')
+        .getImageData(0, 0, 50, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0;
+        return n; }""")
+    assert labels > 50, "the chart's value axis has no labels"
+
+
 def test_model_view_search_and_links(page, stored):
     page.click("#view-model")
     page.wait_for_selector("#model-rows tr")
@@ -204,6 +225,7 @@ def test_up_and_down_keys_choose_the_image(page, stored):
     header, _, maps = stored
     open_activations(page, "features.1")
     page.wait_for_function("document.querySelectorAll('#act-grid .tile').length === 8")
+    page.select_option("#act-order", "stored")
     page.click("#act-grid")
     for key, image in (("ArrowDown", 1), ("ArrowDown", 1), ("ArrowUp", 0)):  # the second Down: no image 3
         page.keyboard.press(key)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from writer_ext import CamMonitor, SummaryWriter
 from writer_ext.demo import CLASSES, ShapeNet, draw_shapes, train
 
 XSS_TAG = "<img src=x onerror=alert(1)>"
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +80,11 @@ def test_tab_is_listed_and_shows_maps_that_follow_the_step(page):
     tab.first.wait_for(timeout=30000)
     frame = cam_frame(page)
     frame.wait_for_selector("#run option", state="attached")
+    # small cards, so that all 16 are in view: cards out of view are only painted when scrolled to
+    frame.eval_on_selector("#card-size", "e => { e.value = '140'; e.dispatchEvent(new Event('input')); }")
     select_run(frame, "shapes", "shapes/probe")
     wait_for_cards(frame, 16)
     assert frame.text_content("#step-label") == "step 120 (3 of 3)"
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "screenshot.png"))
 
     frame.fill("#opacity", "0")
     frame.dispatch_event("#opacity", "input")
@@ -226,18 +224,16 @@ def test_metrics_are_shown_beside_the_maps(page, tensorboard):
     assert f"Deletion AUC ↓ {by_method['cam']['deletion_auc']:.3f}" in frame.text_content("#metrics")
 
 
-def test_demo_views_screenshots(page):
-    """The demo's Activations and Model views (it logs both), saved for the README."""
+def test_demo_views(page):
+    """The demo's Activations and Model views (it logs both; test_screenshots.py takes their pictures)."""
     frame = cam_frame(page)
     frame.wait_for_selector("#run option", state="attached")
     frame.click("#view-activations")
     frame.wait_for_function("document.querySelectorAll('#act-grid .tile').length >= 16", timeout=30000)
-    page.screenshot(path=str(DOCS / "activations.png"))
     frame.click("#view-model")
     frame.wait_for_selector("#model-rows tr[data-layer='features.4.0']", state="attached")
     params = sum(p.numel() for p in ShapeNet().parameters())
     assert frame.text_content("#model-totals").startswith(f"{params:,} parameters")
-    page.screenshot(path=str(DOCS / "model.png"))
 
 
 def test_arrow_keys_move_the_step(page):
@@ -256,8 +252,8 @@ def test_arrow_keys_move_the_step(page):
     assert frame.text_content("#step-label") == "step 120 (3 of 3)"
 
 
-def test_mode_screenshots(page):
-    """Compare, Timeline and Difference on the demo run, each checked for its cards and saved for the README."""
+def test_modes(page):
+    """Compare, Timeline and Difference on the demo run, each checked for its cards (pictures: test_screenshots.py)."""
     frame = cam_frame(page)
     frame.wait_for_selector("#run option", state="attached")
     select_run(frame, "shapes", "shapes/probe")
@@ -267,7 +263,6 @@ def test_mode_screenshots(page):
     methods = frame.eval_on_selector_all("#method option", "os => os.map((o) => o.value)")
     wait_for_painted(frame, len(methods))
     assert frame.eval_on_selector_all("#grid figcaption", "els => els.map((e) => e.textContent)") == methods
-    page.screenshot(path=str(DOCS / "compare.png"))
 
     frame.select_option("#mode", "timeline")
     wait_for_painted(frame, 1)
@@ -275,14 +270,12 @@ def test_mode_screenshots(page):
                             "(c) => c.dataset.state === 'painted').length === 3")
     assert frame.eval_on_selector_all("#filmstrip figcaption", "els => els.map((e) => e.textContent)") == [
         "step 0", "step 60", "step 120"]
-    page.screenshot(path=str(DOCS / "timeline.png"))
 
     frame.select_option("#mode", "diff")
     frame.select_option("#against", "step")
     frame.select_option("#vs-step", "0")
     wait_for_painted(frame, 3)
     assert frame.text_content("#grid .card:nth-child(3) figcaption") == "step 120 − step 0"
-    page.screenshot(path=str(DOCS / "difference.png"))
 
 
 def test_a_skipped_step_says_why(browser, tmp_path):

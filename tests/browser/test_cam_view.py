@@ -348,24 +348,43 @@ def test_play_walks_to_the_newest_step(frame):
     assert frame.text_content("#step-label") == "step 20 (3 of 3)"
 
 
+def exported(page, frame):
+    """Clicks Download PNG: (picture as an RGB array, its layout, the suggested file name)."""
+    with page.expect_download() as info:
+        frame.click("#download")
+    picture = np.array(Image.open(io.BytesIO(Path(info.value.path()).read_bytes())).convert("RGB"))
+    return picture, json.loads(frame.get_attribute("#download", "data-layout")), info.value.suggested_filename
+
+
+def picture_at(picture, cell, side):
+    """The stored-resolution picture inside an exported cell: the centre of each enlarged pixel."""
+    ys = (cell["y"] + (np.arange(side) + 0.5) * cell["height"] / side).astype(int)
+    xs = (cell["x"] + (np.arange(side) + 0.5) * cell["width"] / side).astype(int)
+    return picture[ys][:, xs]
+
+
 def test_download_is_the_shown_cards(page, frame):
+    """The PNG holds each card as large as on screen (never below its pixels), enlarged without blur, under
+    a title naming run, tag and step, with each card's colour bar below it; a zoomed card exports what it shows."""
     grey_known(frame)
     canvases = [card_pixels(frame, i)[..., :3] for i in range(2)]
-    with page.expect_download() as info:
-        frame.click("#download")
-    download = info.value
-    assert download.suggested_filename == "cam_known_known_step20_grid.png"
-    picture = np.array(Image.open(io.BytesIO(Path(download.path()).read_bytes())).convert("RGB"))
-    assert picture.shape == (SIDE + 20, 2 * SIDE + 8, 3)
-    assert np.array_equal(picture[:SIDE, :SIDE], canvases[0])
-    assert np.array_equal(picture[:SIDE, SIDE + 8:], canvases[1])
+    shown = frame.eval_on_selector("#grid .card .viewport", "e => e.getBoundingClientRect().width")
+    picture, layout, name = exported(page, frame)
+    assert name == "cam_known_known_step20_grid.png"
+    assert layout["title"].startswith("run known · tag known · step 20 · Grid")
+    assert picture.shape == (layout["height"], layout["width"], 3)
+    cells = layout["cells"]
+    assert len(cells) == 2 and cells[0]["width"] >= max(SIDE, round(shown)) and cells[0]["y"] > 20
+    for cell, canvas in zip(cells, canvases):
+        assert np.array_equal(picture_at(picture, cell, SIDE), canvas)
+        bar = picture[cell["bar"] + 3, cell["x"]:cell["x"] + cell["width"]].astype(float).mean(axis=1)
+        samples = bar[np.linspace(2, cell["width"] - 3, 10).astype(int)]
+        assert np.all(np.diff(samples) > 0), "no colour bar (the gray map, dark to light) under the card"
 
     frame.select_option("#zoom", "2")
-    with page.expect_download() as info:
-        frame.click("#download")
-    zoomed = np.array(Image.open(io.BytesIO(Path(info.value.path()).read_bytes())).convert("RGB"))
+    zoomed, layout, _ = exported(page, frame)
     quarter = canvases[0][: SIDE // 2, : SIDE // 2].repeat(2, axis=0).repeat(2, axis=1)
-    assert np.array_equal(zoomed[:SIDE, :SIDE], quarter)  # what the zoomed card shows
+    assert np.array_equal(picture_at(zoomed, layout["cells"][0], SIDE), quarter)  # what the zoomed card shows
 
 
 def test_state_is_in_the_url_and_a_link_opens_the_same_view(browser, page, frame, tensorboard):

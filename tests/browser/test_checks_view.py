@@ -4,7 +4,6 @@ of a sanity check logged by add_sanity_check, their numbers those of the Python 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,6 @@ import torch
 from helpers import BOTH_LOADERS, TensorBoardProcess
 from writer_ext import SummaryWriter
 from writer_ext.demo import draw_shapes, fitted_shapenet
-
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +55,6 @@ def test_checks_view_draws_the_logged_check(browser, tensorboard, logged):
         captions = page.eval_on_selector_all("#chk-strips .strip:first-child figcaption",
                                              "els => els.map((e) => e.textContent)")
         assert captions == ["original", *result.stages]
-        page.screenshot(path=str(DOCS / "checks.png"))  # README's picture of the view
         page.select_option("#chk-measure", "ssim")
         page.wait_for_function("() => document.querySelector('#chk-legend').textContent.includes('after')")
         legend = page.eval_on_selector_all("#chk-legend .legend-item", "els => els.map((e) => e.textContent)")

@@ -21,7 +21,6 @@ from writer_ext import SummaryWriter, evaluate
 from writer_ext.demo import CLASSES, draw_shapes
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
 XSS = {"tag": "<script>alert(1)</script>", "method": "<img src=x onerror=alert(2)>",
        "layer": "<b onmouseover=alert(3)>x</b>", "class": "<iframe src=javascript:alert(4)>"}
 
@@ -121,7 +120,6 @@ def test_the_view_shows_the_python_numbers(page, logged):
     assert kept == [["Worst", [e["index"] for e in result.worst["gradcam"]]],
                     ["Best", [e["index"] for e in result.best["gradcam"]]]]
     assert "40 images" in page.text_content("#ds-note")
-    page.screenshot(path=str(DOCS / "dataset.png"), full_page=True)  # README's picture of the view
 
 
 def test_a_row_chooses_the_images_and_a_card_opens_the_cam_view(page, logged):

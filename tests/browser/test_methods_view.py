@@ -109,7 +109,6 @@ def test_report_card_shows_the_python_numbers(page, logged):
     assert all("lower is better" in title for text, title in titles if text.endswith("↓"))
     note = page.text_content("#mth-note")
     assert "Sanity check from step 5, layer features" in note and "Log more" not in note
-    page.screenshot(path=str(DOCS / "methods.png"))  # README's picture of the view
 
 
 def test_an_independent_sanity_check_fills_no_column(page):
