@@ -59,7 +59,8 @@ def test_torchvision_vit_as_built_flagged_in_the_stored_header(tmp_path):
 def test_monitor_logs_the_step_with_the_note(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with CamMonitor(tmp_path, zero_head_cnn(), torch.rand(2, 3, 32, 32), every=1, target_layer="3") as monitor:
+        probes = torch.rand(2, 3, 32, 32)
+        with CamMonitor(tmp_path, zero_head_cnn(), probes, every_n_steps=1, target_layer="3") as monitor:
             result = monitor.step(0)
     assert result is not None and result.constant["gradcam"]["3"][0] == [NO_GRADIENT]
     notes = [str(w.message) for w in caught if "logged with constant maps" in str(w.message)]

@@ -218,7 +218,7 @@ def test_inputs_with_an_empty_side_are_refused(writer):
 
 def test_the_monitor_skips_bad_steps_without_raising(tmp_path, small_net):
     with pytest.warns(RuntimeWarning, match="global_step must be in"):
-        with CamMonitor(tmp_path, small_net, X, every=1, target_layer="features.3") as monitor:
+        with CamMonitor(tmp_path, small_net, X, every_n_steps=1, target_layer="features.3") as monitor:
             assert monitor.step(-1) is None
             assert monitor.step(2**63) is None
             assert monitor.step(1) is not None

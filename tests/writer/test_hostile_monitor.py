@@ -29,7 +29,7 @@ def test_a_deleted_log_dir_never_raises_on_steps_or_exit(tmp_path):
     results = []
 
     def train():
-        with CamMonitor(logdir, SmallNet(), X, every=1, target_layer="features.3") as monitor:
+        with CamMonitor(logdir, SmallNet(), X, every_n_steps=1, target_layer="features.3") as monitor:
             results.append(monitor.step(0))
             shutil.rmtree(logdir)
             results.extend(monitor.step(s) for s in (1, 2, 3))
@@ -47,7 +47,7 @@ def test_a_deleted_log_dir_under_warnings_as_errors(tmp_path):
     logdir = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with CamMonitor(logdir, SmallNet(), X, every=1, target_layer="features.3", sanity_every=1,
+        with CamMonitor(logdir, SmallNet(), X, every_n_steps=1, target_layer="features.3", sanity_every=1,
                         activations=True) as monitor:
             monitor.step(0)
             shutil.rmtree(logdir)
@@ -56,7 +56,7 @@ def test_a_deleted_log_dir_under_warnings_as_errors(tmp_path):
 
 def test_a_shared_writer_whose_dir_was_deleted(tmp_path):
     writer = SummaryWriter(tmp_path / "run")
-    monitor = CamMonitor(writer, SmallNet(), X, every=1, target_layer="features.3")
+    monitor = CamMonitor(writer, SmallNet(), X, every_n_steps=1, target_layer="features.3")
 
     def train():
         monitor.step(0)
@@ -81,7 +81,7 @@ class FailingNet(SmallNet):
 
 def test_an_error_whose_message_fails_is_skipped(tmp_path):
     def train():
-        with CamMonitor(tmp_path, FailingNet(), X, every=1, target_layer="features.3") as monitor:
+        with CamMonitor(tmp_path, FailingNet(), X, every_n_steps=1, target_layer="features.3") as monitor:
             assert monitor.step(0) is None
             assert monitor.step(1) is None
 
@@ -92,7 +92,7 @@ def test_an_error_whose_message_fails_is_skipped(tmp_path):
 @pytest.mark.parametrize("step", [torch.tensor(3, device="meta"), None, "3", -4, 2**70, object()])
 def test_steps_that_cannot_be_read_are_warned_about_not_raised(tmp_path, step):
     def train():
-        with CamMonitor(tmp_path, SmallNet(), X, every=1, target_layer="features.3") as monitor:
+        with CamMonitor(tmp_path, SmallNet(), X, every_n_steps=1, target_layer="features.3") as monitor:
             assert monitor.step(step) is None
 
     seen = _recorded(train)
