@@ -9,7 +9,7 @@
 import * as activations from "./activations.js";
 import * as api from "./api.js";
 import * as cam from "./cam/index.js";
-import * as checks from "./checks.js";
+import * as sanity from "./sanity.js";
 import * as dataset from "./dataset.js";
 import { el } from "./dom.js";
 import { onDataReloaded } from "./host.js";
@@ -24,7 +24,7 @@ const VIEWS = [
   ["activations", "Activations", activations],
   ["model", "Model", model],
   ["methods", "Methods", methods],
-  ["checks", "Checks", checks],
+  ["checks", "Checks", sanity],
   ["dataset", "Data set", dataset],
 ];
 

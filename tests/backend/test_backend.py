@@ -116,7 +116,7 @@ def test_bad_requests_get_4xx_without_paths(client, path, params, code):
 @pytest.mark.parametrize(
     "name", ["index.js", "maps.js", "api.js", "colormaps.js", "host.js", "style.css", "activations.js", "dom.js",
              "model.js", "picker.js", "cards.js", "urlstate.js", "format.js", "view.js", "cam/index.js",
-             "cam/state.js", "cam/modes.js", "cam/paint.js", "cam/filmstrip.js", "cam/link.js", "checks.js",
+             "cam/state.js", "cam/modes.js", "cam/paint.js", "cam/filmstrip.js", "cam/link.js", "sanity.js",
              "legend.js", "measures.js", "methods.js", "regions.js", "views.css", "theme.js", "runs.js", "export.js"]
 )
 def test_static_files_with_fixed_types(client, name):
