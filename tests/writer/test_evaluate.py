@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_evaluation, compute_cams, evaluate
 from writer_ext.demo import draw_shapes
-from writer_ext.evaluation.loop import baseline_maps
+from writer_ext.methods.activation import keyed_noise
 from writer_ext.metrics import confidence as metrics  # the per-batch pieces, tested on purpose
 from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
 
@@ -53,7 +53,7 @@ def test_means_intervals_classes_and_kept_images_equal_a_computation_on_all_imag
     classes = whole.class_ids[:, 0]
     for method in result.methods:
         maps = whole.maps[method]["features"] if method != "random" else \
-            baseline_maps(torch.arange(N), tuple(whole.maps["gradcam"]["features"].shape[-2:]), 0)
+            keyed_noise(torch.arange(N), tuple(whole.maps["gradcam"]["features"].shape[-2:]), 0)[:, None]
         values = _per_image(trained_shapenet, images, classes, maps, boxes)
         for metric, v in values.items():
             v = v.double()

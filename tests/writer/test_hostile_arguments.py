@@ -16,7 +16,7 @@ from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.format.scores import BY_KEY
 from tensorboard_plugin_cam.reader import CamReader
 from writer_ext import CamMonitor, SummaryWriter, compute_cams, evaluate
-from writer_ext.evaluation.loop import baseline_maps
+from writer_ext.methods.activation import keyed_noise
 from writer_ext.metrics import LOCALIZATION, METRICS, sanity_check
 from writer_ext.summaries.cam import add_skipped
 
@@ -187,8 +187,8 @@ def test_the_largest_seeds_work_and_give_the_same_baseline_as_before(small_net):
         for _ in range(4):
             v = ((v ^ (v >> 13)) * 48_271 + 12_345) % modulus
         expected = (v.double() / modulus).float().view(-1, 1, 4, 4)
-        torch.testing.assert_close(baseline_maps(indices, (4, 4), seed), expected)
-    assert baseline_maps(indices, (4, 4), top).shape == (3, 1, 4, 4)
+        torch.testing.assert_close(keyed_noise(indices, (4, 4), seed)[:, None], expected)
+    assert keyed_noise(indices, (4, 4), top)[:, None].shape == (3, 1, 4, 4)
 
 
 BAD_SIZES = [

@@ -15,6 +15,7 @@ from torch import nn
 
 from helpers import SmallNet, activation_and_grad, raw_cam_values
 from writer_ext import CamMonitor, SummaryWriter, add_activations, add_cam, compute_cams, metrics
+from writer_ext.methods.activation import keyed_noise
 from writer_ext.methods.base import first_component
 from writer_ext.metrics import for_result
 
@@ -158,6 +159,18 @@ def test_random_baseline_draws_new_noise_and_is_reproducible_from_a_seed(net):
               for _ in range(2)]
     assert torch.equal(*seeded)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's stream is untouched
+
+
+def test_one_random_baseline_for_compute_cams_and_evaluate(net):
+    """compute_cams' baseline is evaluate's keyed noise, keyed by a number drawn per call (here from seed 7)
+    and the (image, target) position; its values spread over [0, 1) like uniform noise."""
+    maps = compute_cams(net, X, target_layer="features", methods="random", topk=2, seed=7).maps["random"]["features"]
+    base = int(torch.randint(0, 2**31 - 1, (), generator=torch.Generator().manual_seed(7)))
+    b, k, h, w = maps.shape
+    assert torch.equal(maps, keyed_noise(base + torch.arange(b * k), (h, w), seed=0).view(b, k, h, w))
+    many = keyed_noise(torch.arange(64), (32, 32), seed=3).flatten()
+    assert 0 <= many.min() and many.max() < 1 and abs(float(many.mean()) - 0.5) < 0.01
+    assert abs(float((many < 0.25).float().mean()) - 0.25) < 0.01
 
 
 # -- CAM's head -----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from writer_ext.evaluation import ranks
 from writer_ext.evaluation.result import EvalResult
 from writer_ext.evaluation.tally import Example, Tally
 from writer_ext.methods import get_methods
+from writer_ext.methods.activation import keyed_noise
 from writer_ext.metrics.confidence import (
     METRICS,
     class_probabilities,
@@ -43,17 +44,6 @@ from writer_ext.validate import check_bool, check_positive_int, check_seed, chec
 TARGETS = (None, "predicted", "label")
 BASELINE = "random"
 
-
-
-def baseline_maps(indices: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
-    """The random baseline's (B, 1, h, w) maps in [0, 1): a hash of (seed, dataset index, cell), so that an
-    image gets the same map whichever rank and batch scores it."""
-    modulus = 2_147_483_647  # 2^31 - 1: every product below stays within int64
-    cells = torch.arange(size[0] * size[1], dtype=torch.int64)
-    v = (indices.cpu().long()[:, None] * cells.numel() + cells + (seed % modulus) * 7_919 + 1) % modulus
-    for _ in range(4):
-        v = ((v ^ (v >> 13)) * 48_271 + 12_345) % modulus
-    return (v.double() / modulus).float().view(-1, 1, *size)
 
 
 def _metric_list(metrics: object, has_regions: bool) -> list[str]:
@@ -109,7 +99,7 @@ def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
     for layer in result.layers:
         stack = [result.maps[m][layer] for m in plan.methods]
         if plan.baseline:
-            stack.append(baseline_maps(indices, tuple(stack[0].shape[-2:]), plan.seed))
+            stack.append(keyed_noise(indices, tuple(stack[0].shape[-2:]), plan.seed)[:, None])
         maps = torch.cat(stack, dim=1)  # (B, rows, h, w)
         values: dict[str, torch.Tensor] = {}
         if any(m in METRICS for m in plan.metrics):

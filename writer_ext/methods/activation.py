@@ -55,12 +55,24 @@ class EigenCAM(CamMethod):
         return maps.unsqueeze(1).expand(-1, self.targets(inputs), -1, -1).contiguous()
 
 
-class RandomCAM(CamMethod):
-    """Baseline: uniform noise in [0, 1) at the layer's resolution; knows nothing of the model.
+def keyed_noise(keys: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """The random baseline's (N, h, w) maps in [0, 1): a hash of (seed, key, cell), the same on any device,
+    rank or batch for the same key. `evaluate` keys by dataset index (an image gets one map whichever rank
+    scores it); `RandomCAM` by a number drawn per call and the (image, target) position."""
+    modulus = 2_147_483_647  # 2^31 - 1: every product below stays within int64
+    cells = torch.arange(size[0] * size[1], dtype=torch.int64)
+    v = (keys.cpu().long()[:, None] * cells.numel() + cells + (seed % modulus) * 7_919 + 1) % modulus
+    for _ in range(4):
+        v = ((v ^ (v >> 13)) * 48_271 + 12_345) % modulus
+    return (v.double() / modulus).float().view(-1, *size)
 
-    New noise for every image, target and call, drawn from the baseline's own
-    stream (seeded 0 when the process starts) or from the generator of a call
-    given `seed=`; the caller's random stream is untouched.
+
+class RandomCAM(CamMethod):
+    """Baseline: noise in [0, 1) at the layer's resolution (`keyed_noise`); knows nothing of the model.
+
+    New noise for every image, target and call, keyed by a number drawn from the baseline's own stream
+    (seeded 0 when the process starts) or from the generator of a call given `seed=`; the caller's random
+    stream is untouched.
     """
 
     name = "random"
@@ -69,7 +81,9 @@ class RandomCAM(CamMethod):
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
         b, _, h, w = inputs.activations.shape
-        noise = torch.rand(b, self.targets(inputs), h, w, generator=inputs.generator or self.stream)
+        k = self.targets(inputs)
+        base = int(torch.randint(0, 2**31 - 1, (), generator=inputs.generator or self.stream))
+        noise = keyed_noise(base + torch.arange(b * k), (h, w), seed=0).view(b, k, h, w)
         return noise.to(inputs.activations.device)
 
 
