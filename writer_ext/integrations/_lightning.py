@@ -3,7 +3,7 @@ package's `Callback` base and `TensorBoardLogger` type); imports neither package
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import nn
@@ -42,26 +42,13 @@ class LightningCamCallback:
         methods: Union[str, Sequence[str]] = ("gradcam",),
         *,
         model: Union[None, str, nn.Module] = None,
-        target_layer=None,
-        targets=None,
-        tag: str = "probe",
-        log_dir=None,
-        activations: bool = False,
-        metrics: bool = False,
-        class_names=None,
-        display_images=None,
-        sanity_every: Optional[int] = None,
         **options,
     ):
         super().__init__()
         if model is not None and not isinstance(model, (str, nn.Module)):
             raise TypeError(f"model must be None, a submodule's name or a module, got {type(model).__name__}")
         self._model = model
-        self._core = MonitorCore(
-            probe_inputs, every_n_steps, methods=methods, target_layer=target_layer, targets=targets, tag=tag,
-            log_dir=log_dir, activations=activations, metrics=metrics, class_names=class_names,
-            display_images=display_images, sanity_every=sanity_every, options=options,
-        )
+        self._core = MonitorCore(probe_inputs, every_n_steps, methods, **options)
         self._logger = None  # the TensorBoardLogger written through, on rank zero during fit
 
     @property

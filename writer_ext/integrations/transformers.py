@@ -52,23 +52,9 @@ class CamCallback(TrainerCallback):
         probe_inputs: torch.Tensor,
         every_n_steps: int = 100,
         methods: Union[str, Sequence[str]] = ("gradcam",),
-        *,
-        target_layer=None,
-        targets=None,
-        tag: str = "probe",
-        log_dir=None,
-        activations: bool = False,
-        metrics: bool = False,
-        class_names=None,
-        display_images=None,
-        sanity_every: Optional[int] = None,
         **options,
     ):
-        self._core = MonitorCore(
-            probe_inputs, every_n_steps, methods=methods, target_layer=target_layer, targets=targets, tag=tag,
-            log_dir=log_dir, activations=activations, metrics=metrics, class_names=class_names,
-            display_images=display_images, sanity_every=sanity_every, options=options,
-        )
+        self._core = MonitorCore(probe_inputs, every_n_steps, methods, **options)
         self._pending = False  # a training run has begun and the monitor is not started yet
 
     @property
