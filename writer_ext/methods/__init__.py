@@ -15,13 +15,14 @@ from writer_ext.methods.gradient import (
     LayerCAM,
     XGradCAM,
 )
+from writer_ext.methods.noisy import ISCAM, SSCAM
 from writer_ext.methods.perturbation import AblationCAM, ScoreCAM
 
 METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
     for cls in (
         GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
-        CAM, EigenCAM, ScoreCAM, AblationCAM, RandomCAM, SobelCAM,
+        CAM, EigenCAM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
     )
 }
 
@@ -50,6 +51,6 @@ def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
 
 __all__ = [
     "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "GradCAM",
-    "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "RandomCAM", "ScoreCAM", "SobelCAM",
-    "XGradCAM", "get_methods",
+    "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
+    "SobelCAM", "XGradCAM", "get_methods",
 ]

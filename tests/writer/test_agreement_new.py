@@ -1,0 +1,133 @@
+"""The methods added for issue 25 against their references, on the trained ShapeNet (as test_agreement.py):
+each equals a plain computation of its formula, and agrees with the library that defines it at layers
+where the methods differ (test_new_methods_differ_where_compared)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_agreement import SIZE, TOPK, assert_same, correlations, min_max, reference, weighted
+from torch import nn
+
+from writer_ext import compute_cams
+from writer_ext.demo import draw_shapes
+
+NOISY = ("sscam", "iscam")
+
+
+@pytest.fixture(scope="module")
+def net(trained_shapenet):
+    return trained_shapenet
+
+
+@pytest.fixture(scope="module")
+def images():
+    """The four fresh pictures of test_agreement.py."""
+    return draw_shapes(4, np.random.default_rng(2))[0]
+
+
+@pytest.fixture(scope="module")
+def noisy(net, images):
+    """SS-CAM, IS-CAM and Score-CAM at three layers, top 2 classes, from one call."""
+    return compute_cams(net, images, target_layer=["features.0.0", "features.2", "features"],
+                        methods=NOISY + ("scorecam",), topk=TOPK, batch_size=64)
+
+
+def assert_agree_or_both_flat(ours: np.ndarray, theirs: np.ndarray, threshold: float = 0.99) -> None:
+    """Maps that ReLU leaves all zero (the weighted sum negative everywhere) must be so in both; every
+    other pair correlates at `threshold` or more. Prints the lowest r."""
+    ours, theirs = ours.reshape(-1, *ours.shape[-2:]), theirs.reshape(-1, *theirs.shape[-2:])
+    flat = ours.std(axis=(1, 2)) == 0
+    assert (theirs[flat].std(axis=(1, 2)) < 1e-6).all()
+    r = correlations(ours[~flat], theirs[~flat])
+    print(f"min r = {r.min():.4f} ({flat.sum()} flat)", end=" ")
+    assert r.min() >= threshold, f"min r = {r.min():.4f} (per map: {np.round(r, 4).tolist()})"
+
+
+# --- SS-CAM and IS-CAM ----------------------------------------------------------------------------
+
+
+def masks_of(a):
+    """Score-CAM's masks: each channel upsampled to the input, min-max scaled (a constant one is 0)."""
+    up = nn.functional.interpolate(a, size=SIZE, mode="bilinear", align_corners=False)
+    lo, hi = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
+    return (up - lo) / torch.where(hi > lo, hi - lo, 1)
+
+
+def sscam_reference(net, images, layer, class_ids, samples=35, sigma=2.0):
+    """SS-CAM: w = softmax_c(mean_n y(X * (M_c + delta_n))), delta_n ~ N(0, sigma^2) drawn as (B, C, H, W)
+    from a generator seeded 0; one image at a time, one row per channel."""
+    a, _ = reference(net, images, layer, class_ids)
+    masks = masks_of(a)
+    generator = torch.Generator().manual_seed(0)
+    total = torch.zeros(a.shape[:2])
+    with torch.no_grad():
+        for _ in range(samples):
+            noise = torch.randn(masks.shape, generator=generator) * sigma
+            for i, (x, c) in enumerate(zip(images, class_ids.tolist())):
+                total[i] += net(x * (masks[i] + noise[i]).unsqueeze(1))[:, c]
+    return weighted(torch.softmax(total / samples, dim=1), a)
+
+
+def iscam_reference(net, images, layer, class_ids, samples=10):
+    """IS-CAM: w = softmax_c(mean_n y(X * s_n M_c)), s_n = sum_{j<=n} j / N."""
+    a, _ = reference(net, images, layer, class_ids)
+    masks = masks_of(a)
+    total = torch.zeros(a.shape[:2])
+    with torch.no_grad():
+        for n in range(1, samples + 1):
+            scale = sum(j / samples for j in range(1, n + 1))
+            for i, (x, c) in enumerate(zip(images, class_ids.tolist())):
+                total[i] += net(x * scale * masks[i].unsqueeze(1))[:, c]
+    return weighted(torch.softmax(total / samples, dim=1), a)
+
+
+@pytest.mark.parametrize("first, second, layer", [
+    ("scorecam", "sscam", "features.0.0"), ("scorecam", "iscam", "features.0.0"), ("sscam", "iscam", "features.0.0"),
+    ("scorecam", "sscam", "features.2"), ("sscam", "iscam", "features.2"),
+])
+def test_new_methods_differ_where_compared(noisy, first, second, layer):
+    """Two methods compared where their maps are alike could be swapped unnoticed."""
+    a, b = noisy.maps[first][layer].flatten(0, 1).numpy(), noisy.maps[second][layer].flatten(0, 1).numpy()
+    live = (a.std(axis=(1, 2)) > 0) & (b.std(axis=(1, 2)) > 0)
+    assert correlations(a[live], b[live]).min() < 0.95
+
+
+@pytest.mark.parametrize("name, formula", [("sscam", sscam_reference), ("iscam", iscam_reference)])
+def test_noisy_score_cam_formula(net, images, noisy, name, formula):
+    for k in range(TOPK):
+        assert_same(noisy.maps[name]["features.2"][:, k], formula(net, images, "features.2", noisy.class_ids[:, k]))
+
+
+def torchcam_seeded(cls, net, images, layer, class_ids):
+    """torchcam's maps, one call per class with the global stream seeded 0 (its noise comes from it), so
+    that SS-CAM draws the same noise as ours; the stream is restored afterwards."""
+    import torchcam.methods as tcm
+
+    maps = []
+    for k in range(class_ids.shape[1]):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            with getattr(tcm, cls)(net, target_layer=layer, batch_size=64, input_shape=images.shape[1:]) as cam:
+                with torch.no_grad():
+                    maps.append(cam(class_idx=class_ids[:, k].tolist(), scores=net(images))[0])
+    return torch.stack(maps, dim=1).numpy()
+
+
+@pytest.mark.parametrize("layer", ["features.0.0", "features.2", "features"])
+@pytest.mark.parametrize("cls, name", [("SSCAM", "sscam"), ("ISCAM", "iscam")])
+def test_torchcam_noisy_score_cam(net, images, noisy, cls, name, layer):
+    """torchcam min-max scales each channel before upsampling it, ours after (as our Score-CAM): the maps
+    still agree at r >= 0.98."""
+    theirs = torchcam_seeded(cls, net, images, layer, noisy.class_ids)
+    assert_agree_or_both_flat(min_max(noisy.maps[name][layer]), theirs, 0.98)
+
+
+def test_noisy_methods_leave_the_global_stream_alone(net, images, noisy):
+    """The noise comes from the method's own generator: the caller's stream is untouched, and two calls
+    give the same maps."""
+    state = torch.get_rng_state()
+    again = compute_cams(net, images, target_layer="features", methods="sscam", topk=TOPK, batch_size=64)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(again.maps["sscam"]["features"], noisy.maps["sscam"]["features"])
