@@ -188,3 +188,41 @@ def test_torchcam_smoothgradcampp_definition(net, images, layer):
                                    rtol=0, atol=1e-4)
         r = correlations(min_max(ours.maps["gradcam++"][layer][:, k]), theirs.numpy())
         print(f"k={k}: ours vs torchcam r from {r.min():.3f} to {r.max():.3f}", end=" ")
+
+
+# --- FEM ------------------------------------------------------------------------------------------
+
+
+def fem_formula(a, k=2.0):
+    """FEM: w_c = share of positions where A_c > mean(A_c) + k std(A_c) (population std); ReLU(sum_c w_c A_c)."""
+    flat = a.flatten(2)
+    threshold = flat.mean(-1, keepdim=True) + k * flat.var(-1, unbiased=False, keepdim=True).sqrt()
+    return weighted((flat > threshold).double().mean(-1).float(), a)
+
+
+def test_fem_hand_computed():
+    """A 2x2 channel [0, 0, 0, 8]: mean 2, std sqrt(12), threshold 8.93 at k = 2, so weight 0; a second
+    channel [0, 0, 0, 1] likewise; then only k = 1 (threshold 5.46) gives the first one weight 1/4."""
+    from writer_ext.methods import FEM
+
+    a = torch.tensor([[[[0.0, 0.0], [0.0, 8.0]], [[0.0, 0.0], [0.0, 1.0]]]])
+    assert fem_formula(a).abs().max() == 0
+    method = FEM()
+    method.k = 1.0
+    inputs = type("I", (), {"activations": a, "gradients": None, "class_ids": None})()
+    torch.testing.assert_close(method.weights(inputs), torch.tensor([[[0.25, 0.25]]]))
+
+
+@pytest.mark.parametrize("layer", ["features.0.0", "features.2", "features"])
+def test_fem_formula_and_pytorch_grad_cam(net, images, layer):
+    from test_agreement import at_input_size, pytorch_grad_cam
+
+    ours = compute_cams(net, images, target_layer=layer, methods=["fem", "eigencam"], topk=TOPK)
+    a, _ = reference(net, images, layer, ours.class_ids[:, 0])
+    for k in range(TOPK):
+        assert_same(ours.maps["fem"][layer][:, k], fem_formula(a))
+    theirs = pytorch_grad_cam("FEM", net, images, layer, ours.class_ids)
+    assert_agree_or_both_flat(at_input_size(ours.maps["fem"][layer]), theirs)
+    if layer != "features":  # there FEM and EigenCAM are alike (r 0.98)
+        eigen = at_input_size(ours.maps["eigencam"][layer])
+        assert correlations(at_input_size(ours.maps["fem"][layer]), eigen).min() < 0.95, "FEM looks like EigenCAM"

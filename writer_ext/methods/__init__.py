@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Union
 
-from writer_ext.methods.activation import CAM, EigenCAM, RandomCAM, SobelCAM
+from writer_ext.methods.activation import CAM, FEM, EigenCAM, RandomCAM, SobelCAM
 from writer_ext.methods.base import CamInputs, CamMethod
 from writer_ext.methods.gradient import (
     EigenGradCAM,
@@ -22,7 +22,7 @@ METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
     for cls in (
         GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
-        CAM, EigenCAM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
+        CAM, EigenCAM, FEM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
     )
 }
 
@@ -50,7 +50,7 @@ def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
 
 
 __all__ = [
-    "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "GradCAM",
+    "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "FEM", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
     "SobelCAM", "XGradCAM", "get_methods",
 ]

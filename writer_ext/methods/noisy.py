@@ -52,6 +52,6 @@ class ISCAM(CamMethod):
         masks, constant = normalised_masks(inputs.activations, tuple(inputs.inputs.shape[-2:]))
         total, scale = 0, 0.0
         for n in range(1, self.samples + 1):
-            scale = n / self.samples
+            scale += n / self.samples
             total = total + channel_scores(inputs, scale * masks, constant)
         return torch.softmax(total / self.samples, dim=1).transpose(1, 2)
