@@ -26,7 +26,7 @@ MIN_R = 0.999  # Pearson r per map, device against CPU
 MAX_DIFF = 0.01  # max |device - CPU| per map, as a fraction of the CPU map's value range
 
 
-PERTURBATION = ("scorecam", "ablationcam")
+PERTURBATION = ("scorecam", "ablationcam", "sscam", "iscam")
 
 
 MIB = 2**20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Union
 
-from writer_ext.methods.activation import CAM, EigenCAM, RandomCAM, SobelCAM
+from writer_ext.methods.activation import CAM, FEM, EigenCAM, RandomCAM, SobelCAM
 from writer_ext.methods.base import CamInputs, CamMethod
 from writer_ext.methods.gradient import (
     EigenGradCAM,
@@ -15,13 +15,14 @@ from writer_ext.methods.gradient import (
     LayerCAM,
     XGradCAM,
 )
+from writer_ext.methods.noisy import ISCAM, SSCAM
 from writer_ext.methods.perturbation import AblationCAM, ScoreCAM
 
 METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
     for cls in (
         GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
-        CAM, EigenCAM, ScoreCAM, AblationCAM, RandomCAM, SobelCAM,
+        CAM, EigenCAM, FEM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
     )
 }
 
@@ -49,7 +50,7 @@ def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
 
 
 __all__ = [
-    "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "GradCAM",
-    "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "RandomCAM", "ScoreCAM", "SobelCAM",
-    "XGradCAM", "get_methods",
+    "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "FEM", "GradCAM",
+    "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
+    "SobelCAM", "XGradCAM", "get_methods",
 ]

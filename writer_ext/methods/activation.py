@@ -102,3 +102,23 @@ class SobelCAM(CamMethod):
         magnitude = edges.pow(2).sum(1, keepdim=True).sqrt()
         pooled = nn.functional.adaptive_avg_pool2d(magnitude, inputs.activations.shape[-2:])
         return pooled.expand(-1, self.targets(inputs), -1, -1).contiguous()
+
+
+class FEM(CamMethod):
+    """Fuad et al. 2020, the Feature Explanation Method, as pytorch-grad-cam's FEM (k = 2): a channel's weight
+    is the share of its positions above its mean + k standard deviations (population std);
+    map = ReLU(sum_c w_c A_c), the same for every class.
+
+    Example: a 2x2 channel [0, 0, 0, 8] has mean 2, std 3.46, threshold 8.9 at k = 2: weight 0; at k = 1
+    the threshold is 5.46 and the weight 1/4.
+    """
+
+    name = "fem"
+    uses_gradients = False
+    k = 2.0
+
+    def weights(self, inputs: CamInputs) -> torch.Tensor:
+        a = inputs.activations
+        threshold = a.mean(dim=(-2, -1), keepdim=True) + self.k * a.std(dim=(-2, -1), correction=0, keepdim=True)
+        share = (a > threshold).float().mean(dim=(-2, -1))  # (B, C)
+        return share.unsqueeze(1).expand(-1, self.targets(inputs), -1)

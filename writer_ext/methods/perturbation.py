@@ -9,7 +9,7 @@ from writer_ext.methods.base import CamInputs, CamMethod
 from writer_ext.scaling import is_constant, min_max
 
 
-def _normalised_masks(activations: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def normalised_masks(activations: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each channel upsampled to the input size and min-max scaled to [0, 1]; and which channels are constant."""
     up = nn.functional.interpolate(activations, size=size, mode="bilinear", align_corners=False)
     return min_max(up), is_constant(up)
@@ -20,40 +20,44 @@ def _chunks(total: int, size: int):
     return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
-class ScoreCAM(CamMethod):
-    """Wang et al. 2020: mask the input with each normalised, upsampled channel M_c;
-    w_c = softmax_c(y(X * M_c)); map = ReLU(sum_c w_c A_c).
+def channel_scores(inputs: CamInputs, masks: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
+    """The (B, C, K) target scores of the input masked by each of its (B, C, H, W) `masks`.
 
     Each forward holds whole copies of the batch, image i masked by one of its
-    own channels, so the model (and a callable target) sees the batch's layout.
-    A constant channel's mask is all zero, so every such channel of an image
-    gives the same masked input: it is run once per image, not once per channel.
+    own masks, so the model (and a callable target) sees the batch's layout.
+    A mask flagged `constant` is all zero, so every such mask of an image gives
+    the same masked input: it is run once per image, not once per channel.
     """
+    x = inputs.inputs
+    b, channels = masks.shape[:2]
+    # Copy s of the batch masks image i by its s-th live channel; the copy after its last live
+    # channel by an all-zero mask (the score of all its constant channels); -1 marks that mask.
+    live = (~constant).sum(1)
+    order = torch.argsort(constant.to(torch.uint8), dim=1, stable=True)  # live channels first
+    position = torch.arange(channels, device=x.device).expand(b, -1)
+    copies = int((live + constant.any(1)).max())
+    channel = torch.where(position < live[:, None], order, -1)[:, :copies].t()  # (copies, B)
+    copy_of = torch.empty_like(order).scatter_(1, order, torch.minimum(position, live[:, None]))
+    scores = torch.empty(copies, b, CamMethod.targets(inputs), device=x.device)
+    rows = torch.arange(b, device=x.device)
+    for start, stop in _chunks(copies, inputs.slots_per_forward):
+        chosen = channel[start:stop]
+        mask = masks[rows, chosen.clamp(min=0)] * (chosen >= 0)[..., None, None]  # (n, B, H, W)
+        masked = (x * mask.unsqueeze(2).to(x.dtype)).flatten(0, 1)
+        scores[start:stop] = inputs.target_scores(inputs.model(masked)).float()
+    return scores[copy_of, rows[:, None]]
+
+
+class ScoreCAM(CamMethod):
+    """Wang et al. 2020: mask the input with each normalised, upsampled channel M_c;
+    w_c = softmax_c(y(X * M_c)); map = ReLU(sum_c w_c A_c). The passes are batched by `channel_scores`."""
 
     name = "scorecam"
     uses_gradients = False
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
-        x = inputs.inputs
-        b, channels = inputs.activations.shape[:2]
-        masks, constant = _normalised_masks(inputs.activations, tuple(x.shape[-2:]))
-        # Copy s of the batch masks image i by its s-th live channel; the copy after its last live
-        # channel by an all-zero mask (the score of all its constant channels); -1 marks that mask.
-        live = (~constant).sum(1)
-        order = torch.argsort(constant.to(torch.uint8), dim=1, stable=True)  # live channels first
-        position = torch.arange(channels, device=x.device).expand(b, -1)
-        copies = int((live + constant.any(1)).max())
-        channel = torch.where(position < live[:, None], order, -1)[:, :copies].t()  # (copies, B)
-        copy_of = torch.empty_like(order).scatter_(1, order, torch.minimum(position, live[:, None]))
-        scores = torch.empty(copies, b, self.targets(inputs), device=x.device)
-        rows = torch.arange(b, device=x.device)
-        for start, stop in _chunks(copies, inputs.slots_per_forward):
-            chosen = channel[start:stop]
-            mask = masks[rows, chosen.clamp(min=0)] * (chosen >= 0)[..., None, None]  # (n, B, H, W)
-            masked = (x * mask.unsqueeze(2).to(x.dtype)).flatten(0, 1)
-            scores[start:stop] = inputs.target_scores(inputs.model(masked)).float()
-        per_channel = scores[copy_of, rows[:, None]]  # (B, C, K)
-        return torch.softmax(per_channel, dim=1).transpose(1, 2)
+        masks, constant = normalised_masks(inputs.activations, tuple(inputs.inputs.shape[-2:]))
+        return torch.softmax(channel_scores(inputs, masks, constant), dim=1).transpose(1, 2)
 
 
 class AblationCAM(CamMethod):
