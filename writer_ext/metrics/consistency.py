@@ -16,6 +16,7 @@ The `random` baseline's second map is drawn from another seed: a map that knows 
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -50,8 +51,10 @@ def adcc_values(coherency: torch.Tensor, complexity: torch.Tensor, drop: torch.T
 def remapped(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, method: str, layer: str,
              reshape_transform: Optional[SpatialView], seed: Optional[int]) -> torch.Tensor:
     """(N, H, W) saliency of `method`'s map at `layer` of each (N, C, H, W) image for its class."""
-    again = compute_cams(model, images, target_layer=layer, targets=classes[:, None], methods=method,
-                         reshape_transform=reshape_transform, seed=None if seed is None else seed + 1)
+    with warnings.catch_warnings():  # a map of the masked image may well be flat: it scores low, no news
+        warnings.filterwarnings("ignore", "constant maps flagged", RuntimeWarning)
+        again = compute_cams(model, images, target_layer=layer, targets=classes[:, None], methods=method,
+                             reshape_transform=reshape_transform, seed=None if seed is None else seed + 1)
     return saliency(again.maps[method][again.layers[0]], tuple(images.shape[-2:]))[:, 0]
 
 
