@@ -74,7 +74,7 @@ export async function render() {
   for (const button of buttons) button.addEventListener("click", () => showView(button.dataset.view));
   cam.mount({ root: main, reload: guardedReload, onError: camError });
   activations.mount({ onError: report(activations.notice) });
-  checks.mount({ onError: report(checks.notice) });
+  sanity.mount({ onError: report(sanity.notice) });
   methods.mount({
     onError: report(methods.notice),
     openCam: (where) => {
