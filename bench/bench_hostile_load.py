@@ -94,7 +94,8 @@ class Server:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"tensorboard exited with {self.proc.returncode}")
                 status, body = get(f"{self.url}{BASE}/steps?{query}", timeout=10)
-                if status == 200 and len(json.loads(body)["steps"]) == len(steps):
+                listed = json.loads(body) if status == 200 else {}
+                if listed and (len(listed["steps"]) == len(steps) or listed.get("kept_by") == "budget"):
                     break
                 if time.time() > deadline:
                     raise TimeoutError(f"{tag} never listed its {len(steps)} steps")
@@ -176,6 +177,26 @@ def absurd_length(server: Server, targets: dict, count: int) -> list[int]:
     return codes
 
 
+def raw_blob(server: Server, targets: dict, count: int) -> list[int]:
+    """/blob of raw_maps' maps blobs (keys from /sample), 8 requests at once."""
+    run, tag, steps = targets["raw_maps"]
+    keys = [json.loads(get(server.url + sample_url(run, tag, s))[1]).get("maps_key") for s in steps]
+    if None in keys:  # a sample refused whole gives no keys: nothing to ask for
+        return [0] * count
+    urls = [f"{server.url}{BASE}/blob?" + urllib.parse.urlencode({"key": keys[i % len(keys)]}) for i in range(count)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [status for status, _ in pool.map(get, urls)]
+
+
+def many_keys(server: Server, targets: dict, count: int) -> list[int]:
+    """/steps of the series of 1,026-blob steps, 4 requests at once, each under a new /experiment/<id>/."""
+    run, tag, _ = targets["many_keys"]
+    query = urllib.parse.urlencode({"run": run, "tag": tag})
+    urls = [f"{server.url}/experiment/k{i:04d}{'z' * 200}{BASE}/steps?{query}" for i in range(count)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return [status for status, _ in pool.map(get, urls)]
+
+
 # name -> (attack, full count, quick count)
 ATTACKS = {
     "experiment_ids": (experiment_ids, 1000, 300),
@@ -185,6 +206,9 @@ ATTACKS = {
     "huge_maps": (_concurrent("huge_maps"), 16, 8),
     "wide_maps": (_concurrent("wide_maps"), 16, 8),
     "absurd_length": (absurd_length, 6, 3),
+    "raw_maps": (_concurrent("raw_maps"), 16, 8),
+    "raw_blob": (raw_blob, 16, 8),
+    "many_keys": (many_keys, 8, 4),
 }
 
 

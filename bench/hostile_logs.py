@@ -6,9 +6,13 @@ Each hostile series is one row of issue 23's table (or a sibling just within the
   hostile/header_items    a header that inflates to 3 MiB of ``{},`` (under the size limit, 1M items)
   hostile/big_headers     valid steps whose headers carry 3.5 MiB of extra text (kept, within the limits),
                           then two whose headers carry 24 MiB (refused)
-  hostile/wide_maps       valid steps whose maps inflate to 48 MiB each (within the limits)
+  hostile/wide_maps       valid steps whose maps inflate to 24 MiB each (within the limits and the default budget)
   hostile/huge_maps       steps whose maps would inflate to 200 MiB each (refused)
   hostile/absurd_length   a tensor declaring 10^8 blobs while holding 2
+  hostile/raw_maps        valid steps whose maps blob is 8 MiB as stored (random values barely compress): each
+                          read of one of its blobs costs a provider copy (the Python loader copies the whole step)
+  hostile/many_keys       steps of 1,026 one-byte blobs (the most a CAM step may hold), MANY_KEYS_STEPS of them:
+                          listing its steps builds a blob key for each blob
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ MIB = 2**20
 DEMO_RUN, SMALL_TAG = "demo", "small/probe"
 RUN = "hostile"
 BIG_HEADER_STEPS, BIG_HEADER_TEXT = 48, int(3.5 * MIB)
-WIDE_MAPS_STEPS, WIDE_MAPS_BYTES, MAP_SIDE = 16, 48 * MIB, 256
+WIDE_MAPS_STEPS, WIDE_MAPS_BYTES, MAP_SIDE = 16, 24 * MIB, 256
 HUGE_MAPS_STEPS, HUGE_MAP_SIDE = 8, 10240  # 10240 x 10240 float16: 200 MiB
+RAW_MAPS_STEPS, RAW_MAP_SIDE = 6, 2048  # 2048 x 2048 float16: 8 MiB
+MANY_KEYS_STEPS = 300
 
 
 def _pictures(rng: np.random.Generator, count: int) -> tuple[list[dict], list[bytes]]:
@@ -75,6 +81,16 @@ def _huge_maps(rng: np.random.Generator, compressed: bytes) -> list[bytes]:
     return [zlib.compress(json.dumps(header).encode()), compressed, *pngs]
 
 
+def _raw_maps(rng: np.random.Generator, sequence: int) -> list[bytes]:
+    """A valid sample of one RAW_MAP_SIDE squared map of random values, stored uncompressed (by hand)."""
+    blob, placement = fmt.encode_maps([rng.random((RAW_MAP_SIDE, RAW_MAP_SIDE), dtype=np.float32)])
+    images, pngs = _pictures(rng, 1)
+    records = [{"image": 0, "target": 0, "method": "gradcam", "layer": "features", "height": RAW_MAP_SIDE,
+                "width": RAW_MAP_SIDE}]
+    header = fmt.cam.build_header(images=images, maps=records, placement=placement, sequence=sequence)
+    return [fmt.encode_header(header), blob, *pngs]
+
+
 def write_logs(logdir: Path, demo_steps: int) -> dict:
     """Writes the log dir; returns the series each attack aims at: name -> (run, tag, steps)."""
     rng = np.random.default_rng(0)
@@ -115,4 +131,11 @@ def write_logs(logdir: Path, demo_steps: int) -> dict:
             tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=10**8)]))
         out.add_summary(absurd, 0)
         targets["absurd_length"] = (RUN, "hostile/absurd_length", [0])
+        for step in range(RAW_MAPS_STEPS):
+            add("hostile/raw_maps", _raw_maps(rng, step), step)
+        targets["raw_maps"] = (RUN, "hostile/raw_maps", list(range(RAW_MAPS_STEPS)))
+        tiny = [b"x"] * (fmt.max_blobs(fmt.cam.KIND) - 1)
+        for step in range(MANY_KEYS_STEPS):
+            add("hostile/many_keys", [good_sample(rng, step)[0], *tiny], step)
+        targets["many_keys"] = (RUN, "hostile/many_keys", list(range(MANY_KEYS_STEPS)))
     return targets

@@ -118,8 +118,9 @@ export class SeriesPicker {
       this.steps = [];
       return null;
     }
-    const { steps, logged } = await api.listSteps(series.run, series.tag);
+    const { steps, logged, kept_by: keptBy } = await api.listSteps(series.run, series.tag);
     if (!this.latest.isCurrent(ticket)) return undefined;
+    this.keptBy = keptBy; // who dropped steps, if any were: "tensorboard" or the plugin's "budget"
     const atEnd = Number(this.step.value) >= this.steps.length - 1;
     this.steps = steps;
     this.step.max = String(Math.max(steps.length - 1, 0));

@@ -42,6 +42,23 @@ def _malloc_trim():
 
 _TRIM = _malloc_trim()
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 1 * MIB
+
+
+def fix_mmap_threshold() -> bool:
+    """Makes glibc give blocks of MMAP_THRESHOLD or more their own mapping, returned when freed.
+
+    glibc raises its threshold (up to 32 MiB) each time such a block is freed, after which a decode's blobs
+    and arrays come from per-thread heaps that keep them when freed: N request threads then keep N peaks.
+    A fixed threshold turns that off. False where this is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
 
 def budget_mb(flag_value: int | None, environ: Mapping[str, str] = os.environ) -> int:
     """The budget in MB: the flag, else the environment variable, else DEFAULT_MB; ValueError naming the source

@@ -61,6 +61,7 @@ class CamPlugin(base_plugin.TBPlugin):
     def __init__(self, context: base_plugin.TBContext):
         hint = (context.sampling_hints or {}).get(self.plugin_name)
         mb = budget.budget_mb(getattr(context.flags, budget.FLAG, None))
+        budget.fix_mmap_threshold()
         self._reader = CamReader(context.data_provider, downsample=hint or 0, budget=budget.Budget(mb))
         self._static = _load_static_files()
 
@@ -122,21 +123,23 @@ class CamPlugin(base_plugin.TBPlugin):
     def _serve_steps(self, request):
         ctx, eid = self._where(request)
         run, tag = self._arg(request, "run"), self._arg(request, "tag")
-        steps = self._reader.steps(ctx, eid, run, tag)
+        steps, kept = self._reader.read_steps(ctx, eid, run, tag)
         body = {
             "steps": [{"step": s.step, "wall_time": s.wall_time} for s in steps],
-            "logged": self._logged_count(ctx, eid, steps),
+            "logged": self._logged_count(ctx, eid, steps, kept),
+            # who may have dropped steps: this plugin's budget (it could keep no more) or TensorBoard
+            "kept_by": "budget" if len(steps) >= kept and kept < self._reader.capacity else "tensorboard",
         }
         return http_util.Respond(request, body, "application/json")
 
-    def _logged_count(self, ctx, eid: str, steps) -> int | None:
+    def _logged_count(self, ctx, eid: str, steps, kept: int) -> int | None:
         """How many samples the writer logged, from the newest header's sequence.
 
-        TensorBoard always keeps the newest step, so comparing this with the
-        number of loaded steps tells the tab whether steps were dropped. With
-        fewer steps than TensorBoard keeps, none were: no header is read.
+        The newest step is always kept, so comparing this with the number of
+        loaded steps tells the tab whether steps were dropped. With fewer steps
+        than the read could keep (`kept`), none were: no header is read.
         """
-        if len(steps) < self._reader.capacity:
+        if len(steps) < kept:
             return len(steps)
         try:
             newest = steps[-1]
@@ -178,7 +181,7 @@ class CamPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_blob(self, request):
         ctx, _ = self._where(request)
-        data = self._reader.blob(ctx, self._arg(request, "key"))
+        data = self._reader.served_blob(ctx, self._arg(request, "key"))
         content_type = fmt.image_mime_type(data) or "application/octet-stream"
         # Blobs never change once written, so the browser may keep them.
         return http_util.Respond(request, data, content_type, expires=3600)

@@ -26,6 +26,15 @@ ALL_SAMPLES = 2**31 - 1
 # it hands out, so a long one would make each read of a series cost its length times its blobs.
 MAX_EXPERIMENT_ID = 256
 
+# What one blob key costs while a series' steps are listed, beside twice its names' length: the provider's
+# reference and the key's base64 text of (experiment id, run, tag, step, index). Measured under the Python
+# loader: about 560 bytes a key with 230 characters of names.
+KEY_BYTES = 160
+
+# A /blob read of a blob whose size this server has not seen yet reserves this share of the decode budget (the
+# provider hands a blob over whole, so its size is known only once read; then the next read reserves that).
+UNKNOWN_READ_SHARE = 1 / 4
+
 
 def _check_inline_pictures(header: dict, expected: int, held: int) -> None:
     """A step holds its `expected` pictures, or none when its header names shared ones ("pictures_step")."""
@@ -78,6 +87,8 @@ class CamReader:
         self._sequences = ByteCache(budget.small)  # (run, tag, step, wall) -> (header key, its "sequence")
         self._steps = ByteCache(budget.steps)  # (run, tag) -> (experiment, what the series was, its steps)
         self._kinds = ByteCache(budget.small)  # (run, tag) -> (experiment, kind): fixed by its first summary
+        self._sizes = ByteCache(budget.small)  # blob key -> its size, once read
+        self._counts = ByteCache(budget.small)  # (run, tag) -> steps its last listing held (None: downsampled)
         self._gate = MemoryGate(budget.decodes)  # every header parse and data check reserves its cost here
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cam-blobs")
 
@@ -155,7 +166,13 @@ class CamReader:
         return kind
 
     def steps(self, ctx, experiment_id: str, run: str, tag: str) -> list[Step]:
-        """The loaded steps of one series, oldest first; 404 if there is no such series.
+        """The loaded steps of one series, oldest first; 404 if there is no such series (`read_steps`)."""
+        return self.read_steps(ctx, experiment_id, run, tag)[0]
+
+    def read_steps(self, ctx, experiment_id: str, run: str, tag: str) -> tuple[list[Step], int]:
+        """The loaded steps of one series, oldest first, and how many steps this read could keep: TensorBoard's
+        count, or fewer where their blob keys would pass the budget's share for steps (each key costs memory,
+        and a step may hold up to 1,026 of them); 404 if there is no such series.
 
         Read again only when the series' newest step, wall time or length has
         changed (new steps, or a restarted writer); callers must not mutate it.
@@ -164,31 +181,41 @@ class CamReader:
         ts = self._time_series(ctx, experiment_id, run, tag)
         if ts is None:
             raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+        length = int(ts.max_length)
         limit = fmt.max_blobs(self._content_kind(ts))
-        if int(ts.max_length) > limit:
-            raise errors.NotFoundError(f"run {run!r}, tag {tag!r} declares steps of {int(ts.max_length)} blobs, "
+        if length > limit:
+            raise errors.NotFoundError(f"run {run!r}, tag {tag!r} declares steps of {length} blobs, "
                                        f"more than the {limit} a step may hold: it is damaged")
-        version = (int(ts.max_step), float(ts.max_wall_time), int(ts.max_length))
+        version = (int(ts.max_step), float(ts.max_wall_time), length)
         known = self._steps.get((run, tag))
         if known is not None and known[:2] == (experiment_id, version):
-            return known[2]
-        result = self._provider.read_blob_sequences(
-            ctx,
-            experiment_id=experiment_id,
-            plugin_name=fmt.PLUGIN_NAME,
-            downsample=self._downsample,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        data = result.get(run, {}).get(tag)
-        if data is None:
-            raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
-        steps = [
-            Step(run=run, tag=tag, step=int(d.step), wall_time=float(d.wall_time),
-                 keys=tuple(ref.blob_key for ref in d.values))
-            for d in data
-        ]
-        self._steps.put((run, tag), (experiment_id, version, steps))
-        return steps
+            return known[2], known[3]
+        per_step = max(length, 1) * (KEY_BYTES + 2 * (len(experiment_id) + len(run.encode()) + len(tag.encode())))
+        kept = max(1, min(self._downsample, self.budget.steps // per_step))
+        # The Python provider builds a key for every blob of every step before it downsamples, so a listing
+        # costs its series' whole length: reserved from the count the last listing found (any experiment),
+        # the whole gate while none is known, so that listings of large series take turns.
+        count = self._counts.get((run, tag))
+        with self._gate.hold(self._gate.capacity if count is None else min(count * per_step, self._gate.capacity)):
+            result = self._provider.read_blob_sequences(
+                ctx,
+                experiment_id=experiment_id,
+                plugin_name=fmt.PLUGIN_NAME,
+                downsample=kept,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+            )
+            data = result.get(run, {}).get(tag)
+            if data is None:
+                raise errors.NotFoundError(f"no CAM series for run {run!r}, tag {tag!r}")
+            steps = [
+                Step(run=run, tag=tag, step=int(d.step), wall_time=float(d.wall_time),
+                     keys=tuple(ref.blob_key for ref in d.values))
+                for d in data
+            ]
+            del result, data
+        self._counts.put((run, tag), len(steps) if len(steps) < kept else None)
+        self._steps.put((run, tag), (experiment_id, version, steps, kept))
+        return steps, kept
 
     def step(self, ctx, experiment_id: str, run: str, tag: str, step: int) -> Step:
         for s in self.steps(ctx, experiment_id, run, tag):
@@ -197,7 +224,7 @@ class CamReader:
         raise errors.NotFoundError(f"step {step} of run {run!r}, tag {tag!r} is not loaded")
 
     def blob(self, ctx, key: str) -> bytes:
-        """A blob by its opaque key; 404 for any key the provider cannot resolve.
+        """A blob by its opaque key; 404 for any key the provider cannot resolve (the caller holds its cost).
 
         The Python provider leaks ValueError/KeyError/IndexError/RecursionError
         for garbage keys (and returns non-bytes for some crafted ones); the Rust
@@ -217,15 +244,33 @@ class CamReader:
         pending = [self._pool.submit(self.blob, ctx, key) for key in keys[1:]]
         return [self.blob(ctx, keys[0]), *(future.result() for future in pending)] if keys else []
 
+    def served_blob(self, ctx, key: str) -> bytes:
+        """A blob for the /blob route, its read reserved on the gate: twice its size when this server has read
+        it before (the Rust provider joins its chunks), UNKNOWN_READ_SHARE of the gate otherwise; 404 for one
+        past any blob's limit (`fmt.MAX_BLOB_BYTES`), remembered so that asking again reads nothing."""
+        known = self._sizes.get(key)
+        if known is not None and known > fmt.MAX_BLOB_BYTES:
+            raise errors.NotFoundError("blob larger than any this plugin writes: it is damaged")
+        reserve = int(self._gate.capacity * UNKNOWN_READ_SHARE) if known is None else 2 * known
+        with self._gate.hold(min(reserve, self._gate.capacity)):
+            data = self.blob(ctx, key)
+            self._sizes.put(key, len(data))
+            if len(data) > fmt.MAX_BLOB_BYTES:
+                raise errors.NotFoundError("blob larger than any this plugin writes: it is damaged")
+        return data
+
     def _limits(self, kind: str | None) -> fmt.Limits:
         """A kind's limits (None: any kind's header), tightened to what this server's budget lets one decode hold."""
         return (fmt.HEADER_LIMITS if kind is None else fmt.kind_module(kind).LIMITS).within(self._gate.capacity)
 
-    def _parse_header(self, data: bytes, kind: str | None, *, checked: bool = True) -> dict:
-        """A header parsed within its kind's limits (and checked as its kind says, unless not `checked`) while
-        its worst case is reserved on the gate."""
+    def _read_header(self, ctx, key: str, kind: str | None, *, checked: bool = True) -> dict:
+        """A step's header read and parsed within its kind's limits (and checked as its kind says, unless not
+        `checked`) while its worst case is reserved on the gate; a stored header past them is damaged."""
         limits = self._limits(kind)
         with self._gate.hold(limits.header_cost):
+            data = self.blob(ctx, key)
+            if len(data) > fmt.stored_bound(limits.header_bytes):
+                raise fmt.FormatError(f"header blob of {len(data)} bytes, more than a header may hold")
             if kind is None or not checked:
                 return fmt.parse_json_object(data, "header", limits)
             return fmt.kind_module(kind).parse_header(data, limits)
@@ -239,7 +284,7 @@ class CamReader:
         known = self._sequences.get(cache_key)
         sequence = known[1] if known is not None and known[0] == step.keys[fmt.HEADER_INDEX] else None
         if sequence is None:
-            header = self._parse_header(self.blob(ctx, step.keys[fmt.HEADER_INDEX]), kind, checked=False)
+            header = self._read_header(ctx, step.keys[fmt.HEADER_INDEX], kind, checked=False)
             sequence = header.get("sequence")
             if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
                 raise fmt.FormatError("header has no non-negative integer 'sequence'")
@@ -267,16 +312,21 @@ class CamReader:
         if len(step.keys) < count:
             raise fmt.FormatError(f"step holds {len(step.keys)} blobs, fewer than a header and its "
                                   f"{' and '.join(module.DATA) or 'nothing'}")
-        blobs = self.blobs(ctx, step.keys[:count])
-        header = self._parse_header(blobs[fmt.HEADER_INDEX], kind)
+        header = self._read_header(ctx, step.keys[fmt.HEADER_INDEX], kind)
         limits = self._limits(kind)
-        cost = module.decode_cost(header, limits)
+        cost = module.decode_cost(header, limits)  # the data blobs as stored included
         if cost > self._gate.capacity:
-            raise fmt.FormatError(f"checking its data would hold {cost / MIB:.1f} MiB, more than the "
+            raise fmt.FormatError(f"reading and checking its data would hold {cost / MIB:.1f} MiB, more than the "
                                   f"{self._gate.capacity / MIB:.1f} MiB this server's memory budget gives it "
                                   "(--cam_memory_budget_mb)")
         with self._gate.hold(cost):
-            header, summary = module.check_data(header, *blobs[1:], limits)
+            data = self.blobs(ctx, step.keys[1:count])
+            if sum(map(len, data)) > cost:
+                raise fmt.FormatError(f"data blobs of {sum(map(len, data))} bytes, more than the header declares")
+            for key, blob in zip(step.keys[1:count], data):
+                self._sizes.put(key, len(blob))
+            header, summary = module.check_data(header, *data, limits)
+            del data
         if module.FIRST_PICTURE is not None:
             _check_inline_pictures(header, module.picture_count(header), len(step.keys) - module.FIRST_PICTURE)
         self._headers.put(cache_key, (step.keys, header, summary))

@@ -154,8 +154,11 @@ async function loadSteps() {
   const loaded = picker.steps.length;
   ui.notice.textContent =
     logged != null && logged > loaded
-      ? `Showing ${loaded} of ${logged} logged steps: TensorBoard dropped the others ` +
-        "(its --samples_per_plugin setting for cam)."
+      ? `Showing ${loaded} of ${logged} logged steps: ` +
+        (picker.keptBy === "budget"
+          ? "this server's memory budget keeps no more of a series whose steps hold this many blobs " +
+            "(--cam_memory_budget_mb)."
+          : "TensorBoard dropped the others (its --samples_per_plugin setting for cam).")
       : "";
   setOptions(ui.vsStep, picker.steps.map((s, i) => [String(i), `step ${s.step}`]), ui.vsStep.value || "0");
   takeWantedStep("vs_step", ui.vsStep);

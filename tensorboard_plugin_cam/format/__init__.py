@@ -46,6 +46,7 @@ from tensorboard_plugin_cam.format.container import (
     pictures_tag,
     plugin_content,
     scan_json,
+    stored_bound,
 )
 
 # Every series kind the tab lists, by name (the pictures series is not one: it only holds pictures).
@@ -62,6 +63,8 @@ def kind_module(kind: str) -> ModuleType:
 
 # The most blobs a step of any series holds.
 MAX_STEP_BLOBS = max(m.LIMITS.blobs(len(m.DATA)) for m in REGISTRY.values())
+# The most bytes any stored blob of a step may hold (a data blob at its kind's limit); pictures share it.
+MAX_BLOB_BYTES = stored_bound(max(max(m.LIMITS.data_bytes, m.LIMITS.header_bytes) for m in REGISTRY.values()))
 
 
 def max_blobs(kind: str | None) -> int:
@@ -82,9 +85,9 @@ def first_picture(kind: str) -> int | None:
 
 __all__ = [
     "COMPRESSION", "HEADER_INDEX", "HEADER_LIMITS", "IMAGE_FORMATS", "KINDS", "KIND_PICTURES", "MAPS_DTYPE",
-    "MAX_INFLATED_BYTES", "MAX_PICTURES", "MAX_STEP_BLOBS", "PLUGIN_NAME", "REGISTRY", "VERSION", "FormatError",
-    "Limits", "StoredMap", "activations", "blob_summary", "cam",
+    "MAX_BLOB_BYTES", "MAX_INFLATED_BYTES", "MAX_PICTURES", "MAX_STEP_BLOBS", "PLUGIN_NAME", "REGISTRY", "VERSION",
+    "FormatError", "Limits", "StoredMap", "activations", "blob_summary", "cam",
     "compress", "decode_map", "evaluation", "encode_header", "encode_map_stacks", "encode_maps", "first_picture",
     "image_mime_type", "kind_module", "max_blobs", "model", "pack_sample", "parse_json_object", "parse_plugin_content",
-    "pictures_step", "scan_json", "pictures_tag", "plugin_content", "sanity",
+    "pictures_step", "scan_json", "stored_bound", "pictures_tag", "plugin_content", "sanity",
 ]

@@ -29,6 +29,7 @@ from tensorboard_plugin_cam.format.container import (
     parse_json_object,
     pictures_step,
     require,
+    stored_bound,
 )
 
 KIND = "activations"
@@ -155,11 +156,13 @@ def parse_sample(header_data: bytes, stats: bytes, maps: bytes, limits: Limits =
 
 
 def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
-    """The bytes checking a checked header's blobs holds at once: both inflated, then the largest map decoded
-    (float32, twice its stored size) and its finite-mask; `FormatError` past `limits`."""
+    """The bytes reading and checking a checked header's blobs holds at once: both as stored (at most
+    `stored_bound` of their declared sizes) and inflated, then the largest map decoded (float32, twice its
+    stored size) and its finite-mask; `FormatError` past `limits`."""
     stats_ends, maps_ends = _ends(header)
-    need = (declared_size(stats_ends, "stats blob", "blocks", limits.data_bytes)
-            + declared_size(maps_ends, "maps blob", "blocks", limits.data_bytes))
+    sizes = (declared_size(stats_ends, "stats blob", "blocks", limits.data_bytes),
+             declared_size(maps_ends, "maps blob", "blocks", limits.data_bytes))
+    need = sum(stored_bound(size) + size for size in sizes)
     largest = max((b["map_height"] * b["map_width"] * 2 for b in header["blocks"]), default=0)
     return need + 3 * largest + max((stats_bytes(b) for b in header["blocks"]), default=0)
 

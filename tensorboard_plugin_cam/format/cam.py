@@ -30,6 +30,7 @@ from tensorboard_plugin_cam.format.container import (
     parse_json_object,
     pictures_step,
     require,
+    stored_bound,
 )
 from tensorboard_plugin_cam.format.scores import in_range
 
@@ -174,10 +175,11 @@ def parse_sample(header_data: bytes, maps: bytes, limits: Limits = LIMITS) -> tu
 
 
 def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
-    """The bytes checking a checked header's maps holds at once: the inflated blob, then its largest map
-    decoded (float32, twice its stored size) and its finite-mask; `FormatError` past `limits`."""
+    """The bytes reading and checking a checked header's maps holds at once: the blob as stored (at most
+    `stored_bound` of its declared size) and inflated, then its largest map decoded (float32, twice its stored
+    size) and its finite-mask; `FormatError` past `limits`."""
     need = declared_size(map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
-    return need + 3 * max((m["height"] * m["width"] * 2 for m in header["maps"]), default=0)
+    return stored_bound(need) + need + 3 * max((m["height"] * m["width"] * 2 for m in header["maps"]), default=0)
 
 
 def picture_count(header: dict) -> int:

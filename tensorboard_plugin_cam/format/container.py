@@ -200,6 +200,12 @@ def declared_size(ends: Sequence[int], what: str, entries: str, limit: int) -> i
     return need
 
 
+def stored_bound(inflated: int) -> int:
+    """The most bytes a blob holding `inflated` bytes takes as stored: raw, or compressed at zlib's worst (data
+    that does not compress goes in stored blocks: 5 bytes per 16 KiB, and 6 for the stream)."""
+    return inflated + 5 * (inflated // 16_383 + 1) + 6
+
+
 def data_blob(blob: bytes, header: dict, ends: Sequence[int], what: str, entries: str, limit: int) -> bytes:
     """A data blob's raw bytes, inflated if the header says "compression": "zlib".
 

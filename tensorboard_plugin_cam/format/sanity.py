@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from tensorboard_plugin_cam.format import cam
 from tensorboard_plugin_cam.format.container import (
     IMAGE_FORMATS,
     MAPS_DTYPE,
@@ -18,7 +19,6 @@ from tensorboard_plugin_cam.format.container import (
     VERSION,
     Limits,
     data_blob,
-    declared_size,
     decode_map,
     is_int,
     map_ends,
@@ -94,9 +94,9 @@ def picture_count(header: dict) -> int:
 
 
 def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
-    """The bytes checking a checked header's maps holds at once (as `cam.decode_cost`)."""
-    need = declared_size(map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
-    return need + 3 * max((m["height"] * m["width"] * 2 for m in header["maps"]), default=0)
+    """The bytes reading and checking a checked header's maps holds at once: its maps are stored as a CAM
+    step's are."""
+    return cam.decode_cost(header, limits)
 
 
 def check(header_data: bytes, maps: bytes) -> tuple[dict, None]:

@@ -1,6 +1,7 @@
 """A reduced run of bench/bench_hostile_load.py: a real `tensorboard` per loader, requests under new experiment
-ids and 8 concurrent requests for samples whose maps inflate to 48 MiB each; the server's memory stays within
-the budget and the +100 MB goal, every answer is 200 or 400, and an ordinary request still answers after."""
+ids, 8 concurrent requests for samples whose maps inflate to 24 MiB each or are stored raw, concurrent /blob
+reads, and listings of steps of 1,026 blobs under new experiment ids; the server's memory stays within the
+budget and the +100 MB goal, every answer is 200 or 400, and an ordinary request still answers after."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_hostile_load.py"
 
 def test_attacks_stay_within_the_budget_and_the_server_answers_after(tmp_path):
     out = tmp_path / "figures.json"
-    subprocess.run([sys.executable, str(BENCH), "--demo-steps", "0", "--count", "60", "--attack", "experiment_ids",
-                    "--attack", "wide_maps", "--json", str(out)], check=True, timeout=300, cwd=BENCH.parent)
+    attacks = ("experiment_ids", "wide_maps", "raw_maps", "raw_blob", "many_keys")
+    subprocess.run([sys.executable, str(BENCH), "--demo-steps", "0", "--count", "24",
+                    *(f"--attack={a}" for a in attacks), "--json", str(out)], check=True, timeout=400, cwd=BENCH.parent)
     figures = json.loads(out.read_text())
     rows = figures["rows"]
     assert {(r["loader"], r["attack"]) for r in rows} == {
-        (loader, attack) for loader in ("python", "rust") for attack in ("experiment_ids", "wide_maps")}
+        (loader, attack) for loader in ("python", "rust") for attack in attacks}
     for row in rows:
         assert row["peak_over_before_mb"] <= min(figures["budget_mb"], figures["goal_mb"]), row
         assert set(row["codes"]) <= {"200", "400"}, row  # JSON keys: strings
         assert row["ordinary_ms_after"] < max(5 * row["ordinary_ms_before"], 1000), row
-    assert next(r for r in rows if r["attack"] == "wide_maps")["codes"] == {"200": 60}
+    for attack in ("wide_maps", "raw_maps", "raw_blob", "many_keys"):
+        assert all(r["codes"] == {"200": 24} for r in rows if r["attack"] == attack), attack
