@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from writer_ext.monitor import CamMonitor
 from writer_ext.writer import SummaryWriter
@@ -165,7 +166,7 @@ DEMO_METHODS = ("gradcam", "gradcam++", "cam", "random")
 
 def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: int = 64,
           dataset: str = "shapes", quiet: bool = False, methods=DEMO_METHODS, probes: int = 16,
-          topk: int = 2, activations: bool = True) -> DemoRun:
+          topk: int = 2, activations: bool = True, checks: bool = False) -> DemoRun:
     """Trains a ShapeNet for `steps` steps, logging everything to `logdir`.
 
     Every `cam_every` steps (0: never) a `CamMonitor` logs CAMs of `probes`
@@ -173,6 +174,8 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
     baseline) and, with `activations`, their layers' activations; on the
     shapes data it passes the shapes' true boxes as `regions`, so each
     method's pointing game is logged and the tab draws the boxes. The model summary is logged once at the start.
+    With `checks` (the demo's command does it), the trained model also gets a sanity check of its probes and an
+    evaluation over 64 fresh pictures, so that the tab's Checks and Data set views have something to show.
     """
     torch.manual_seed(seed)
     data = Digits(seed) if dataset == "digits" else Shapes(seed)
@@ -212,8 +215,25 @@ def train(logdir: str, steps: int, cam_every: int, seed: int = 0, batch_size: in
                 writer.add_histogram(f"weights/{name}", param, step)
             if not quiet:
                 print(f"step {step:5d}/{steps}  loss {loss.item():.3f}  {time.time() - started:5.1f}s", flush=True)
+    if checks:
+        _check_and_evaluate(writer, model, data, probe_images, steps, quiet)
     writer.flush()
     return DemoRun(writer, pointing, monitor_seconds)
+
+
+def _check_and_evaluate(writer: SummaryWriter, model: nn.Module, data, probe_images: torch.Tensor, step: int,
+                        quiet: bool) -> None:
+    """The trained model's sanity check (4 probes) and evaluation (64 fresh pictures), logged at `step`."""
+    from writer_ext.evaluation.loop import evaluate
+
+    name = "digits" if isinstance(data, Digits) else "shapes"
+    writer.add_sanity_check(f"{name}/sanity", model, probe_images[:4], methods=("gradcam", "gradcam++"),
+                            target_layer="features", global_step=step)
+    images, labels, boxes = data.batch(64)
+    items = TensorDataset(images, labels) if boxes is None else TensorDataset(images, labels, boxes)
+    result = evaluate(model, items, methods=("gradcam", "gradcam++", "cam"), target_layer="features",
+                      tag=f"{name}/eval", progress=not quiet)
+    writer.add_evaluation(f"{name}/eval", result, class_names=data.classes, global_step=step)
 
 
 def main(argv=None) -> None:
@@ -226,8 +246,10 @@ def main(argv=None) -> None:
                         help="drawn shapes (default) or scikit-learn's handwritten digits (needs scikit-learn)")
     parser.add_argument("--port", type=int, default=6006, help="TensorBoard port (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true", help="only train; do not start TensorBoard")
+    parser.add_argument("--no-checks", action="store_true",
+                        help="skip the sanity check and the evaluation after training (the Checks and Data set views)")
     args = parser.parse_args(argv)
-    run = train(args.logdir, args.steps, args.cam_every, args.seed, dataset=args.dataset)
+    run = train(args.logdir, args.steps, args.cam_every, args.seed, dataset=args.dataset, checks=not args.no_checks)
     run.writer.close()
     if run.pointing:
         print("Pointing game at the last step (share of probe maps peaking inside the object's box):")

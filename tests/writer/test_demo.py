@@ -38,12 +38,15 @@ def test_shapes_demo_gradcam_beats_the_random_baseline(tmp_path):
     assert "inputs/probe_grid" in tags["images"]
 
 
-def test_digits_dataset(tmp_path):
-    run = train(str(tmp_path / "run"), steps=20, cam_every=20, seed=0, quiet=True, dataset="digits")
+def test_digits_dataset_with_the_checks_that_fill_every_view(tmp_path):
+    """checks=True (what the demo's command does): a sanity check and an evaluation too, so the Checks and
+    Data set views are not empty (issue 26)."""
+    run = train(str(tmp_path / "run"), steps=20, cam_every=20, seed=0, quiet=True, dataset="digits", checks=True)
     run.writer.close()
     assert run.pointing == {}  # no boxes for real digits
     assert _plugins(tmp_path)["cam"] == {"digits/probe", "digits/probe/activations", "model/summary",
-                                         "digits/probe/_pictures", "digits/probe/activations/_pictures"}
+                                         "digits/probe/_pictures", "digits/probe/activations/_pictures",
+                                         "digits/sanity", "digits/eval", "digits/eval/examples"}
 
 
 SCRIPTS = ["-m writer_ext.demo", "bench/bench_cam.py", "bench/bench_memory.py", "bench/bench_monitor.py",

@@ -38,6 +38,7 @@ from writer_ext.metrics.confidence import (
 )
 from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
 from writer_ext.model.layers import LayerSpec
+from writer_ext.progress import progress_bar
 from writer_ext.targets.kinds import logits_of
 from writer_ext.validate import check_bool, check_positive_int, check_seed, check_tag
 
@@ -140,10 +141,8 @@ def _check_checkpoint(checkpoint: object) -> Optional[Path]:
 
 
 def _progress(total: Optional[int], rank: int, world: int, show: bool, tag: str):
-    from tqdm.auto import tqdm  # imported on use: `import writer_ext` stays light
-
-    desc = f"{tag} (rank 0 of {world})" if world > 1 else tag
-    return tqdm(total=total, unit="img", desc=desc, disable=True if rank or not show else None, dynamic_ncols=True)
+    """Rank 0's progress (a bar on a terminal, lines elsewhere); the other ranks show none."""
+    return progress_bar(total, f"{tag} (rank 0 of {world})" if world > 1 else tag, show and not rank)
 
 
 def evaluate(
