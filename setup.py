@@ -36,17 +36,20 @@ setup(
         "numpy>=1.22",
         "Pillow>=9.0",
         "tqdm>=4.60",  # writer_ext.evaluate's progress bar
+        # event records framed by compiled code (wheels for every platform and Python we support); the
+        # writer falls back to TensorBoard's pure-Python CRC if it fails to import (summaries/fastcrc.py)
+        "crc32c>=2.3",
     ],
     extras_require={
-        # frames event records with a compiled CRC-32C instead of TensorBoard's pure-Python one
-        "fast": ["crc32c>=2.3"],
+        # kept so that `pip install ".[fast]"` still works: crc32c is now a default requirement
+        "fast": [],
         # `tensorboard-cam eval --model timm:NAME`
         "timm": ["timm>=0.9"],
         # writer_ext.integrations.lightning (and .pytorch_lightning) and writer_ext.integrations.transformers
         "lightning": ["lightning>=2.0"],
         "transformers": ["transformers>=4.40", "accelerate>=0.26"],
         "test": [
-            "crc32c>=2.3",
+            "build>=1.0",  # tests/writer/test_packaging.py
             "pytest>=7",
             "playwright>=1.40",
             "ruff>=0.5",

@@ -1,11 +1,12 @@
-"""Event records framed with a compiled CRC-32C, when the `crc32c` package is installed.
+"""Event records framed with a compiled CRC-32C (the `crc32c` package, a requirement), or TensorBoard's own.
 
 Every record TensorBoard's writer (and so torch's `SummaryWriter`) puts in an
 event file carries a masked CRC-32C of its bytes, computed in pure Python:
 about 80 ms a megabyte, in the writer's thread but holding the interpreter
 lock, so a training step pays for it. tensorboardX uses the `crc32c` package
 for this; so do we: `install()` swaps TensorBoard's record framing for the
-same checksum from compiled code. The bytes written are the same.
+same checksum from compiled code. The bytes written are the same. Where `crc32c`
+fails to import (a platform without its wheel), TensorBoard's framing stays.
 """
 
 from __future__ import annotations
