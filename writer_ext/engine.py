@@ -22,11 +22,11 @@ from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
 from writer_ext.model.hooks import ActivationCapture, LinearCalls
-from writer_ext.model.inputs import ImageInput, ModelCall, ModelInputs, bind_inputs
+from writer_ext.model.inputs import ImageInput, ModelCall, ModelInputs, bind_inputs, clip_layout_call
 from writer_ext.model.layers import LayerSpec, resolve_layers, unwrap_model
 from writer_ext.model.layout_check import confirm_layout
 from writer_ext.model.safety import training_safe
-from writer_ext.model.spatial import SpatialView, layout_of
+from writer_ext.model.spatial import SpatialView, checked_view, layout_of
 from writer_ext.scaling import min_max
 from writer_ext.targets import select as tgt
 from writer_ext.targets.kinds import Target
@@ -38,7 +38,7 @@ from writer_ext.validate import as_model_input, check_bool, check_inputs, check_
 class CamResult:
     """What `compute_cams` (and `add_cam`) return.
 
-    maps: method -> layer -> (B, K, h, w) float32 raw maps on the CPU.
+    maps: method -> layer -> (B, K, h, w) float32 raw maps on the CPU ((B, K, t, h, w) for clips).
     class_ids: (B, K) target classes (None when targets came from a callable).
     scores: (B, K) the explained output values (logits, or the callable's value).
     probs: (B, K) softmax probabilities of the targets (sigmoid for a
@@ -89,25 +89,18 @@ def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[to
 FUSIONS = (None, "mean", "product")
 
 
-def _checked_view(name: str, view: SpatialView, output: torch.Tensor) -> torch.Tensor:
-    spatial = view(output)
-    if not isinstance(spatial, torch.Tensor) or spatial.dim() != 4 or spatial.shape[0] != output.shape[0]:
-        got = tuple(spatial.shape) if isinstance(spatial, torch.Tensor) else type(spatial).__name__
-        raise ValueError(f"reshape_transform must give (N, C, h, w) for layer {name!r}, got {got}")
-    return spatial
-
-
 def fuse_layers(maps: list[torch.Tensor], how: str) -> torch.Tensor:
-    """Combines (B, K, h_l, w_l) maps of several layers at the finest resolution.
+    """Combines (B, K, h_l, w_l) maps of several layers (clips: (B, K, t_l, h_l, w_l)) at the finest resolution.
 
-    Each map is upsampled bilinearly and min-max normalised to [0, 1] first,
+    Each map is upsampled bilinearly (clips: trilinearly) and min-max normalised to [0, 1] first,
     so layers of different scale weigh the same; then mean or product.
     """
-    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    size = max((m.shape[2:] for m in maps), key=lambda s: s.numel())
+    mode = "bilinear" if len(size) == 2 else "trilinear"
     normalised = []
     for m in maps:
-        up = nn.functional.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
-        normalised.append(min_max(up))
+        up = nn.functional.interpolate(m, size=tuple(size), mode=mode, align_corners=False)
+        normalised.append(min_max(up, dims=range(2, up.dim())))
     stacked = torch.stack(normalised)
     return stacked.mean(0) if how == "mean" else stacked.prod(0)
 
@@ -187,10 +180,10 @@ def _layer_views(model: nn.Module, call, layers: list[tuple[str, nn.Module]], ou
             raise ValueError(f"target_layer {name!r} has output shape {tuple(out.shape)}, not one row per image of "
                              f"the batch of {inputs.shape[0]} (a layer after a detector's region pooling?); choose a "
                              "layer that sees the whole images")
-        hw = canvas.size if canvas is not None else tuple(inputs.shape[-2:])
+        hw = canvas.size if canvas is not None else tuple(inputs.shape[2:])  # a clip's (T, H, W)
         layout = layout_of(name, out.shape, hw, transform, module)
         view = layout.view  # a reading the module's type does not vouch for is checked on the image first
-        spatial = _checked_view(name, view, out.detach())
+        spatial = checked_view(name, view, out.detach(), inputs.dim())
         confirm_layout(call, model, name, module, layout, inputs, canvas.image if canvas is not None else hw, hw,
                        tuple(spatial.shape[-2:]))
         own = out.shape if canvas is not None and spatial.shape == out.shape else None
@@ -285,7 +278,8 @@ def _smoothed(model, inputs, targets, opts, clean: _Pass, smooth, samples, noise
                       for m, per in clean.maps.items()}
         return
     generator = torch.Generator(device=inputs.device).manual_seed(0)  # the caller's random stream stays untouched
-    spread = (inputs.amax(dim=(1, 2, 3), keepdim=True) - inputs.amin(dim=(1, 2, 3), keepdim=True)) * noise
+    every = tuple(range(1, inputs.dim()))
+    spread = (inputs.amax(dim=every, keepdim=True) - inputs.amin(dim=every, keepdim=True)) * noise
     total = {m: {layer: torch.zeros_like(v) for layer, v in per.items()} for m, per in clean.maps.items()}
     for _ in range(samples):
         jitter = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
@@ -315,6 +309,7 @@ def compute_cams(
     multilabel: bool = False,
     seed: Optional[int] = None,
     image_input: ImageInput = None,
+    clip_layout: str = "NCTHW",
 ) -> CamResult:
     """Class activation maps of `inputs` for every method, layer and target.
 
@@ -334,6 +329,9 @@ def compute_cams(
     `inputs` may be a tuple (``model(*inputs)``) or a dict (``model(**inputs)``); `image_input` names the
     image the maps are drawn over and the methods perturb (`writer_ext.model.inputs`).
 
+    Clips: a 5-D `inputs` (N, C, T, H, W) gives maps (B, K, t, h, w) at the layer's resolution, every method
+    pooling over time as over space; `clip_layout="NTCHW"` for a model that takes (N, T, C, H, W).
+
     Training-safe: the model leaves with its modes, `.grad`s, `requires_grad`
     flags, BatchNorm statistics and hooks as they were, also on error. Inputs
     are cast to the model's dtype; maps are float32, with autocast off and
@@ -344,7 +342,7 @@ def compute_cams(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = unwrap_model(model)
     images, call = bind_inputs(model, inputs, image_input)
-    inputs = check_inputs(images)
+    inputs, call = clip_layout_call(check_inputs(images, clips=True), call, clip_layout)
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
     if smooth not in SMOOTHING:

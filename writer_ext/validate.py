@@ -134,12 +134,16 @@ def check_class_names(class_names: ClassNames) -> Optional[Mapping[int, str]]:
     return names
 
 
-def check_inputs(inputs: object) -> torch.Tensor:
-    """A finite floating-point (N, C, H, W) batch with N >= 1."""
+def check_inputs(inputs: object, *, clips: bool = False) -> torch.Tensor:
+    """A finite floating-point (N, C, H, W) batch with N >= 1 (or, where `clips`, also a 5-D batch of clips)."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor of shape (N, C, H, W), got {type(inputs).__name__}")
-    if inputs.dim() != 4:
-        raise ValueError(f"inputs must be a 4-D batch (N, C, H, W), got shape {tuple(inputs.shape)}")
+    if clips and inputs.dim() not in (4, 5):
+        raise ValueError(f"inputs must be a 4-D batch (N, C, H, W) or a 5-D batch of clips (N, C, T, H, W), got "
+                         f"shape {tuple(inputs.shape)}")
+    if not clips and inputs.dim() != 4:
+        more = "; clips (5-D) are taken by compute_cams only so far" if inputs.dim() == 5 else ""
+        raise ValueError(f"inputs must be a 4-D batch (N, C, H, W), got shape {tuple(inputs.shape)}{more}")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating-point tensor, got {inputs.dtype}")
     if inputs.shape[0] == 0:

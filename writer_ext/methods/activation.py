@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from writer_ext.methods.base import CamInputs, CamMethod, first_component
+from writer_ext.methods.base import CamInputs, CamMethod, first_component, positions
 
 
 def head_weights(inputs: CamInputs) -> torch.Tensor:
@@ -16,7 +18,7 @@ def head_weights(inputs: CamInputs) -> torch.Tensor:
         raise ValueError(f"methods: 'cam' needs a model whose output is an nn.Linear (the classifier head); "
                          f"this model's output comes from no nn.Linear: {suggestion}")
     linear, features = inputs.head
-    pooled = inputs.activations.mean(dim=(-2, -1))
+    pooled = inputs.activations.mean(dim=positions(inputs.activations, 2))
     tolerance = 1e-3 * float(pooled.abs().max()) + 1e-6
     if features.shape != pooled.shape or not torch.allclose(features.float(), pooled, rtol=1e-3, atol=tolerance):
         raise ValueError(f"methods: 'cam' needs the model's output to be its final nn.Linear applied to the "
@@ -52,15 +54,15 @@ class EigenCAM(CamMethod):
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
         maps = torch.relu(first_component(inputs.activations))
-        return maps.unsqueeze(1).expand(-1, self.targets(inputs), -1, -1).contiguous()
+        return maps.unsqueeze(1).expand(-1, self.targets(inputs), *maps.shape[1:]).contiguous()
 
 
-def keyed_noise(keys: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
-    """The random baseline's (N, h, w) maps in [0, 1): a hash of (seed, key, cell), the same on any device,
-    rank or batch for the same key. `evaluate` keys by dataset index (an image gets one map whichever rank
-    scores it); `RandomCAM` by a number drawn per call and the (image, target) position."""
+def keyed_noise(keys: torch.Tensor, size: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The random baseline's (N, h, w) maps (clips: (N, t, h, w)) in [0, 1): a hash of (seed, key, cell),
+    the same on any device, rank or batch for the same key. `evaluate` keys by dataset index (an image gets
+    one map whichever rank scores it); `RandomCAM` by a number drawn per call and the (image, target) position."""
     modulus = 2_147_483_647  # 2^31 - 1: every product below stays within int64
-    cells = torch.arange(size[0] * size[1], dtype=torch.int64)
+    cells = torch.arange(math.prod(size), dtype=torch.int64)
     v = (keys.cpu().long()[:, None] * cells.numel() + cells + (seed % modulus) * 7_919 + 1) % modulus
     for _ in range(4):
         v = ((v ^ (v >> 13)) * 48_271 + 12_345) % modulus
@@ -80,28 +82,35 @@ class RandomCAM(CamMethod):
     stream = torch.Generator().manual_seed(0)
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
-        b, _, h, w = inputs.activations.shape
+        b, size = inputs.activations.shape[0], tuple(inputs.activations.shape[2:])
         k = self.targets(inputs)
         base = int(torch.randint(0, 2**31 - 1, (), generator=inputs.generator or self.stream))
-        noise = keyed_noise(base + torch.arange(b * k), (h, w), seed=0).view(b, k, h, w)
+        noise = keyed_noise(base + torch.arange(b * k), size, seed=0).view(b, k, *size)
         return noise.to(inputs.activations.device)
 
 
 class SobelCAM(CamMethod):
     """Baseline: edge strength of the input (Sobel gradient magnitude of the channel mean),
-    average-pooled to the layer's resolution; knows nothing of the model."""
+    average-pooled to the layer's resolution; knows nothing of the model. Clips: each frame's edges,
+    pooled over time and space."""
 
     name = "sobel"
     uses_gradients = False
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
-        gray = inputs.inputs.float().mean(dim=1, keepdim=True)
+        x = inputs.inputs.float()
+        frames = x.transpose(1, 2).flatten(0, 1) if x.dim() == 5 else x  # a clip's frames, one image each
+        gray = frames.mean(dim=1, keepdim=True)
         kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=gray.device)
         kernels = torch.stack([kx, kx.t()]).unsqueeze(1)
         edges = nn.functional.conv2d(nn.functional.pad(gray, (1, 1, 1, 1), mode="replicate"), kernels)
         magnitude = edges.pow(2).sum(1, keepdim=True).sqrt()
-        pooled = nn.functional.adaptive_avg_pool2d(magnitude, inputs.activations.shape[-2:])
-        return pooled.expand(-1, self.targets(inputs), -1, -1).contiguous()
+        if x.dim() == 5:
+            magnitude = magnitude.unflatten(0, x.shape[:1] + x.shape[2:3]).transpose(1, 2)  # (B, 1, T, H, W)
+            pooled = nn.functional.adaptive_avg_pool3d(magnitude, inputs.activations.shape[2:])
+        else:
+            pooled = nn.functional.adaptive_avg_pool2d(magnitude, inputs.activations.shape[2:])
+        return pooled.expand(-1, self.targets(inputs), *pooled.shape[2:]).contiguous()
 
 
 class FEM(CamMethod):
@@ -119,6 +128,7 @@ class FEM(CamMethod):
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
         a = inputs.activations
-        threshold = a.mean(dim=(-2, -1), keepdim=True) + self.k * a.std(dim=(-2, -1), correction=0, keepdim=True)
-        share = (a > threshold).float().mean(dim=(-2, -1))  # (B, C)
+        axes = positions(a, 2)
+        threshold = a.mean(dim=axes, keepdim=True) + self.k * a.std(dim=axes, correction=0, keepdim=True)
+        share = (a > threshold).float().mean(dim=axes)  # (B, C)
         return share.unsqueeze(1).expand(-1, self.targets(inputs), -1)

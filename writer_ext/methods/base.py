@@ -13,8 +13,9 @@ from torch import nn
 class CamInputs:
     """Everything a method may use for one layer.
 
-    inputs: (B, C_in, H, W) the model's input batch.
-    activations: (B, C, h, w) float32, the layer's output.
+    inputs: (B, C_in, H, W) the model's input batch; clips (B, C_in, T, H, W).
+    activations: (B, C, h, w) float32, the layer's output; clips (B, C, t, h, w): every (h, w) below is
+        then (t, h, w), and the methods pool over `positions` (time with space).
     gradients: (K, B, C, h, w) float32, d target score k / d activations, or
         None when no requested method needs gradients.
     class_ids: (B, K) target classes, or None when targets came from a callable.
@@ -45,6 +46,11 @@ class CamInputs:
     head: Optional[tuple[nn.Module, torch.Tensor]] = None
     generator: Optional[torch.Generator] = None
     layer_shape: Optional[torch.Size] = None
+
+
+def positions(x: torch.Tensor, lead: int) -> tuple[int, ...]:
+    """The axes of `x` after its first `lead`: a map's positions, (h, w), or (t, h, w) for a clip."""
+    return tuple(range(lead, x.dim()))
 
 
 class CamMethod:
@@ -80,9 +86,10 @@ class CamMethod:
         w = self.weights(inputs)
         a = inputs.activations
         if inputs.eigen_smooth:
-            maps = principal_maps((w[..., None, None] if w.dim() == 3 else w) * a.unsqueeze(1))
+            per_channel = w.reshape(*w.shape, *[1] * (a.dim() - 2)) if w.dim() == 3 else w
+            maps = principal_maps(per_channel * a.unsqueeze(1))
         elif w.dim() == 3:
-            maps = torch.einsum("bkc,bchw->bkhw", w, a)
+            maps = torch.einsum("bkc,bc...->bk...", w, a)
         else:
             maps = (w * a.unsqueeze(1)).sum(2)
         return torch.relu(maps) if self.relu else maps
@@ -114,7 +121,8 @@ def _top_eigenvectors(gram: torch.Tensor, block: int = 4, max_iter: int = 60, to
 
 
 def first_component(x: torch.Tensor) -> torch.Tensor:
-    """Projection of (N, C, h, w) features on their first principal component, (N, h, w).
+    """Projection of (N, C, h, w) features on their first principal component, (N, h, w)
+    (clips: (N, C, t, h, w) -> (N, t, h, w), every (t, h, w) position a sample).
 
     The h*w positions are the samples and the C channels the features, centred
     as in EigenCAM. The top eigenvector of the smaller Gram matrix (C x C or
@@ -122,10 +130,10 @@ def first_component(x: torch.Tensor) -> torch.Tensor:
     principal direction's sign is arbitrary, so it is chosen to make the
     projection agree with the channel sum, where positive activation lies.
     """
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     rows = x.flatten(2).transpose(1, 2)  # (N, hw, C)
     centred = rows - rows.mean(dim=1, keepdim=True)
-    if h * w <= c:
+    if rows.shape[1] <= c:
         value, vector = _top_eigenvectors(centred @ centred.transpose(1, 2))
         projection = vector * value.clamp(min=0).sqrt()[:, None]
     else:
@@ -133,10 +141,10 @@ def first_component(x: torch.Tensor) -> torch.Tensor:
         projection = (centred @ vector.unsqueeze(-1)).squeeze(-1)
     sign = torch.sign((projection * rows.sum(-1)).sum(-1))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    return (projection * sign[:, None]).view(n, h, w)
+    return (projection * sign[:, None]).view(n, *x.shape[2:])
 
 
 def principal_maps(weighted: torch.Tensor) -> torch.Tensor:
     """`first_component` of each (image, target)'s weighted channels: (B, K, C, h, w) -> (B, K, h, w)."""
     b, k = weighted.shape[:2]
-    return first_component(weighted.flatten(0, 1)).view(b, k, *weighted.shape[-2:])
+    return first_component(weighted.flatten(0, 1)).view(b, k, *weighted.shape[3:])

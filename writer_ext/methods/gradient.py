@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from writer_ext.methods.base import CamInputs, CamMethod, principal_maps
+from writer_ext.methods.base import CamInputs, CamMethod, positions, principal_maps
 
 
 def _per_image(gradients: torch.Tensor) -> torch.Tensor:
@@ -18,7 +18,8 @@ class GradCAM(CamMethod):
     name = "gradcam"
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
-        return _per_image(inputs.gradients).mean(dim=(-2, -1))
+        g = _per_image(inputs.gradients)
+        return g.mean(dim=positions(g, 3))
 
 
 class GradCAMPlusPlus(CamMethod):
@@ -33,10 +34,11 @@ class GradCAMPlusPlus(CamMethod):
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
         g = _per_image(inputs.gradients)
-        sum_a = inputs.activations.sum(dim=(-2, -1), keepdim=True).unsqueeze(1)
+        a = inputs.activations
+        sum_a = a.sum(dim=positions(a, 2), keepdim=True).unsqueeze(1)
         denom = 2 + sum_a * g
         positive = torch.relu(g)
-        return torch.where(denom != 0, positive / denom, torch.zeros_like(positive)).sum(dim=(-2, -1))
+        return torch.where(denom != 0, positive / denom, torch.zeros_like(positive)).sum(dim=positions(g, 3))
 
 
 class XGradCAM(CamMethod):
@@ -46,8 +48,9 @@ class XGradCAM(CamMethod):
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
         a = inputs.activations
-        norm = a / (a.sum(dim=(-2, -1), keepdim=True) + 1e-7)
-        return (_per_image(inputs.gradients) * norm.unsqueeze(1)).sum(dim=(-2, -1))
+        norm = a / (a.sum(dim=positions(a, 2), keepdim=True) + 1e-7)
+        weighted = _per_image(inputs.gradients) * norm.unsqueeze(1)
+        return weighted.sum(dim=positions(weighted, 3))
 
 
 class LayerCAM(CamMethod):

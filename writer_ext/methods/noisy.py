@@ -24,7 +24,7 @@ class SSCAM(CamMethod):
     sigma = 2.0
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
-        masks, constant = normalised_masks(inputs.activations, tuple(inputs.inputs.shape[-2:]))
+        masks, constant = normalised_masks(inputs.activations, inputs.inputs)
         generator = torch.Generator(device=masks.device).manual_seed(0)
         noisy = torch.zeros_like(constant)  # with noise no two masks are alike: every channel is run
         total = 0
@@ -49,7 +49,7 @@ class ISCAM(CamMethod):
     samples = 10
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
-        masks, constant = normalised_masks(inputs.activations, tuple(inputs.inputs.shape[-2:]))
+        masks, constant = normalised_masks(inputs.activations, inputs.inputs)
         total, scale = 0, 0.0
         for n in range(1, self.samples + 1):
             scale += n / self.samples

@@ -5,14 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from writer_ext.methods.base import CamInputs, CamMethod
+from writer_ext.methods.base import CamInputs, CamMethod, positions
 from writer_ext.scaling import is_constant, min_max
 
 
-def normalised_masks(activations: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each channel upsampled to the input size and min-max scaled to [0, 1]; and which channels are constant."""
-    up = nn.functional.interpolate(activations, size=size, mode="bilinear", align_corners=False)
-    return min_max(up), is_constant(up)
+def normalised_masks(activations: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel upsampled to the input size (bilinear; clips: trilinear, in time too) and min-max scaled
+    to [0, 1]; and which channels are constant."""
+    mode = "bilinear" if activations.dim() == 4 else "trilinear"
+    up = nn.functional.interpolate(activations, size=tuple(inputs.shape[2:]), mode=mode, align_corners=False)
+    axes = positions(up, 2)
+    return min_max(up, dims=axes), is_constant(up, dims=axes)
 
 
 def _chunks(total: int, size: int):
@@ -21,7 +24,7 @@ def _chunks(total: int, size: int):
 
 
 def channel_scores(inputs: CamInputs, masks: torch.Tensor, constant: torch.Tensor) -> torch.Tensor:
-    """The (B, C, K) target scores of the input masked by each of its (B, C, H, W) `masks`.
+    """The (B, C, K) target scores of the input masked by each of its (B, C, H, W) `masks` (clips: (B, C, T, H, W)).
 
     Each forward holds whole copies of the batch, image i masked by one of its
     own masks, so the model (and a callable target) sees the batch's layout.
@@ -42,7 +45,8 @@ def channel_scores(inputs: CamInputs, masks: torch.Tensor, constant: torch.Tenso
     rows = torch.arange(b, device=x.device)
     for start, stop in _chunks(copies, inputs.slots_per_forward):
         chosen = channel[start:stop]
-        mask = masks[rows, chosen.clamp(min=0)] * (chosen >= 0)[..., None, None]  # (n, B, H, W)
+        live_mask = (chosen >= 0).reshape(*chosen.shape, *[1] * (masks.dim() - 2))
+        mask = masks[rows, chosen.clamp(min=0)] * live_mask  # (n, B, H, W)
         masked = (x * mask.unsqueeze(2).to(x.dtype)).flatten(0, 1)
         scores[start:stop] = inputs.target_scores(inputs.model(masked)).float()
     return scores[copy_of, rows[:, None]]
@@ -56,7 +60,7 @@ class ScoreCAM(CamMethod):
     uses_gradients = False
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
-        masks, constant = normalised_masks(inputs.activations, tuple(inputs.inputs.shape[-2:]))
+        masks, constant = normalised_masks(inputs.activations, inputs.inputs)
         return torch.softmax(channel_scores(inputs, masks, constant), dim=1).transpose(1, 2)
 
 

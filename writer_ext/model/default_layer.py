@@ -112,7 +112,7 @@ def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor) -> Choice:
             h.remove()
         for p in frozen:
             p.requires_grad_(False)
-    hw = canvas.canvas.size if canvas.canvas is not None else tuple(x.shape[-2:])
+    hw = canvas.canvas.size if canvas.canvas is not None else tuple(x.shape[2:])  # a clip's (T, H, W)
     candidates, tokens = [], []  # candidates last finished first; token outputs no grid explains
     for position in range(len(order) - 1, -1, -1):
         name = order[position]
@@ -127,8 +127,8 @@ def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor) -> Choice:
                     and canvas.canvas is None:  # not a detector's (anchors, classes) outputs
                 tokens.append(_Candidate(name, t, tuple(t.shape), 0, position))
             continue
-        if len(shape) == 4 and shape[-1] * shape[-2] > 1 and (t.dim() == 4 or shape[1] > 1):
-            stride = max(1, round(math.sqrt(hw[0] * hw[1] / (shape[-1] * shape[-2]))))
+        if len(shape) == x.dim() and shape[-1] * shape[-2] > 1 and (t.dim() == x.dim() or shape[1] > 1):
+            stride = max(1, round(math.sqrt(hw[-2] * hw[-1] / (shape[-1] * shape[-2]))))  # in space
             candidates.append(_Candidate(name, t, shape, stride, position, view))
     if not candidates:
         raise ValueError("target_layer=None: no layer of the model has a spatial (N, C, H, W) output, "

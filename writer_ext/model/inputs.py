@@ -81,3 +81,19 @@ def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput =
         return call_model(model, *[values[k] for k in keys])
 
     return image, call
+
+
+CLIP_LAYOUTS = ("NCTHW", "NTCHW")
+
+
+def clip_layout_call(images: torch.Tensor, call: ModelCall, clip_layout: str) -> tuple[torch.Tensor, ModelCall]:
+    """Clips as every method sees them, (N, C, T, H, W), and the call that hands them to the model in its
+    `clip_layout` ("NTCHW": the model takes (N, T, C, H, W); the maps' axes do not change)."""
+    if clip_layout not in CLIP_LAYOUTS:
+        raise ValueError(f"clip_layout must be one of {CLIP_LAYOUTS}, got {clip_layout!r}")
+    if clip_layout == "NCTHW":
+        return images, call
+    if images.dim() != 5:
+        raise ValueError(f"clip_layout={clip_layout!r} names the axes of 5-D clips; inputs have shape "
+                         f"{tuple(images.shape)}")
+    return images.transpose(1, 2), lambda clips: call(clips.transpose(1, 2))

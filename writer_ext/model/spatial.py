@@ -44,6 +44,8 @@ def _last_axis_module(module: Optional[nn.Module], channels: int) -> bool:
     return isinstance(module, nn.Linear) and module.out_features == channels
 
 
+_CHANNELS_FIRST_3D = (nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d, nn.InstanceNorm3d, nn.MaxPool3d, nn.AvgPool3d,
+                      nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d, nn.GroupNorm)
 _CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.MaxPool2d,
                    nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -61,9 +63,37 @@ def token_grid(tokens: int, input_hw: tuple[int, int]) -> Optional[tuple[int, in
     return None
 
 
-def layout_of(name: str, shape: torch.Size, input_hw: tuple[int, int],
+def _strides_agree(size: tuple[int, ...], grid: tuple[int, ...]) -> bool:
+    """Whether `grid` tiles `size` (the input's (H, W)) with one stride."""
+    return all(_divides(s, g) for s, g in zip(size, grid)) and len({s // g for s, g in zip(size, grid)}) == 1
+
+
+def _clip_layout(name: str, shape: torch.Size, input_thw: tuple[int, int, int],
+                 module: Optional[nn.Module]) -> Layout:
+    """A clip's layer as (N, C, t, h, w): as it is when a 3-D convolution, norm or pooling made it, or unless
+    its sizes read as channels-last (N, t, h, w, C) tile the input's (H, W) and read as they are do not;
+    channels-last (N, t, h, w, C) (Swin3D) only when the module acts on the last axis. Everything else
+    (tokens of MViT, a sizes-only channels-last guess) is refused naming `reshape_transform`: the image
+    check of `layout_check` perturbs a quarter of one picture and cannot vouch for a clip's reading."""
+    if len(shape) == 5:
+        _, a, b, c, d = shape
+        if isinstance(module, _CHANNELS_FIRST_3D):
+            return Layout(lambda t: t, "ncthw", True)
+        if _last_axis_module(module, d):
+            return Layout(lambda t: t.permute(0, 4, 1, 2, 3), "channels_last", True)
+        as_is = _strides_agree(input_thw[1:], (c, d))
+        if as_is or not (_strides_agree(input_thw[1:], (b, c)) and d > a):
+            return Layout(lambda t: t, "ncthw", True)
+    raise ValueError(
+        f"target_layer {name!r} has output shape {tuple(shape)} for clips of (T, H, W) {tuple(input_thw)}; "
+        "expected (N, C, t, h, w) from a 3-D convolution, norm or pooling, or (N, t, h, w, C) from a LayerNorm "
+        "or Linear; for tokens (MViT) or another layout pass reshape_transform giving (N, C, t, h, w)")
+
+
+def layout_of(name: str, shape: torch.Size, input_hw: tuple[int, ...],
               reshape_transform: Optional[SpatialView] = None, module: Optional[nn.Module] = None) -> Layout:
-    """How to see a layer's output of `shape` as (N, C, h, w).
+    """How to see a layer's output of `shape` as (N, C, h, w), or as (N, C, t, h, w) for clips
+    (`input_hw` is then the clip's (T, H, W): `_clip_layout`).
 
     - (N, C, h, w) as it is; (N, h, w, C) channels-last (Swin) is proposed when h and w, not C and h,
       tile the input with one stride, and known only when `module` acts on the last axis (a
@@ -76,6 +106,8 @@ def layout_of(name: str, shape: torch.Size, input_hw: tuple[int, int],
     """
     if reshape_transform is not None:
         return Layout(reshape_transform, "given", True)
+    if len(input_hw) == 3:
+        return _clip_layout(name, shape, tuple(input_hw), module)
     height, width = input_hw
     if len(shape) == 4:
         _, a, b, c = shape
@@ -96,6 +128,16 @@ def layout_of(name: str, shape: torch.Size, input_hw: tuple[int, int],
         f"target_layer {name!r} has output shape {tuple(shape)}; expected a spatial (N, C, H, W) output, "
         "channels-last (N, H, W, C) or tokens (N, T, C) on a patch grid; or pass reshape_transform"
     )
+
+
+def checked_view(name: str, view: SpatialView, output: torch.Tensor, dims: int) -> torch.Tensor:
+    """The layer's output seen as maps: (N, C, h, w) for images (`dims` 4), (N, C, t, h, w) for clips (5)."""
+    spatial = view(output)
+    if not isinstance(spatial, torch.Tensor) or spatial.dim() != dims or spatial.shape[0] != output.shape[0]:
+        got = tuple(spatial.shape) if isinstance(spatial, torch.Tensor) else type(spatial).__name__
+        want = "(N, C, h, w)" if dims == 4 else "(N, C, t, h, w) for clips"
+        raise ValueError(f"reshape_transform must give {want} for layer {name!r}, got {got}")
+    return spatial
 
 
 def spatial_view(name: str, shape: torch.Size, input_hw: tuple[int, int],
