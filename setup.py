@@ -36,6 +36,7 @@ setup(
         "numpy>=1.22",
         "Pillow>=9.0",
         "tqdm>=4.60",  # writer_ext.evaluate's progress bar
+        "scipy>=1.7",  # ROAD's noisy linear imputation: one sparse linear system per image (writer_ext.metrics.road)
     ],
     extras_require={
         # frames event records with a compiled CRC-32C instead of TensorBoard's pure-Python one
@@ -54,7 +55,6 @@ setup(
             "moto[server]>=5",
             "boto3>=1.26",
             "scikit-learn>=1.0",  # the demo's --dataset digits
-            "scipy>=1.7",  # reference Spearman correlation (tests/writer/test_sanity.py)
             "torchray>=1.0",  # the pointing game as the benchmarks play it (tests/writer/test_localization.py)
             # the libraries our maps are compared with (tests/writer/test_agreement.py)
             "grad-cam>=1.5",

@@ -27,6 +27,26 @@ export const MEASURES = [
     help: "Area under the probability curve as the most salient pixels are put into a blurred image first",
   },
   {
+    key: "road_morf",
+    label: "ROAD MoRF",
+    better: "lower",
+    help: "Change in class probability when the most relevant pixels are removed and filled in from their " +
+      "neighbours (ROAD, Rong et al. 2022), averaged over 10%..90% kept",
+  },
+  {
+    key: "road_lerf",
+    label: "ROAD LeRF",
+    better: "higher",
+    help: "Change in class probability when the least relevant pixels are removed and filled in from their " +
+      "neighbours, averaged over 10%..90% kept",
+  },
+  {
+    key: "road_combined",
+    label: "ROAD combined",
+    better: "higher",
+    help: "(LeRF - MoRF) / 2: removing what the map points at should hurt more than removing the rest",
+  },
+  {
     key: "coherency",
     label: "Coherency",
     better: "higher",

@@ -10,7 +10,7 @@ import pytest
 
 from tensorboard_plugin_cam.format import cam as cam_format
 from tensorboard_plugin_cam.format.container import FormatError, encode_header
-from tensorboard_plugin_cam.format.scores import BY_KEY, CONSISTENCY, FAITHFULNESS, LOCALIZATION, SCORES
+from tensorboard_plugin_cam.format.scores import BY_KEY, CONSISTENCY, FAITHFULNESS, LOCALIZATION, ROAD, SCORES
 from writer_ext.metrics import LOCALIZATION as WRITER_LOCALIZATION
 from writer_ext.metrics import METRICS
 
@@ -28,7 +28,7 @@ def test_the_tab_shows_the_table():
 
 
 def test_the_writer_computes_the_table():
-    assert METRICS == FAITHFULNESS + CONSISTENCY and WRITER_LOCALIZATION == LOCALIZATION
+    assert METRICS == FAITHFULNESS + ROAD + CONSISTENCY and WRITER_LOCALIZATION == LOCALIZATION
     assert set(METRICS) | set(LOCALIZATION) == set(BY_KEY)
     assert all(s.better in ("lower", "higher") and s.low < s.high for s in SCORES)
 

@@ -1,5 +1,5 @@
 """What `add_cam(metrics=True)` scores for each method and layer of a `CamResult`: the faithfulness
-(`confidence`) and consistency (`consistency`) scores, for the `random` baseline too."""
+(`confidence`), ROAD (`road`) and consistency (`consistency`) scores, for the `random` baseline too."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-from tensorboard_plugin_cam.format.scores import CONSISTENCY, FAITHFULNESS
+from tensorboard_plugin_cam.format.scores import CONSISTENCY, FAITHFULNESS, ROAD
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.metrics.confidence import faithfulness
 from writer_ext.metrics.consistency import consistency
+from writer_ext.metrics.road import road
 from writer_ext.model.spatial import SpatialView
 
-SCORED = FAITHFULNESS + CONSISTENCY  # what `for_result` returns, in the table's order
+SCORED = FAITHFULNESS + ROAD + CONSISTENCY  # what `for_result` returns, in the table's order
 
 
 def random_baseline(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, targets: object = None,
@@ -35,7 +36,7 @@ def random_baseline(model: nn.Module, inputs: torch.Tensor, result: CamResult, *
 def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16,
                reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None,
                baseline: Optional[dict[str, torch.Tensor]] = None) -> list[dict]:
-    """`faithfulness` and `consistency` of every method and layer of a `CamResult`, and of the `random`
+    """`faithfulness`, `road` and `consistency` of every method and layer of a `CamResult`, and of the `random`
     baseline at the same layers, as records {"method", "layer", <metric>: value}.
 
     `baseline`: the baseline's maps when already drawn; otherwise `random_baseline` with the
@@ -53,7 +54,9 @@ def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, ste
         for layer in per_layer:
             record = {"method": method, "layer": layer,
                       **faithfulness(model, inputs, per_layer[layer], device_ids, steps=steps,
-                                     multilabel=result.multilabel)}
+                                     multilabel=result.multilabel),
+                      **road(model, inputs, per_layer[layer], device_ids, multilabel=result.multilabel,
+                             seed=0 if seed is None else seed)}
             if not layer.startswith("fused:"):  # a fused map has no one layer to compute again at
                 record.update(consistency(model, inputs, per_layer[layer], device_ids, method, layer,
                                           multilabel=result.multilabel, reshape_transform=reshape_transform,
