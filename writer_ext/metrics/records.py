@@ -10,7 +10,7 @@ from torch import nn
 
 from tensorboard_plugin_cam.format.scores import CONSISTENCY, FAITHFULNESS, ROAD
 from writer_ext.engine import CamResult, compute_cams
-from writer_ext.metrics.confidence import faithfulness
+from writer_ext.metrics.confidence import deletion_insertion, drop_rows
 from writer_ext.metrics.consistency import consistency
 from writer_ext.metrics.road import road
 from writer_ext.model.spatial import SpatialView
@@ -51,15 +51,17 @@ def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, ste
     device_ids = result.class_ids.to(inputs.device)
     records = []
     for method, per_layer in maps.items():
-        for layer in per_layer:
-            record = {"method": method, "layer": layer,
-                      **faithfulness(model, inputs, per_layer[layer], device_ids, steps=steps,
-                                     multilabel=result.multilabel),
-                      **road(model, inputs, per_layer[layer], device_ids, multilabel=result.multilabel,
-                             seed=0 if seed is None else seed)}
+        for layer, layer_maps in per_layer.items():
+            drop, increase, y = drop_rows(model, inputs, layer_maps, device_ids, multilabel=result.multilabel)
+            record = {"method": method, "layer": layer, "average_drop": float(drop.mean()),
+                      "increase_in_confidence": float(increase.mean()),
+                      **deletion_insertion(model, inputs, layer_maps, device_ids, steps=steps,
+                                           multilabel=result.multilabel),
+                      **road(model, inputs, layer_maps, device_ids, multilabel=result.multilabel,
+                             seed=0 if seed is None else seed, y=y)}
             if not layer.startswith("fused:"):  # a fused map has no one layer to compute again at
-                record.update(consistency(model, inputs, per_layer[layer], device_ids, method, layer,
+                record.update(consistency(model, inputs, layer_maps, device_ids, method, layer,
                                           multilabel=result.multilabel, reshape_transform=reshape_transform,
-                                          seed=seed))
+                                          seed=seed, drop=drop))
             records.append(record)
     return records

@@ -18,13 +18,14 @@ percentile in turn, each row in turn): with its global stream seeded alike, the 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from writer_ext.metrics.confidence import class_probabilities, evaluating, flat_rows
+from writer_ext.validate import check_seed
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 NOISE = 0.01
@@ -116,13 +117,15 @@ def road_values(model: nn.Module, images: torch.Tensor, sal: torch.Tensor, class
 
 def road(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor, *,
          percentiles: Sequence[float] = PERCENTILES, batch_size: int = 32, multilabel: bool = False,
-         seed: int = 0) -> dict[str, float]:
-    """Mean ROAD MoRF, LeRF and combined of (B, K, h, w) maps over all (image, target) pairs."""
+         seed: int = 0, y: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """Mean ROAD MoRF, LeRF and combined of (B, K, h, w) maps over all (image, target) pairs (`y`: the (B * K,)
+    class probabilities on the images when already computed, else they are)."""
     percentiles = check_percentiles(percentiles)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = check_seed(seed)
     with evaluating(model, inputs) as checked:
         images, sal, classes = flat_rows(checked, maps, class_ids)
-        y = class_probabilities(model, images, classes, batch_size, multilabel)
-        values = road_values(model, images, sal, classes, y, percentiles, batch_size, multilabel, seed)
+        if y is None:
+            y = class_probabilities(model, images, classes, batch_size, multilabel)
+        values = road_values(model, images, sal, classes, y.to(images.device), percentiles, batch_size, multilabel,
+                             seed)
     return {key: float(v.mean()) for key, v in values.items()}
