@@ -1,4 +1,5 @@
-/** The numbers add_cam stores per method and layer, with the direction that is better and what each measures. */
+/** The numbers add_cam stores per method and layer, with the direction that is better and what each measures;
+ * `low` and `high` give a range other than 0 to 1 (scores.py's, which the histograms of evaluate span). */
 
 export const MEASURES = [
   {
@@ -30,6 +31,8 @@ export const MEASURES = [
     key: "road_morf",
     label: "ROAD MoRF",
     better: "lower",
+    low: -1,
+    high: 1,
     help: "Change in class probability when the most relevant pixels are removed and filled in from their " +
       "neighbours (ROAD, Rong et al. 2022), averaged over 10%..90% kept",
   },
@@ -37,6 +40,8 @@ export const MEASURES = [
     key: "road_lerf",
     label: "ROAD LeRF",
     better: "higher",
+    low: -1,
+    high: 1,
     help: "Change in class probability when the least relevant pixels are removed and filled in from their " +
       "neighbours, averaged over 10%..90% kept",
   },
@@ -44,6 +49,8 @@ export const MEASURES = [
     key: "road_combined",
     label: "ROAD combined",
     better: "higher",
+    low: -1,
+    high: 1,
     help: "(LeRF - MoRF) / 2: removing what the map points at should hurt more than removing the rest",
   },
   {

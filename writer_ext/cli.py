@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from writer_ext.evaluation.loop import METRICS
 from writer_ext.methods import METHODS
-from writer_ext.metrics.confidence import METRICS
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

@@ -45,3 +45,16 @@ def test_the_format_checks_each_range(key):
         else:
             with pytest.raises(FormatError, match="range"):
                 cam_format.parse_header(encode_header(header))
+
+
+def test_the_tab_spans_each_range():
+    """measures.js gives `low` and `high` where a score's range is not [0, 1]; the Data set view's histograms
+    span them, as evaluate's bins do."""
+    blocks = re.findall(r'key: "([^"]+)",[^}]*?\}', MEASURES_JS.read_text(), flags=re.S)
+    text = MEASURES_JS.read_text()
+    spans = {}
+    for key in blocks:
+        block = text[text.index(f'key: "{key}"'):].split("}", 1)[0]
+        low, high = re.search(r"low: (-?[\d.]+)", block), re.search(r"high: (-?[\d.]+)", block)
+        spans[key] = (float(low.group(1)) if low else 0.0, float(high.group(1)) if high else 1.0)
+    assert spans == {s.key: (s.low, s.high) for s in SCORES}

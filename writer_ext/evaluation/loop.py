@@ -1,9 +1,10 @@
 """Scores CAM methods over a whole data set, on one process or every rank of `torch.distributed`.
 
 Per batch: one `compute_cams` pass for every method (one forward, one batched gradient), then the
-masked forwards of every method at once (`writer_ext.metrics.confidence`), and the localization scores when the
-data carries boxes or masks (`writer_ext.metrics.pointing`); the per-image values go into running totals
-(`tally`). Under `torch.distributed` each rank scores its part and the totals are summed at
+masked forwards of every method at once (`writer_ext.metrics.confidence`), ROAD's imputed forwards
+(`writer_ext.metrics.road`), each method's map of its masked images (`writer_ext.metrics.consistency`), and the
+localization scores when the data carries boxes or masks (`writer_ext.metrics.pointing`); the per-image values
+go into running totals (`tally`). Under `torch.distributed` each rank scores its part and the totals are summed at
 the end: every rank returns the same `EvalResult`, rank 0 writes it.
 """
 
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
-from tensorboard_plugin_cam.format.scores import BY_KEY, LOCALIZATION
+from tensorboard_plugin_cam.format.scores import BY_KEY, CONSISTENCY, FAITHFULNESS, LOCALIZATION, ROAD
 from writer_ext import pictures as img
 from writer_ext.engine import compute_cams, default_batch_size
 from writer_ext.evaluation import ranks
@@ -29,21 +30,23 @@ from writer_ext.evaluation.tally import Example, Tally
 from writer_ext.methods import get_methods
 from writer_ext.methods.activation import keyed_noise
 from writer_ext.metrics.confidence import (
-    METRICS,
     class_probabilities,
     curve_auc,
     drop_and_increase,
     evaluating,
     flat_rows,
+    saliency,
 )
+from writer_ext.metrics.consistency import consistency_rows, remapped
 from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
+from writer_ext.metrics.road import PERCENTILES, road_values
 from writer_ext.model.layers import LayerSpec
 from writer_ext.targets.kinds import logits_of
 from writer_ext.validate import check_bool, check_positive_int, check_seed, check_tag
 
 TARGETS = (None, "predicted", "label")
 BASELINE = "random"
-
+METRICS = FAITHFULNESS + ROAD + CONSISTENCY  # the scores that need no region, in the table's order
 
 
 def _metric_list(metrics: object, has_regions: bool) -> list[str]:
@@ -103,22 +106,47 @@ def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
         maps = torch.cat(stack, dim=1)  # (B, rows, h, w)
         values: dict[str, torch.Tensor] = {}
         if any(m in METRICS for m in plan.metrics):
-            with evaluating(model, images) as inputs:
-                ids = result.class_ids.to(device).expand(n, rows)
-                flat, sal, classes = flat_rows(inputs, maps, ids)
-                chunk = max(n, default_batch_size(inputs))
-                if {"average_drop", "increase_in_confidence"} & set(plan.metrics):
-                    masked = class_probabilities(model, flat * sal.unsqueeze(1), classes, chunk, False)
-                    y = result.probs[:, 0].to(masked).repeat_interleave(rows)
-                    values["average_drop"], values["increase_in_confidence"] = drop_and_increase(y, masked)
-                for name, insertion in (("deletion_auc", False), ("insertion_auc", True)):
-                    if name in plan.metrics:
-                        values[name] = curve_auc(model, flat, sal, classes, plan.steps, chunk, False, insertion)
+            values.update(_confidence_scores(model, images, maps, result, layer, indices, plan))
         if masks is not None and any(m in LOCALIZATION for m in plan.metrics):
             values["pointing_game"] = pointing_hits(maps, masks, plan.tolerance).float()
             values["energy_pointing_game"] = energy_shares(maps, masks)
         per_layer.append(torch.stack([values[m].detach().cpu().double().view(n, rows) for m in plan.metrics], -1))
     return torch.cat(per_layer, dim=1), labels, result, records
+
+
+def _confidence_scores(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, result, layer: str,
+                       indices: torch.Tensor, plan: _Plan) -> dict[str, torch.Tensor]:
+    """One layer's (B, rows) maps: the faithfulness, ROAD and consistency scores of `plan.metrics`, per (image,
+    row) in `flat_rows`' order. ROAD's noise and the baseline's second map are keyed by the seed and the dataset
+    index (any batch or rank gives an image the same ones), the noise shared by the image's rows."""
+    wanted, n, rows = set(plan.metrics), images.shape[0], len(plan.rows)
+    values: dict[str, torch.Tensor] = {}
+    with evaluating(model, images) as inputs:
+        flat, sal, classes = flat_rows(inputs, maps, result.class_ids.to(inputs.device).expand(n, rows))
+        chunk = max(n, default_batch_size(inputs))
+        y = result.probs[:, 0].to(device=flat.device, dtype=torch.float32).repeat_interleave(rows)
+        if wanted & {"average_drop", "increase_in_confidence", "adcc"}:
+            masked = class_probabilities(model, flat * sal.unsqueeze(1), classes, chunk, False)
+            values["average_drop"], values["increase_in_confidence"] = drop_and_increase(y.to(masked), masked)
+        for name, insertion in (("deletion_auc", False), ("insertion_auc", True)):
+            if name in wanted:
+                values[name] = curve_auc(model, flat, sal, classes, plan.steps, chunk, False, insertion)
+        if wanted & set(ROAD):
+            seeds = [hash((plan.seed, int(i))) % 2**63 for i in indices.repeat_interleave(rows)]
+            values.update(road_values(model, flat, sal, classes, y, PERCENTILES, chunk, False, seeds))
+    if wanted & set(CONSISTENCY):  # each row's method again, on its masked images (gradients: outside no_grad)
+        parts = []
+        for r, method in enumerate(plan.rows):
+            if method == BASELINE:
+                again = saliency(keyed_noise(indices, tuple(maps.shape[-2:]), plan.seed + 1)[:, None],
+                                 tuple(flat.shape[-2:]))[:, 0]
+            else:
+                again = remapped(model, (flat[r::rows] * sal[r::rows].unsqueeze(1)).detach(), classes[r::rows],
+                                 method, layer, None, None)
+            parts.append(consistency_rows(sal[r::rows], again, values["average_drop"][r::rows]))
+        for name in CONSISTENCY:
+            values[name] = torch.stack([part[name].to(flat.device) for part in parts], 1).flatten()
+    return values
 
 
 def _classes(model: nn.Module, images: torch.Tensor) -> int:
@@ -269,7 +297,7 @@ def _run(model, data, plan: _Plan, *, tag, size, worst, rank_by, path, workers, 
     def new_tally(names: list[str], classes: int = 0) -> Tally:
         ranked = [r for r, (m, _, _) in enumerate(_row_names(plan, names)) if m != BASELINE or not plan.methods]
         return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, BY_KEY[rank_by].lower_is_better,
-                     classes)
+                     classes, spans=tuple((BY_KEY[m].low, BY_KEY[m].high) for m in plan.metrics))
 
     if file is not None and file.exists():
         try:

@@ -58,11 +58,9 @@ def remapped(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, meth
     return saliency(again.maps[method][again.layers[0]], tuple(images.shape[-2:]))[:, 0]
 
 
-def consistency_rows(model: nn.Module, images: torch.Tensor, sal: torch.Tensor, classes: torch.Tensor,
-                     drop: torch.Tensor, method: str, layer: str, reshape_transform: Optional[SpatialView],
-                     seed: Optional[int]) -> dict[str, torch.Tensor]:
-    """Per row of `flat_rows`: coherency, complexity and ADCC, `drop` the rows' Average Drop."""
-    again = remapped(model, (images * sal.unsqueeze(1)).detach(), classes, method, layer, reshape_transform, seed)
+def consistency_rows(sal: torch.Tensor, again: torch.Tensor, drop: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per row: coherency, complexity and ADCC of (N, H, W) saliency maps, `again` the method's saliency of
+    each image multiplied by its map, `drop` the rows' Average Drop."""
     coherency, complexity = coherency_values(sal, again.to(sal)), complexity_values(sal)
     return {"coherency": coherency, "complexity": complexity,
             "adcc": adcc_values(coherency, complexity, drop.to(coherency.device))}
@@ -81,5 +79,6 @@ def consistency(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, clas
             y = class_probabilities(model, images, classes, batch_size, multilabel)
             o = class_probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
             drop, _ = drop_and_increase(y, o)
-    values = consistency_rows(model, images, sal, classes, drop, method, layer, reshape_transform, seed)
+    again = remapped(model, (images * sal.unsqueeze(1)).detach(), classes, method, layer, reshape_transform, seed)
+    values = consistency_rows(sal, again, drop)
     return {key: float(v.mean()) for key, v in values.items()}

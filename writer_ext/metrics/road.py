@@ -89,26 +89,28 @@ def removed(sal: np.ndarray, percentile: float, most_relevant: bool) -> np.ndarr
 
 
 def perturbed(images: torch.Tensor, sal: torch.Tensor, percentile: float, most_relevant: bool,
-              generator: torch.Generator) -> torch.Tensor:
-    """(N, C, H, W) images with each row's removed pixels imputed, noise drawn row after row."""
+              streams: Sequence[torch.Generator]) -> torch.Tensor:
+    """(N, C, H, W) images with each row's removed pixels imputed, noise drawn row after row from one stream
+    for all rows or one per row."""
     out = images.detach().float().cpu().clone()
     sal_np = sal.detach().float().cpu().numpy()
     for i in range(out.shape[0]):
         keep = removed(sal_np[i], percentile, most_relevant)
         fill = torch.from_numpy(impute(out[i].numpy(), keep))
-        noise = torch.randn(fill.shape, generator=generator)
+        noise = torch.randn(fill.shape, generator=streams[i if len(streams) > 1 else 0])
         out[i].view(out.shape[1], -1)[:, torch.from_numpy(np.flatnonzero(~keep.reshape(-1)))] = fill + NOISE * noise
     return out.to(images)
 
 
 def road_values(model: nn.Module, images: torch.Tensor, sal: torch.Tensor, classes: torch.Tensor, y: torch.Tensor,
                 percentiles: Sequence[float], batch_size: int, multilabel: bool,
-                seed: int) -> dict[str, torch.Tensor]:
-    """Per row: MoRF, LeRF and combined, `y` the class probabilities on the images (rows from `flat_rows`)."""
-    generator = torch.Generator().manual_seed(seed)
+                seeds: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Per row: MoRF, LeRF and combined, `y` the class probabilities on the images (rows from `flat_rows`),
+    the noise from one stream seeded `seeds[0]`, or one per row (`evaluate`: keyed by dataset index)."""
+    streams = [torch.Generator().manual_seed(s) for s in seeds]
     curves = {}
     for name, most in (("road_lerf", False), ("road_morf", True)):
-        drops = [class_probabilities(model, perturbed(images, sal, p, most, generator), classes, batch_size,
+        drops = [class_probabilities(model, perturbed(images, sal, p, most, streams), classes, batch_size,
                                      multilabel).float() - y.float() for p in percentiles]
         curves[name] = torch.stack(drops).mean(0)
     curves["road_combined"] = (curves["road_lerf"] - curves["road_morf"]) / 2
@@ -127,5 +129,5 @@ def road(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: 
         if y is None:
             y = class_probabilities(model, images, classes, batch_size, multilabel)
         values = road_values(model, images, sal, classes, y.to(images.device), percentiles, batch_size, multilabel,
-                             seed)
+                             [seed])
     return {key: float(v.mean()) for key, v in values.items()}
