@@ -43,6 +43,8 @@ setup(
     extras_require={
         # kept so that `pip install ".[fast]"` still works: crc32c is now a default requirement
         "fast": [],
+        # the ROAD score (metrics "road_*", opt-in): its noisy linear imputation solves sparse systems
+        "road": ["scipy>=1.7"],
         # `tensorboard-cam eval --model timm:NAME`
         "timm": ["timm>=0.9"],
         # writer_ext.integrations.lightning (and .pytorch_lightning) and writer_ext.integrations.transformers
@@ -57,7 +59,7 @@ setup(
             "moto[server]>=5",
             "boto3>=1.26",
             "scikit-learn>=1.0",  # the demo's --dataset digits
-            "scipy>=1.7",  # reference Spearman correlation (tests/writer/test_sanity.py)
+            "scipy>=1.7",  # ROAD (the [road] extra); the reference Spearman correlation (test_sanity.py)
             "torchray>=1.0",  # the pointing game as the benchmarks play it (tests/writer/test_localization.py)
             # the libraries our maps are compared with (tests/writer/test_agreement.py)
             "grad-cam>=1.5",

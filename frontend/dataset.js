@@ -184,7 +184,8 @@ function drawClasses() {
     el("thead", {}, [head]), el("tbody", {}, body));
 }
 
-/** A histogram of the chosen row's per-image values for each metric (bins over 0 to 1), with a count axis. */
+/** A histogram of the chosen row's per-image values for each metric (bins over its range, 0 to 1 unless the
+ * measure says), with a count axis. */
 function drawHistograms() {
   const header = state.header;
   const row = header.rows[state.row];
@@ -216,15 +217,16 @@ function drawHistograms() {
     for (const n of [0, most]) context.fillText(String(n), left - 4, base - (plotH * n) / most);
     context.textAlign = "center";
     context.textBaseline = "top";
-    context.fillText("0", left, base + 3);
-    context.fillText("1", left + plotW, base + 3);
+    const [low, high] = [m.low ?? 0, m.high ?? 1];
+    context.fillText(String(low), left, base + 3);
+    context.fillText(String(high), left + plotW, base + 3);
     context.fillText(m.label, left + plotW / 2, base + 15);
     context.save();
     context.translate(2, top + plotH / 2);
     context.rotate(-Math.PI / 2);
     context.fillText("images", 0, 0);
     context.restore();
-    canvas.title = `${m.label} of ${rowName(row, header)}: ${counts.join(", ")} images per bin of ${(1 / counts.length).toFixed(2)}`;
+    canvas.title = `${m.label} of ${rowName(row, header)}: ${counts.join(", ")} images per bin of ${((high - low) / counts.length).toFixed(2)} from ${low}`;
     return el("figure", { className: "histogram" }, [canvas, el("figcaption", { textContent: `${m.label} (${rowName(row, header)})` })]);
   }));
 }

@@ -1,4 +1,5 @@
-/** The numbers add_cam stores per method and layer, with the direction that is better and what each measures. */
+/** The numbers add_cam stores per method and layer, with the direction that is better and what each measures;
+ * `low` and `high` give a range other than 0 to 1 (scores.py's, which the histograms of evaluate span). */
 
 export const MEASURES = [
   {
@@ -25,6 +26,32 @@ export const MEASURES = [
     label: "Insertion AUC",
     better: "higher",
     help: "Area under the probability curve as the most salient pixels are put into a blurred image first",
+  },
+  {
+    key: "road_morf",
+    label: "ROAD MoRF",
+    better: "lower",
+    low: -1,
+    high: 1,
+    help: "Change in class probability when the most relevant pixels are removed and filled in from their " +
+      "neighbours (ROAD, Rong et al. 2022), averaged over 10%..90% kept",
+  },
+  {
+    key: "road_lerf",
+    label: "ROAD LeRF",
+    better: "higher",
+    low: -1,
+    high: 1,
+    help: "Change in class probability when the least relevant pixels are removed and filled in from their " +
+      "neighbours, averaged over 10%..90% kept",
+  },
+  {
+    key: "road_combined",
+    label: "ROAD combined",
+    better: "higher",
+    low: -1,
+    high: 1,
+    help: "(LeRF - MoRF) / 2: removing what the map points at should hurt more than removing the rest",
   },
   {
     key: "coherency",

@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from writer_ext.evaluation.loop import BY_NAME, METRICS
 from writer_ext.methods import METHODS
-from writer_ext.metrics.confidence import METRICS
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -162,7 +162,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--target-layer", help="a layer name (default: the last one with a spatial output)")
     ev.add_argument("--targets", choices=("predicted", "label"), default="predicted",
                     help="explain the predicted class (default) or the label")
-    ev.add_argument("--metrics", default="all", help=f"'all' or comma-separated, from {', '.join(METRICS)}")
+    ev.add_argument("--metrics", default="all",
+                    help=f"'all' ({', '.join(METRICS)}) or comma-separated, from those and {', '.join(BY_NAME)}")
     ev.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
     ev.add_argument("--image-size", type=int, default=224, help="resize and centre-crop to this (default 224)")
     ev.add_argument("--normalize", choices=("imagenet", "none"), default="imagenet",

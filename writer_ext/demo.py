@@ -239,8 +239,8 @@ def _check_and_evaluate(writer: SummaryWriter, model: nn.Module, data, probe_ima
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", default="runs/demo", help="where to write the run (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=600, help="training steps (default: %(default)s)")
-    parser.add_argument("--cam-every", type=int, default=50, help="log CAMs every N steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=200, help="training steps (default: %(default)s)")
+    parser.add_argument("--cam-every", type=int, default=25, help="log CAMs every N steps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--dataset", choices=("shapes", "digits"), default="shapes",
                         help="drawn shapes (default) or scikit-learn's handwritten digits (needs scikit-learn)")

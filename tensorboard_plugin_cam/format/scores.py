@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Score:
-    """One score: `family` says what it needs ("faithfulness": the model's confidence; "consistency": the map
+    """One score: `family` says what it needs ("faithfulness": the model's confidence; "road": the model's
+    confidence on images whose removed pixels are imputed (ROAD); "consistency": the map
     computed again on the image it explains; "localization": an object region for each image); values lie in
     [`low`, `high`]; `better` is "lower" or "higher"."""
 
@@ -33,6 +34,9 @@ SCORES: tuple[Score, ...] = (
     Score("increase_in_confidence", "Increase in confidence", "higher", "faithfulness"),
     Score("deletion_auc", "Deletion AUC", "lower", "faithfulness"),
     Score("insertion_auc", "Insertion AUC", "higher", "faithfulness"),
+    Score("road_morf", "ROAD MoRF", "lower", "road", -1.0, 1.0),
+    Score("road_lerf", "ROAD LeRF", "higher", "road", -1.0, 1.0),
+    Score("road_combined", "ROAD combined", "higher", "road", -1.0, 1.0),
     Score("coherency", "Coherency", "higher", "consistency"),
     Score("complexity", "Complexity", "lower", "consistency"),
     Score("adcc", "ADCC", "higher", "consistency"),
@@ -41,6 +45,7 @@ SCORES: tuple[Score, ...] = (
 )
 BY_KEY: dict[str, Score] = {s.key: s for s in SCORES}
 FAITHFULNESS: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "faithfulness")
+ROAD: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "road")
 CONSISTENCY: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "consistency")
 LOCALIZATION: tuple[str, ...] = tuple(s.key for s in SCORES if s.family == "localization")
 

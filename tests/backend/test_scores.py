@@ -10,7 +10,7 @@ import pytest
 
 from tensorboard_plugin_cam.format import cam as cam_format
 from tensorboard_plugin_cam.format.container import FormatError, encode_header
-from tensorboard_plugin_cam.format.scores import BY_KEY, CONSISTENCY, FAITHFULNESS, LOCALIZATION, SCORES
+from tensorboard_plugin_cam.format.scores import BY_KEY, CONSISTENCY, FAITHFULNESS, LOCALIZATION, ROAD, SCORES
 from writer_ext.metrics import LOCALIZATION as WRITER_LOCALIZATION
 from writer_ext.metrics import METRICS
 
@@ -28,7 +28,7 @@ def test_the_tab_shows_the_table():
 
 
 def test_the_writer_computes_the_table():
-    assert METRICS == FAITHFULNESS + CONSISTENCY and WRITER_LOCALIZATION == LOCALIZATION
+    assert METRICS == FAITHFULNESS + ROAD + CONSISTENCY and WRITER_LOCALIZATION == LOCALIZATION
     assert set(METRICS) | set(LOCALIZATION) == set(BY_KEY)
     assert all(s.better in ("lower", "higher") and s.low < s.high for s in SCORES)
 
@@ -45,3 +45,16 @@ def test_the_format_checks_each_range(key):
         else:
             with pytest.raises(FormatError, match="range"):
                 cam_format.parse_header(encode_header(header))
+
+
+def test_the_tab_spans_each_range():
+    """measures.js gives `low` and `high` where a score's range is not [0, 1]; the Data set view's histograms
+    span them, as evaluate's bins do."""
+    blocks = re.findall(r'key: "([^"]+)",[^}]*?\}', MEASURES_JS.read_text(), flags=re.S)
+    text = MEASURES_JS.read_text()
+    spans = {}
+    for key in blocks:
+        block = text[text.index(f'key: "{key}"'):].split("}", 1)[0]
+        low, high = re.search(r"low: (-?[\d.]+)", block), re.search(r"high: (-?[\d.]+)", block)
+        spans[key] = (float(low.group(1)) if low else 0.0, float(high.group(1)) if high else 1.0)
+    assert spans == {s.key: (s.low, s.high) for s in SCORES}

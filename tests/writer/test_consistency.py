@@ -11,8 +11,9 @@ from tensorboard.backend.event_processing import event_file_loader
 
 from writer_ext import SummaryWriter, compute_cams
 from writer_ext.demo import draw_shapes
-from writer_ext.metrics.confidence import saliency
+from writer_ext.metrics.confidence import faithfulness, saliency
 from writer_ext.metrics.consistency import adcc_values, consistency, remapped
+from writer_ext.metrics.records import for_result
 
 LAYER = "features.2"
 
@@ -75,3 +76,16 @@ def test_add_cam_stores_the_scores_for_every_method_and_the_baseline(trained_sha
     [path] = tmp_path.glob("events.out.tfevents.*")
     tags = {v.tag for e in event_file_loader.EventFileLoader(str(path)).Load() for v in e.summary.value}
     assert {"probe/coherency/gradcam", "probe/complexity/random", "probe/adcc/gradcam"} <= tags
+
+
+def test_add_cams_scores_share_the_clean_and_masked_forwards(trained_shapenet, images):
+    """add_cam passes each row's Average Drop to consistency instead of running those forwards again: the
+    numbers equal the functions run on their own."""
+    result = compute_cams(trained_shapenet, images, target_layer=LAYER, methods="gradcam")
+    [record] = [r for r in for_result(trained_shapenet, images, result) if r["method"] == "gradcam"]
+    maps, ids = result.maps["gradcam"][LAYER], result.class_ids
+    alone = {**faithfulness(trained_shapenet, images, maps, ids),
+             **consistency(trained_shapenet, images, maps, ids, "gradcam", LAYER)}
+    assert set(alone) | {"method", "layer"} == set(record)
+    for key, value in alone.items():
+        assert record[key] == pytest.approx(value, abs=1e-6), key

@@ -14,11 +14,14 @@ from tensorboard.backend.event_processing import event_file_loader
 from torch.utils.data import TensorDataset
 
 from tensorboard_plugin_cam import format as fmt
+from tensorboard_plugin_cam.format.scores import BY_KEY, CONSISTENCY, FAITHFULNESS, LOCALIZATION, ROAD
 from writer_ext import SummaryWriter, add_evaluation, compute_cams, evaluate
 from writer_ext.demo import draw_shapes
 from writer_ext.methods.activation import keyed_noise
 from writer_ext.metrics import confidence as metrics  # the per-batch pieces, tested on purpose
+from writer_ext.metrics.consistency import consistency_rows, remapped
 from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
+from writer_ext.metrics.road import PERCENTILES, road_values
 
 N = 37  # batches of 16: 16 + 16 + 5
 
@@ -29,8 +32,9 @@ def shapes():
     return images, labels, boxes
 
 
-def _per_image(model, images, classes, maps, boxes):
-    """Every metric per image, for one method's (N, 1, h, w) maps, from the metric functions on all images."""
+def _per_image(model, images, classes, maps, boxes, method):
+    """Every metric per image, for one method's (N, 1, h, w) maps, from the metric functions on all images
+    (ROAD's noise and the baseline's second map keyed by the dataset index, as evaluate keys them)."""
     with metrics.evaluating(model, images) as inputs:
         flat, sal, ids = metrics.flat_rows(inputs, maps, classes[:, None])
         y = metrics.class_probabilities(model, flat, ids, 64, False)
@@ -38,32 +42,41 @@ def _per_image(model, images, classes, maps, boxes):
         drop, increase = metrics.drop_and_increase(y, o)
         deletion = metrics.curve_auc(model, flat, sal, ids, 4, 64, False, insertion=False)
         insertion = metrics.curve_auc(model, flat, sal, ids, 4, 64, False, insertion=True)
+        seeds = [hash((0, i)) % 2**63 for i in range(len(images))]
+        road = road_values(model, flat, sal, ids, y, PERCENTILES, 64, False, seeds)
+    if method == "random":
+        again = metrics.saliency(keyed_noise(torch.arange(len(images)), tuple(maps.shape[-2:]), 1)[:, None],
+                                 tuple(images.shape[-2:]))[:, 0]
+    else:
+        again = remapped(model, flat * sal.unsqueeze(1), ids, method, "features", None, None)
     masks, _ = check_regions(boxes, len(images), tuple(images.shape[-2:]))
     return {"average_drop": drop, "increase_in_confidence": increase, "deletion_auc": deletion,
-            "insertion_auc": insertion, "pointing_game": pointing_hits(maps, masks).float(),
-            "energy_pointing_game": energy_shares(maps, masks)}
+            "insertion_auc": insertion, **road, **consistency_rows(sal, again, drop),
+            "pointing_game": pointing_hits(maps, masks).float(), "energy_pointing_game": energy_shares(maps, masks)}
 
 
 def test_means_intervals_classes_and_kept_images_equal_a_computation_on_all_images(trained_shapenet, shapes):
     images, labels, boxes = shapes
+    every = (*FAITHFULNESS, *ROAD, *CONSISTENCY, *LOCALIZATION)  # ROAD is by name only
     result = evaluate(trained_shapenet, TensorDataset(images, labels, boxes), methods=("gradcam", "layercam"),
-                      target_layer="features", batch_size=16, steps=4, worst=3, progress=False)
+                      target_layer="features", batch_size=16, steps=4, worst=3, progress=False, metrics=every)
     assert result.count == N and result.methods == ["gradcam", "layercam", "random"]
     whole = compute_cams(trained_shapenet, images, target_layer="features", methods=("gradcam", "layercam"))
     classes = whole.class_ids[:, 0]
     for method in result.methods:
         maps = whole.maps[method]["features"] if method != "random" else \
             keyed_noise(torch.arange(N), tuple(whole.maps["gradcam"]["features"].shape[-2:]), 0)[:, None]
-        values = _per_image(trained_shapenet, images, classes, maps, boxes)
+        values = _per_image(trained_shapenet, images, classes, maps, boxes, method)
+        assert set(values) == set(result.metrics)
         for metric, v in values.items():
-            v = v.double()
+            v, span = v.double(), (BY_KEY[metric].low, BY_KEY[metric].high)
             assert result.means[method][metric] == pytest.approx(float(v.mean()), abs=1e-6), (method, metric)
             half = 1.959963984540054 * float(v.std()) / math.sqrt(N)
             low, high = result.intervals[method][metric]
-            assert low == pytest.approx(max(0.0, float(v.mean()) - half), abs=1e-6)
-            assert high == pytest.approx(min(1.0, float(v.mean()) + half), abs=1e-6)
+            assert low == pytest.approx(max(span[0], float(v.mean()) - half), abs=1e-6)
+            assert high == pytest.approx(min(span[1], float(v.mean()) + half), abs=1e-6)
             assert result.histograms[method][metric] == np.histogram(
-                np.minimum(v.numpy(), 1 - 1e-12), bins=20, range=(0, 1))[0].tolist()
+                np.minimum(v.numpy(), span[1] - 1e-12), bins=20, range=span)[0].tolist(), (method, metric)
             for c in labels.unique().tolist():
                 assert result.per_class[c][method][metric] == pytest.approx(float(v[labels == c].mean()), abs=1e-6)
         if method != "random":
@@ -177,7 +190,8 @@ def test_bad_arguments_are_refused(small_net, shapes, options, error, match):
 ])
 def test_add_evaluation_refuses_bad_arguments_and_writes_nothing(small_net, shapes, tmp_path, options, error, match):
     images, labels, _ = shapes
-    arguments = {"tag": "eval", "result": evaluate(small_net, TensorDataset(images, labels), progress=False)}
+    result = evaluate(small_net, TensorDataset(images, labels), metrics=("average_drop",), progress=False)
+    arguments = {"tag": "eval", "result": result}
     arguments.update(options)
     with SummaryWriter(tmp_path) as writer, pytest.raises(error, match=match):
         writer.add_evaluation(**arguments)

@@ -1,14 +1,16 @@
 """Scores CAM methods over a whole data set, on one process or every rank of `torch.distributed`.
 
 Per batch: one `compute_cams` pass for every method (one forward, one batched gradient), then the
-masked forwards of every method at once (`writer_ext.metrics.confidence`), and the localization scores when the
-data carries boxes or masks (`writer_ext.metrics.pointing`); the per-image values go into running totals
-(`tally`). Under `torch.distributed` each rank scores its part and the totals are summed at
+masked forwards of every method at once (`writer_ext.metrics.confidence`), ROAD's imputed forwards
+(`writer_ext.metrics.road`), each method's map of its masked images (`writer_ext.metrics.consistency`), and the
+localization scores when the data carries boxes or masks (`writer_ext.metrics.pointing`); the per-image values
+go into running totals (`tally`). Under `torch.distributed` each rank scores its part and the totals are summed at
 the end: every rank returns the same `EvalResult`, rank 0 writes it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
-from tensorboard_plugin_cam.format.scores import BY_KEY, LOCALIZATION
+from tensorboard_plugin_cam.format.scores import BY_KEY, CONSISTENCY, FAITHFULNESS, LOCALIZATION, ROAD
 from writer_ext import pictures as img
 from writer_ext.engine import compute_cams, default_batch_size
 from writer_ext.evaluation import ranks
@@ -29,14 +31,16 @@ from writer_ext.evaluation.tally import Example, Tally
 from writer_ext.methods import get_methods
 from writer_ext.methods.activation import keyed_noise
 from writer_ext.metrics.confidence import (
-    METRICS,
     class_probabilities,
     curve_auc,
     drop_and_increase,
     evaluating,
     flat_rows,
+    saliency,
 )
+from writer_ext.metrics.consistency import consistency_rows, remapped
 from writer_ext.metrics.pointing import check_regions, energy_shares, pointing_hits
+from writer_ext.metrics.road import PERCENTILES, road_values
 from writer_ext.model.layers import LayerSpec
 from writer_ext.progress import progress_bar
 from writer_ext.targets.kinds import logits_of
@@ -44,11 +48,12 @@ from writer_ext.validate import check_bool, check_positive_int, check_seed, chec
 
 TARGETS = (None, "predicted", "label")
 BASELINE = "random"
-
+METRICS = FAITHFULNESS + CONSISTENCY  # metrics=True: the scores that need no region, in the table's order
+BY_NAME = ROAD  # only when named: ROAD costs about three times the others (an imputed image per percentile)
 
 
 def _metric_list(metrics: object, has_regions: bool) -> list[str]:
-    known = METRICS + LOCALIZATION
+    known = FAITHFULNESS + ROAD + CONSISTENCY + LOCALIZATION
     if metrics is True or metrics is False:
         chosen = (list(METRICS) if metrics else []) + (list(LOCALIZATION) if has_regions else [])
         if not chosen:
@@ -61,6 +66,8 @@ def _metric_list(metrics: object, has_regions: bool) -> list[str]:
         raise ValueError(f"metrics: unknown name {unknown[0]!r}; choose from {known}")
     if not has_regions and any(m in LOCALIZATION for m in metrics):
         raise ValueError("metrics: the pointing games need boxes or masks, as (image, label, region) items")
+    if any(m in ROAD for m in metrics) and importlib.util.find_spec("scipy") is None:
+        raise ValueError("metrics: ROAD's imputation needs scipy: pip install scipy (or the [road] extra)")
     return [m for m in known if m in metrics]
 
 
@@ -103,23 +110,48 @@ def _score(model: nn.Module, batch: tuple, indices: torch.Tensor, plan: _Plan):
             stack.append(keyed_noise(indices, tuple(stack[0].shape[-2:]), plan.seed)[:, None])
         maps = torch.cat(stack, dim=1)  # (B, rows, h, w)
         values: dict[str, torch.Tensor] = {}
-        if any(m in METRICS for m in plan.metrics):
-            with evaluating(model, images) as inputs:
-                ids = result.class_ids.to(device).expand(n, rows)
-                flat, sal, classes = flat_rows(inputs, maps, ids)
-                chunk = max(n, default_batch_size(inputs))
-                if {"average_drop", "increase_in_confidence"} & set(plan.metrics):
-                    masked = class_probabilities(model, flat * sal.unsqueeze(1), classes, chunk, False)
-                    y = result.probs[:, 0].to(masked).repeat_interleave(rows)
-                    values["average_drop"], values["increase_in_confidence"] = drop_and_increase(y, masked)
-                for name, insertion in (("deletion_auc", False), ("insertion_auc", True)):
-                    if name in plan.metrics:
-                        values[name] = curve_auc(model, flat, sal, classes, plan.steps, chunk, False, insertion)
+        if any(m in METRICS + BY_NAME for m in plan.metrics):
+            values.update(_confidence_scores(model, images, maps, result, layer, indices, plan))
         if masks is not None and any(m in LOCALIZATION for m in plan.metrics):
             values["pointing_game"] = pointing_hits(maps, masks, plan.tolerance).float()
             values["energy_pointing_game"] = energy_shares(maps, masks)
         per_layer.append(torch.stack([values[m].detach().cpu().double().view(n, rows) for m in plan.metrics], -1))
     return torch.cat(per_layer, dim=1), labels, result, records
+
+
+def _confidence_scores(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, result, layer: str,
+                       indices: torch.Tensor, plan: _Plan) -> dict[str, torch.Tensor]:
+    """One layer's (B, rows) maps: the faithfulness, ROAD and consistency scores of `plan.metrics`, per (image,
+    row) in `flat_rows`' order. ROAD's noise and the baseline's second map are keyed by the seed and the dataset
+    index (any batch or rank gives an image the same ones), the noise shared by the image's rows."""
+    wanted, n, rows = set(plan.metrics), images.shape[0], len(plan.rows)
+    values: dict[str, torch.Tensor] = {}
+    with evaluating(model, images) as inputs:
+        flat, sal, classes = flat_rows(inputs, maps, result.class_ids.to(inputs.device).expand(n, rows))
+        chunk = max(n, default_batch_size(inputs))
+        y = result.probs[:, 0].to(device=flat.device, dtype=torch.float32).repeat_interleave(rows)
+        if wanted & {"average_drop", "increase_in_confidence", "adcc"}:
+            masked = class_probabilities(model, flat * sal.unsqueeze(1), classes, chunk, False)
+            values["average_drop"], values["increase_in_confidence"] = drop_and_increase(y.to(masked), masked)
+        for name, insertion in (("deletion_auc", False), ("insertion_auc", True)):
+            if name in wanted:
+                values[name] = curve_auc(model, flat, sal, classes, plan.steps, chunk, False, insertion)
+        if wanted & set(ROAD):
+            seeds = [hash((plan.seed, int(i))) % 2**63 for i in indices.repeat_interleave(rows)]
+            values.update(road_values(model, flat, sal, classes, y, PERCENTILES, chunk, False, seeds))
+    if wanted & set(CONSISTENCY):  # each row's method again, on its masked images (gradients: outside no_grad)
+        parts = []
+        for r, method in enumerate(plan.rows):
+            if method == BASELINE:
+                again = saliency(keyed_noise(indices, tuple(maps.shape[-2:]), plan.seed + 1)[:, None],
+                                 tuple(flat.shape[-2:]))[:, 0]
+            else:
+                again = remapped(model, (flat[r::rows] * sal[r::rows].unsqueeze(1)).detach(), classes[r::rows],
+                                 method, layer, None, None)
+            parts.append(consistency_rows(sal[r::rows], again, values["average_drop"][r::rows]))
+        for name in CONSISTENCY:
+            values[name] = torch.stack([part[name].to(flat.device) for part in parts], 1).flatten()
+    return values
 
 
 def _classes(model: nn.Module, images: torch.Tensor) -> int:
@@ -170,12 +202,14 @@ def evaluate(
     data: a map-style `Dataset` of (image, label) or (image, label, region) items, which each rank of
     `torch.distributed` splits itself (`batch_size` items per batch, 32 by default), or an iterable of
     such batches (a DataLoader), each rank passing its own part. targets: None or "predicted" (the top
-    class), "label". metrics: True (all of `metrics.METRICS`, plus the pointing games when the data has
-    regions), False (the pointing games only) or names. worst: how many worst and best images per method
-    to keep, ranked by `rank_by` (default: Average Drop, else the first metric). baseline: also score the
-    `random` baseline. tolerance: the pointing game's, in pixels (None: 15 at 224, scaled; see
-    `metrics.pointing`). checkpoint: a path; the totals are saved there after every batch, and a run
-    started again with the same arguments resumes from them (the files are removed when it finishes).
+    class), "label". metrics: True (the faithfulness and consistency scores, `METRICS`, plus the pointing
+    games when the data has regions), False (the pointing games only) or names; ROAD ("road_morf",
+    "road_lerf", "road_combined", about three times the others' cost, and needing scipy) by name only.
+    worst: how many worst and best images per method to keep, ranked by `rank_by` (default: Average Drop,
+    else the first metric). baseline: also score the `random` baseline. tolerance: the pointing game's, in
+    pixels (None: 15 at 224, scaled; see `metrics.pointing`). checkpoint: a path; the totals are saved there
+    after every batch, and a run started again with the same arguments resumes from them (the files are
+    removed when it finishes).
     It writes nothing (`tag` names the progress bar): `add_evaluation` logs the result.
     """
     if not isinstance(model, nn.Module):
@@ -268,7 +302,7 @@ def _run(model, data, plan: _Plan, *, tag, size, worst, rank_by, path, workers, 
     def new_tally(names: list[str], classes: int = 0) -> Tally:
         ranked = [r for r, (m, _, _) in enumerate(_row_names(plan, names)) if m != BASELINE or not plan.methods]
         return Tally(len(plan.rows) * len(names), len(plan.metrics), ranked, worst, BY_KEY[rank_by].lower_is_better,
-                     classes)
+                     classes, spans=tuple((BY_KEY[m].low, BY_KEY[m].high) for m in plan.metrics))
 
     if file is not None and file.exists():
         try:

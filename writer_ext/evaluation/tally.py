@@ -2,9 +2,9 @@
 set's size, saved after every batch (resume), and summed across the ranks of `torch.distributed`.
 
 Per row (a method at a layer) and metric: the count, sum and sum of squares (float64), a histogram of
-`BINS` equal bins over [0, 1], and the same sums per class; per ranked row, the `keep` worst and best
-images (with their picture and maps), chosen by value and then dataset index, so that any split of the
-data over ranks keeps the same ones.
+`BINS` equal bins over the metric's range (its `scores.Score` low to high), and the same sums per
+class; per ranked row, the `keep` worst and best images (with their picture and maps), chosen by value and
+then dataset index, so that any split of the data over ranks keeps the same ones.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Tally:
     keep: int
     lower_is_better: bool
     classes: int = 0  # the model's: per-class sums are sized by it, never by a label's value
+    spans: tuple[tuple[float, float], ...] = ()  # each metric's (low, high) the histogram covers; () all [0, 1]
     count: int = 0
     sums: torch.Tensor = field(init=False)
     squares: torch.Tensor = field(init=False)
@@ -76,7 +77,7 @@ class Tally:
             self.class_counts = torch.cat([self.class_counts, self.class_counts.new_zeros(missing)])
 
     def add(self, values: torch.Tensor, labels: torch.Tensor) -> None:
-        """Adds a batch: `values` (B, rows, metrics) in [0, 1], `labels` (B,) the classes to group by."""
+        """Adds a batch: `values` (B, rows, metrics) in their spans, `labels` (B,) the classes to group by."""
         values = values.detach().cpu().double()
         labels = labels.detach().cpu().long()
         if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.class_counts.shape[0]:
@@ -84,7 +85,8 @@ class Tally:
         self.count += values.shape[0]
         self.sums += values.sum(0)
         self.squares += values.square().sum(0)
-        bins = (values * BINS).floor().clamp(0, BINS - 1).long().flatten(1)  # (B, rows * metrics)
+        low, high = self._spans()
+        bins = ((values - low) / (high - low) * BINS).floor().clamp(0, BINS - 1).long().flatten(1)  # (B, rows*metrics)
         cells = torch.arange(bins.shape[1]) * BINS
         self.histograms.view(-1).index_add_(0, (cells + bins).flatten(), torch.ones(bins.numel(), dtype=torch.int64))
         self.class_sums.index_add_(0, labels, values)
@@ -147,10 +149,16 @@ class Tally:
         """(rows, metrics) means (NaN before any image)."""
         return self.sums / self.count if self.count else torch.full_like(self.sums, math.nan)
 
+    def _spans(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(metrics,) each metric's low and high."""
+        spans = torch.tensor(self.spans or [(0.0, 1.0)] * self.metrics, dtype=torch.float64)
+        return spans[:, 0], spans[:, 1]
+
     def intervals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """95% normal-approximation confidence intervals of the means, clipped to [0, 1]."""
+        """95% normal-approximation confidence intervals of the means, clipped to each metric's span."""
         mean = self.means()
         n = max(self.count, 1)
         variance = ((self.squares - n * mean.square()) / max(n - 1, 1)).clamp(min=0)
         half = Z95 * (variance / n).sqrt() if self.count > 1 else torch.zeros_like(mean)
-        return (mean - half).clamp(0, 1), (mean + half).clamp(0, 1)
+        low, high = self._spans()
+        return torch.maximum(mean - half, low).minimum(high), torch.minimum(mean + half, high).maximum(low)

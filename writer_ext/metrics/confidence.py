@@ -71,14 +71,22 @@ def flat_rows(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor)
     return images, sal, class_ids.to(inputs.device).flatten()
 
 
-def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
-                      *, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
-    """Average Drop and Increase in Confidence over all (image, target) pairs."""
+def drop_rows(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor, *,
+              batch_size: int = 32, multilabel: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per (image, target) pair, in `flat_rows`' order: the relative drop, the increase (1.0 or 0.0) and the
+    class probability on the image (for the scores that start from it)."""
     with evaluating(model, inputs) as inputs:
         images, sal, classes = flat_rows(inputs, maps, class_ids)
         y = class_probabilities(model, images, classes, batch_size, multilabel)
         o = class_probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
     drop, increase = drop_and_increase(y, o)
+    return drop, increase, y
+
+
+def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
+                      *, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
+    """Average Drop and Increase in Confidence over all (image, target) pairs."""
+    drop, increase, _ = drop_rows(model, inputs, maps, class_ids, batch_size=batch_size, multilabel=multilabel)
     return {"average_drop": float(drop.mean()), "increase_in_confidence": float(increase.mean())}
 
 

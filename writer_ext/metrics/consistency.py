@@ -58,17 +58,27 @@ def remapped(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, meth
     return saliency(again.maps[method][again.layers[0]], tuple(images.shape[-2:]))[:, 0]
 
 
+def consistency_rows(sal: torch.Tensor, again: torch.Tensor, drop: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per row: coherency, complexity and ADCC of (N, H, W) saliency maps, `again` the method's saliency of
+    each image multiplied by its map, `drop` the rows' Average Drop."""
+    coherency, complexity = coherency_values(sal, again.to(sal)), complexity_values(sal)
+    return {"coherency": coherency, "complexity": complexity,
+            "adcc": adcc_values(coherency, complexity, drop.to(coherency.device))}
+
+
 def consistency(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor, method: str,
                 layer: str, *, batch_size: int = 32, multilabel: bool = False,
-                reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None) -> dict[str, float]:
+                reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None,
+                drop: Optional[torch.Tensor] = None) -> dict[str, float]:
     """Mean coherency, complexity and ADCC of `method`'s (B, K, h, w) maps at `layer` over all (image, target)
-    pairs (`seed`: the one the maps were drawn with, for the random baseline)."""
+    pairs (`seed`: the one the maps were drawn with, for the random baseline; `drop`: the (B * K,) Average
+    Drop per pair when already computed, else it is)."""
     with evaluating(model, inputs) as checked:
         images, sal, classes = flat_rows(checked, maps, class_ids)
-        y = class_probabilities(model, images, classes, batch_size, multilabel)
-        o = class_probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
-    drop, _ = drop_and_increase(y, o)
+        if drop is None:
+            y = class_probabilities(model, images, classes, batch_size, multilabel)
+            o = class_probabilities(model, images * sal.unsqueeze(1), classes, batch_size, multilabel)
+            drop, _ = drop_and_increase(y, o)
     again = remapped(model, (images * sal.unsqueeze(1)).detach(), classes, method, layer, reshape_transform, seed)
-    coherency, complexity = coherency_values(sal, again.to(sal)), complexity_values(sal)
-    return {"coherency": float(coherency.mean()), "complexity": float(complexity.mean()),
-            "adcc": float(adcc_values(coherency, complexity, drop.cpu().to(coherency.device)).mean())}
+    values = consistency_rows(sal, again, drop)
+    return {key: float(v.mean()) for key, v in values.items()}
