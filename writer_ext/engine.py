@@ -207,7 +207,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     """
     needs_grad = any(m.uses_gradients for m in opts.methods)
     started = _clock(inputs.device)
-    layers = resolve_layers(model, opts.layer_spec, inputs, opts.call)
+    layers = resolve_layers(model, opts.layer_spec, inputs, opts.call, opts.reshape_transform is None)
     head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
     with ActivationCapture(layers, track_grad=True) as capture, head, CanvasRecorder(model) as canvas, \
             torch.enable_grad():

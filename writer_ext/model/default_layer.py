@@ -16,6 +16,7 @@ from torch import nn
 
 from writer_ext.model.detector_canvas import CanvasRecorder
 from writer_ext.model.graph import cut_nodes, has_parameter_after
+from writer_ext.model.layout_check import confirm_layout
 from writer_ext.model.spatial import MAX_EXTRA_TOKENS, layout_of
 from writer_ext.targets.kinds import logits_of
 
@@ -80,9 +81,10 @@ def _ranked(candidates: list[_Candidate], stem: Callable[[_Candidate], bool]) ->
     return sorted(kept, key=lambda c: (-c.stride, -c.position))
 
 
-def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor) -> Choice:
+def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor, check_layout: bool = True) -> Choice:
     """The layer by the rule for the first image of `x` (`call` runs the model on an image batch),
-    or a ValueError naming `target_layer` that lists the best candidates."""
+    or a ValueError naming `target_layer` that lists the best candidates. A candidate whose reading on a
+    grid fails the quarter check (`layout_check`, unless `check_layout` is False) gives way to the next one."""
     x = x[:1].detach().clone().requires_grad_(True)
     outputs: dict[str, torch.Tensor] = {}
     order: list[str] = []
@@ -155,7 +157,24 @@ def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor) -> Choice:
                        "input), so which layer it goes through cannot be traced", _ranked(candidates, stem))
     passed = [c for c in candidates if c.depends and c.tensor.grad_fn in cuts
               and has_parameter_after(total.grad_fn, c.tensor.grad_fn, x)]
-    chosen = next((c for c in passed if not stem(c)), None)
+    image_hw = canvas.canvas.image if canvas.canvas is not None else hw
+    skipped: list[str] = []
+    chosen, unread = None, None
+    for c in (c for c in passed if not stem(c)):
+        if not check_layout:
+            chosen = c
+            break
+        try:  # a reading the module's type does not vouch for is checked here, so an earlier layer can stand in
+            confirm_layout(call, model, c.name, modules[c.name], layout_of(c.name, c.tensor.shape, hw,
+                           module=modules[c.name]), x.detach(), image_hw, hw, c.shape[-2:])
+        except ValueError as e:
+            unread = unread or e
+            skipped.append(c.name)
+            continue
+        chosen = c
+        break
+    if chosen is None and unread is not None:
+        raise unread
     ranked = _ranked(candidates, stem)
     if chosen is None and passed and not ranked:
         chosen = passed[0]
@@ -171,6 +190,9 @@ def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor) -> Choice:
                   "through, with a learnt layer after it")
         reason += (" (the output's gradient is zero at every layer for this input, so the maps are flat)" if flat
                    else " and whose positions the output depends on")
+        if skipped:
+            reason += (f"; the later {', '.join(repr(n) for n in skipped)} skipped: perturbing a quarter of the image "
+                       "did not change that quarter's cells most, so its reading on a grid is not confirmed")
     later = [t for t in tokens if t.depends and t.position > chosen.position]
     if later:
         raise ValueError(

@@ -57,23 +57,25 @@ def resolve_layer(model: nn.Module, spec: str | nn.Module, arg: str = "target_la
     raise ValueError(f"{arg}: the model has no layer named {spec!r}{hint}")
 
 
-def find_spatial_layer(model: nn.Module, inputs: torch.Tensor, call: Optional[Callable] = None) -> str:
+def find_spatial_layer(model: nn.Module, inputs: torch.Tensor, call: Optional[Callable] = None,
+                       check_layout: bool = True) -> str:
     """The layer `target_layer=None` explains (`default_layer.choose_layer`: the last spatial layer
     that every path from the input to the output goes through, with a learnt layer after it and
     positions the output depends on, not a stem while a later layer qualifies), remembered for this
     model and input shape; a ValueError naming `target_layer` with the best candidates when none
-    qualifies. `call` runs the model on an image batch (default: ``model(images)``).
+    qualifies. `call` runs the model on an image batch (default: ``model(images)``); `check_layout`
+    False (a reshape_transform is given, and wins) skips the quarter check of token readings.
 
     The warning says which rule chose the layer.
     """
-    key = tuple(inputs.shape[1:])
+    key = (tuple(inputs.shape[1:]), check_layout)
     cached = _AUTO_LAYERS.get(model, {}).get(key)
     if cached is not None:
         return cached
     if not inputs.is_floating_point():
         raise ValueError("target_layer=None: the rule traces gradients to a floating-point image input; name "
                          "target_layer")
-    choice = choose_layer(model, call or (lambda images: run_model(model, images)), inputs)
+    choice = choose_layer(model, call or (lambda images: run_model(model, images)), inputs, check_layout)
     _AUTO_LAYERS.setdefault(model, {})[key] = choice.name
     callsite.warn(f"target_layer=None: using layer {choice.name!r}, {choice.reason}")
     return choice.name
@@ -105,7 +107,7 @@ def spatial_layer_names(model: nn.Module, inputs: torch.Tensor) -> list[str]:
 
 
 def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor,
-                   call: Optional[Callable] = None) -> list[tuple[str, nn.Module]]:
+                   call: Optional[Callable] = None, check_layout: bool = True) -> list[tuple[str, nn.Module]]:
     """A CAM's `target_layer`: every named layer (or module) as (name, module), in the order given,
     without repeats; ``None`` is `find_spatial_layer`'s choice."""
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
@@ -113,7 +115,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec, inputs: torch.Tensor,
         raise ValueError("target_layer: the list of layers is empty")
     layers: list[tuple[str, nn.Module]] = []
     for s in specs:
-        layer = resolve_layer(model, find_spatial_layer(model, inputs, call) if s is None else s)
+        layer = resolve_layer(model, find_spatial_layer(model, inputs, call, check_layout) if s is None else s)
         if layer[0] not in (n for n, _ in layers):
             layers.append(layer)
     return layers
