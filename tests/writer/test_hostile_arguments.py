@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from helpers import SmallNet
 from tensorboard_plugin_cam import format as fmt
-from tensorboard_plugin_cam.format.scores import BY_KEY
+from tensorboard_plugin_cam.format.scores import BY_KEY, ROAD
 from tensorboard_plugin_cam.reader import CamReader
 from writer_ext import CamMonitor, SummaryWriter, compute_cams, evaluate
 from writer_ext.methods.activation import keyed_noise
@@ -88,7 +88,7 @@ def test_bad_tags_are_refused_by_every_call(writer, small_net, call, name, tag, 
 def test_the_reserved_names_are_the_formats_own():
     assert fmt.pictures_tag("p") == "p/_pictures"
     assert fmt.evaluation.examples_tag("p") == "p/examples"
-    assert set(BY_KEY) == set(METRICS + LOCALIZATION)  # the names of the metric scalars
+    assert set(BY_KEY) == set(METRICS + ROAD + LOCALIZATION)  # the names of the metric scalars (ROAD: by name)
 
 
 ODD_TAGS = ("p/pictures", "p/_picturesque", "examples/p", "p/example", "average_drop/gradcam", "é/日本 x",
