@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, RustProvider, SmallNet, python_provider
+from writer_ext import SummaryWriter
 from writer_ext.demo import draw_shapes, fitted_shapenet
 
 
@@ -40,6 +41,17 @@ def trained_shapenet():
 def small_net():
     torch.manual_seed(0)
     return SmallNet()
+
+
+@pytest.fixture
+def writer(tmp_path):
+    """A SummaryWriter over `tmp_path` whose event file exists already (for tests that nothing more is written)."""
+    w = SummaryWriter(tmp_path)
+    w.add_scalar("x", 1.0, 0)
+    w.flush()
+    w.logdir = tmp_path
+    yield w
+    w.close()
 
 
 @pytest.fixture(params=["python", "rust"])

@@ -15,7 +15,7 @@ from helpers import SmallNet
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.format.scores import BY_KEY, ROAD
 from tensorboard_plugin_cam.reader import CamReader
-from writer_ext import CamMonitor, SummaryWriter, compute_cams, evaluate
+from writer_ext import CamMonitor, compute_cams, evaluate
 from writer_ext.methods.activation import keyed_noise
 from writer_ext.metrics import LOCALIZATION, METRICS, sanity_check
 from writer_ext.summaries.cam import add_skipped
@@ -25,16 +25,6 @@ X = torch.rand(2, 3, 12, 12)
 
 def _events(logdir):
     return {p: p.stat().st_size for p in logdir.rglob("events.out.tfevents.*")}
-
-
-@pytest.fixture
-def writer(tmp_path):
-    w = SummaryWriter(tmp_path)
-    w.add_scalar("x", 1.0, 0)  # the event file exists before the bad call
-    w.flush()
-    w.logdir = tmp_path
-    yield w
-    w.close()
 
 
 def _calls(writer, model):
