@@ -1,56 +1,53 @@
-"""README's and docs' pictures of the tab, taken inside TensorBoard's page at 1280x800 from a clean logdir (the
-demo's run and a second seed, a sanity check and an evaluation of the trained ShapeNet; no test-only names),
-each after checking that the view shows what the picture is meant to show."""
+"""The demo as a new user opens it: every view of the tab shows something (no empty view, nothing scrolling
+sideways) in both themes at 1280x800 and 1920x1080, and README's and docs' pictures are taken from it, inside
+TensorBoard's page, after checking that each view shows what its picture is meant to show. The logdir is the
+demo's own (`train(..., checks=True)`, what `tensorboard-cam-demo` runs, with fewer steps) and a second seed
+for the run list: no test-only names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from look import set_tensorboard_theme
-from torch.utils.data import TensorDataset
+from look import SIZES, THEMES, open_tab, set_tensorboard_theme
 
-from helpers import TensorBoardProcess, cam_frame
-from writer_ext import SummaryWriter, evaluate
-from writer_ext.demo import CLASSES, draw_shapes, train
+from helpers import TensorBoardProcess
+from writer_ext.demo import train
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+STEPS, CAM_EVERY = 100, 50
+
+# Each view: its button, what shows that it is filled, and its "nothing logged" box.
+FILLED = {
+    "cam": ("#grid .card[data-state='painted']", "#empty"),
+    "activations": ("#act-grid .tile", "#act-empty"),
+    "model": ("#model-rows tr .to-cam", "#model-empty"),
+    "methods": ("#mth-table tbody tr", "#mth-empty"),
+    "checks": (f"#chk-strips[data-step='{STEPS}'] canvas", "#chk-empty"),
+    "dataset": ("#ds-examples .card", "#ds-empty"),
+}
 
 
 @pytest.fixture(scope="module")
-def tensorboard(tmp_path_factory, trained_shapenet):
-    root = tmp_path_factory.mktemp("clean") / "runs"
-    train(str(root / "shapes"), steps=120, cam_every=60, quiet=True).writer.close()
-    train(str(root / "shapes-seed1"), steps=20, cam_every=10, seed=1, quiet=True).writer.close()  # for the run list
-    images, labels, boxes = draw_shapes(24, np.random.default_rng(7))
-    with SummaryWriter(root / "shapes") as writer:
-        writer.add_sanity_check("shapes/sanity", trained_shapenet, images[:4], target_layer="features",
-                                methods=("gradcam", "layercam", "sobel"), global_step=120)
-        writer.add_cam("shapes/scored", trained_shapenet, images[:8], target_layer="features", metrics=True,
-                       regions=boxes[:8], methods=("gradcam", "layercam", "gradcam++"), class_names=list(CLASSES),
-                       global_step=120)
-        evaluate(trained_shapenet, TensorDataset(images, labels, boxes), methods=("gradcam", "layercam"),
-                 target_layer="features", steps=4, batch_size=8, worst=4, writer=writer, global_step=120,
-                 progress=False, class_names=list(CLASSES))
+def tensorboard(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo") / "runs"
+    train(str(root / "shapes"), steps=STEPS, cam_every=CAM_EVERY, quiet=True, checks=True).writer.close()
+    train(str(root / "shapes-seed1"), steps=20, cam_every=10, seed=1, quiet=True).writer.close()
     tb = TensorBoardProcess(root, load_fast="true")
     try:
         tb.wait_for("/data/plugin/cam/steps?run=shapes-seed1&tag=shapes%2Fprobe", lambda b: b.count(b'"step"') == 3)
-        tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=eval", lambda b: b.count(b'"step"') == 1)
+        tb.wait_for("/data/plugin/cam/steps?run=shapes&tag=shapes%2Feval", lambda b: b.count(b'"step"') == 1)
         yield tb
     finally:
         tb.close()
 
 
-@pytest.fixture
-def tab(browser, tensorboard):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.goto(tensorboard.url + "/#cam")
-    frame = cam_frame(page)
-    frame.wait_for_selector("#run-list input[data-run]", timeout=30000)
-    yield page, frame
-    context.close()
+def show(frame, view):
+    """Opens `view` and waits until it shows what the demo logged for it; its empty box must stay hidden."""
+    frame.click(f"#view-{view}")
+    filled, empty = FILLED[view]
+    frame.wait_for_selector(filled, state="attached", timeout=30000)
+    assert frame.eval_on_selector(empty, "e => e.hidden"), f"{view}: the 'nothing logged' box is shown"
 
 
 def painted(frame, where="#grid", at_least=1):
@@ -62,14 +59,35 @@ def painted(frame, where="#grid", at_least=1):
         arg=[where, at_least], timeout=30000)
 
 
-def choose(frame, run, tag):
-    frame.select_option("#run", run)
-    frame.select_option("#tag", tag)
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+def test_demo_fills_every_view(browser, tensorboard, size, theme):
+    context, page, frame = open_tab(browser, tensorboard, size, color_scheme=theme)
+    try:
+        assert frame.evaluate("document.documentElement.dataset.theme") == theme
+        for view in FILLED:
+            show(frame, view)
+            width = frame.evaluate("[document.scrollingElement.scrollWidth, innerWidth]")
+            assert width[0] <= width[1], f"{view} scrolls sideways at {size}: {width}"
+        # The evaluation's table (every faithfulness, consistency and localization score) fits without scrolling.
+        box = frame.eval_on_selector("#ds-table", "t => [t.parentElement.scrollWidth, t.parentElement.clientWidth]")
+        assert box[0] <= box[1], f"the Data set table is cut at {size}: {box}"
+        assert page.errors == []
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def tab(browser, tensorboard):
+    context, page, frame = open_tab(browser, tensorboard, SIZES[0])
+    yield page, frame
+    context.close()
 
 
 def test_cam_modes(tab):
     page, frame = tab
-    choose(frame, "shapes", "shapes/probe")
+    show(frame, "cam")
+    frame.select_option("#tag", "shapes/probe")  # the first tag is the evaluation's worst examples
     painted(frame, at_least=16)
     page.screenshot(path=str(DOCS / "screenshot.png"))
     frame.select_option("#mode", "compare")
@@ -94,20 +112,12 @@ def test_cam_modes(tab):
 
 def test_other_views(tab):
     page, frame = tab
-    frame.click("#view-activations")
-    frame.wait_for_function("document.querySelectorAll('#act-grid .tile').length >= 16", timeout=30000)
-    page.screenshot(path=str(DOCS / "activations.png"))
-    frame.click("#view-model")
-    frame.wait_for_selector("#model-rows[data-run='shapes'] tr .to-cam", state="attached")
-    page.screenshot(path=str(DOCS / "model.png"))
-    frame.click("#view-methods")
-    frame.select_option("#mth-run", "shapes")
-    frame.select_option("#mth-tag", "shapes/scored")
-    frame.wait_for_function("document.querySelectorAll('#mth-table thead th').length >= 8", timeout=30000)
-    page.screenshot(path=str(DOCS / "methods.png"))
-    frame.click("#view-checks")
-    frame.wait_for_selector("#chk-strips[data-step='120']", state="attached", timeout=30000)
-    page.screenshot(path=str(DOCS / "checks.png"))
-    frame.click("#view-dataset")
-    frame.wait_for_selector("#ds-examples .card", timeout=30000)
-    page.screenshot(path=str(DOCS / "dataset.png"))
+    for view, picture in (("activations", "activations"), ("model", "model"), ("methods", "methods"),
+                          ("checks", "checks"), ("dataset", "dataset")):
+        show(frame, view)
+        if view == "methods":  # the first tag is the evaluation's worst examples; the probes have the scores
+            frame.select_option("#mth-tag", "shapes/probe")
+            frame.wait_for_function("document.querySelectorAll('#mth-table thead th').length >= 4", timeout=30000)
+        if view == "activations":
+            frame.wait_for_function("document.querySelectorAll('#act-grid .tile').length >= 16", timeout=30000)
+        page.screenshot(path=str(DOCS / f"{picture}.png"))
