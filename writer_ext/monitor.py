@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from writer_ext import callsite
+from writer_ext import pictures as img
 from writer_ext.engine import CamResult
 from writer_ext.evaluation import ranks
 from writer_ext.methods import get_methods
@@ -97,6 +98,7 @@ class CamMonitor:
         self.sanity_every = check_positive_int(sanity_every, "sanity_every", allow_none=True)
         if not isinstance(probe_inputs, torch.Tensor):
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
+        img.check_picture_count(probe_inputs.shape[0] if probe_inputs.dim() else 0, "probe_inputs")
         get_methods(methods)  # a misspelt method fails here, not silently at every step
         activations = check_bool(activations, "activations")
         metrics = check_bool(metrics, "metrics")

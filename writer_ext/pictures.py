@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tensorboard_plugin_cam.format import IMAGE_FORMATS
+from tensorboard_plugin_cam.format import IMAGE_FORMATS, MAX_PICTURES
 from writer_ext.scaling import min_max
 
 # Lossless WebP: a fifth to a tenth smaller than PNG on photos and drawings, and no slower to encode
@@ -32,11 +32,19 @@ def _minmax_uint8(x: torch.Tensor) -> np.ndarray:
     return np.round(scaled * 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
+def check_picture_count(count: int, name: str = "inputs") -> None:
+    """Refuses a batch of more pictures than one step may hold (docs/FORMAT.md, Limits), before any work."""
+    if count > MAX_PICTURES:
+        raise ValueError(f"{name}: {count} images in one sample, more than the {MAX_PICTURES} a step may hold; "
+                         "log fewer images per call")
+
+
 def display_images(images: object, batch: int, *, name: str = "display_images") -> np.ndarray:
     """Checks pictures to show and returns them as uint8 (B, H, W, C), C in {1, 3}.
 
     Accepted: uint8 (B, H, W, C) or (B, H, W), or floats (B, C, H, W) in [0, 1].
     """
+    check_picture_count(batch, "inputs" if name == "display_images" else name)
     x = to_numpy(images, name)
     if x.ndim == 3 and x.dtype == np.uint8:
         x = x[..., None]
@@ -71,6 +79,7 @@ def images_for(inputs: torch.Tensor, given: Optional[object]) -> np.ndarray:
     batch = inputs.shape[0]
     if given is not None:
         return display_images(given, batch)
+    check_picture_count(batch)
     if inputs.shape[1] not in (1, 3):
         raise ValueError(
             f"display_images: the inputs have {inputs.shape[1]} channels, which cannot be shown as a "

@@ -22,7 +22,7 @@ from tensorboard_plugin_cam import budget
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.plugin import CamPlugin
 from tensorboard_plugin_cam.reader import CamReader
-from writer_ext import SummaryWriter
+from writer_ext import CamMonitor, SummaryWriter
 
 MIB = 2**20
 
@@ -126,12 +126,20 @@ def test_a_listing_whose_size_is_unknown_holds_the_whole_gate(logdir):
 
 
 def test_the_writer_refuses_a_sample_past_its_kinds_limits_and_writes_nothing(tmp_path):
+    """Too many pictures are refused before the model runs (add_cam, add_sanity_check, CamMonitor's constructor)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    too_many = torch.rand(fmt.MAX_PICTURES + 1, 3, 2, 2)
     with SummaryWriter(tmp_path) as writer:
         with pytest.raises(ValueError, match=r"inputs: 1025 images in one sample, more than the 1024"):
-            writer.add_cam("t", model, torch.rand(fmt.MAX_PICTURES + 1, 3, 2, 2), target_layer="0",
-                           methods="gradcam", global_step=0)
+            writer.add_cam("t", model, too_many, target_layer="0", methods="gradcam", global_step=0)
+        with pytest.raises(ValueError, match=r"inputs: 1025 images in one sample"):
+            writer.add_sanity_check("s", model, too_many, target_layer="0", methods="gradcam", global_step=0)
+        with pytest.raises(ValueError, match=r"probe_inputs: 1025 images in one sample"):
+            CamMonitor(writer, model, too_many, target_layer="0")
         writer.flush()
+    assert calls == []
     provider = python_provider(tmp_path)
     assert provider.list_blob_sequences(context.RequestContext(), experiment_id="", plugin_name=fmt.PLUGIN_NAME) == {}
 

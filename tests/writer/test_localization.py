@@ -182,6 +182,21 @@ def test_add_cam_scores_a_trained_model_and_stores_regions_and_timings(trained_s
     assert logged == [(3, pytest.approx(by["gradcam", "features"]["energy_pointing_game"], rel=1e-6))]
 
 
+def test_regions_score_each_images_first_target(trained_shapenet, tmp_path):
+    """With topk=2 and each image's box, the pointing game is the top-1 maps' (the box marks the object, not
+    the model's second guess): on the trained model they hit, while the second guesses' maps mostly miss."""
+    images, _, boxes = draw_shapes(16, np.random.default_rng(7))
+    with SummaryWriter(tmp_path) as writer:
+        result = add_cam(writer, "shapes", trained_shapenet, images, methods=["gradcam"], target_layer="features",
+                         regions=boxes, topk=2)
+    masks, _ = check_regions(boxes, 16, (64, 64))
+    maps = result.maps["gradcam"]["features"]
+    scored = next(r for r in result.metrics if r["method"] == "gradcam")
+    assert scored["pointing_game"] == pointing_game(maps[:, :1], masks) >= 0.9
+    assert scored["energy_pointing_game"] == energy_pointing_game(maps[:, :1], masks)
+    assert pointing_game(maps[:, 1:], masks) < 0.5  # what averaging over both targets would have mixed in
+
+
 def test_a_target_kinds_own_regions_and_description_are_checked(small_net, tmp_path):
     """A Target subclass of the user's: malformed boxes, mask or description are refused, naming targets."""
     from writer_ext.targets import Target

@@ -163,7 +163,8 @@ def add_cam(
     stores them in the sample for the tab.
     `regions`, each image's object as a box (N, 4) (x0, y0, x1, y1 in input
     pixels) or a boolean mask (N, H, W), adds the pointing game and its
-    energy-based form (`writer_ext.metrics.pointing`), for the random baseline
+    energy-based form (`writer_ext.metrics.pointing`) of each image's first
+    target (with `topk`, the top prediction's map), for the random baseline
     too, logged the same way; the tab draws the regions over the pictures.
     Without `regions`, a target kind's own boxes or mask (`Detection`,
     `SemanticSegmentation(mask=...)`) are used, and its description is
@@ -198,7 +199,7 @@ def add_cam(
     if metrics and result.class_ids is None:
         raise ValueError("metrics: Average Drop and the other faithfulness metrics need class probabilities; "
                          "targets given as a callable or a target kind have none (use regions= for localization)")
-    scored = _scores(model, inputs, result, targets, metrics, masks, options)
+    scored = _scores(model, inputs, result, targets, metrics, masks, options, first_only=regions is not None)
     write_sample(
         writer,
         tag,
@@ -226,9 +227,11 @@ def add_cam(
 
 
 def _scores(model: nn.Module, inputs: torch.Tensor, result: CamResult, targets: Targets, faithfulness: bool,
-            masks: Optional[torch.Tensor], options: dict) -> list[dict]:
+            masks: Optional[torch.Tensor], options: dict, first_only: bool) -> list[dict]:
     """The records {"method", "layer", <metric>: value} of what `add_cam` scores: faithfulness with
-    `metrics=True`, localization with regions; the random baseline's too, drawn once for both."""
+    `metrics=True`, localization with regions; the random baseline's too, drawn once for both. With
+    `first_only` (the regions are each image's object) localization scores each image's first target only:
+    with topk the others are the model's other guesses, which the object's region does not mark."""
     if not faithfulness and masks is None:
         return []
     baseline = random_baseline(model, inputs, result, targets=targets, seed=options.get("seed"),
@@ -242,7 +245,8 @@ def _scores(model: nn.Module, inputs: torch.Tensor, result: CamResult, targets: 
     if masks is not None:
         maps = {**result.maps, "random": baseline}
         for record in records:
-            record.update(localization(maps[record["method"]][record["layer"]], masks))
+            layer_maps = maps[record["method"]][record["layer"]]
+            record.update(localization(layer_maps[:, :1] if first_only else layer_maps, masks))
     return records
 
 

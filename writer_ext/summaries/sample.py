@@ -85,14 +85,11 @@ def add_sample(
         _add(writer, tag, kind, header, data, pictures, global_step, walltime)
 
 
-def _check_fits(kind: str, header: bytes, data: Sequence[bytes], pictures: int) -> None:
+def _check_fits(kind: str, header: bytes, data: Sequence[bytes]) -> None:
     """Refuses a sample past its kind's limits (docs/FORMAT.md, Limits) before anything is written: the
-    server would show it as damaged."""
+    server would show it as damaged. (Too many pictures are refused before any work, `check_picture_count`.)"""
     limits = fmt.kind_module(kind).LIMITS
     advice = "log fewer images, targets, methods or layers per call"
-    if pictures > max(limits.pictures, 0) and fmt.first_picture(kind) is not None:
-        raise ValueError(f"inputs: {pictures} images in one sample, more than the {limits.pictures} a step may "
-                         f"hold; {advice}")
     for name, blob in zip(fmt.kind_module(kind).DATA, data):
         if len(blob) > limits.data_bytes:
             raise ValueError(f"this sample's {name} would hold {len(blob):,} bytes, more than the "
@@ -114,7 +111,7 @@ def _add(writer: TorchSummaryWriter, tag: str, kind: str, header: Callable[[int]
     shared_step = global_step if store else state.shared_step if repeated else None
     inline = pictures.encoded() if shared_step is None else []
     blobs = fmt.pack_sample(header(state.sequence), data, inline, shared_step)
-    _check_fits(kind, blobs[fmt.HEADER_INDEX], data, len(pictures))
+    _check_fits(kind, blobs[fmt.HEADER_INDEX], data)
     summary = fmt.blob_summary(tag, blobs, kind)
     shared = fmt.blob_summary(fmt.pictures_tag(tag), pictures.encoded(), fmt.KIND_PICTURES) if store else None
     file_writer = writer._get_file_writer()
