@@ -155,6 +155,13 @@ class ByteCache:
             self._items.move_to_end(key)
             return entry[0]
 
+    def discard(self, key: Hashable) -> None:
+        """Forgets `key`'s entry, if any."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+
     def put(self, key: Hashable, value: object) -> None:
         size = weigh(key) + weigh(value)
         with self._lock:

@@ -88,7 +88,7 @@ class CamReader:
         self._steps = ByteCache(budget.steps)  # (run, tag) -> (experiment, what the series was, its steps)
         self._kinds = ByteCache(budget.small)  # (run, tag) -> (experiment, kind): fixed by its first summary
         self._sizes = ByteCache(budget.small)  # blob key -> its size, once read
-        self._counts = ByteCache(budget.small)  # (run, tag) -> steps its last listing held (None: downsampled)
+        self._counts = ByteCache(budget.small)  # (run, tag) -> its series' length, known from a whole listing
         self._gate = MemoryGate(budget.decodes)  # every header parse and data check reserves its cost here
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cam-blobs")
 
@@ -213,7 +213,10 @@ class CamReader:
                 for d in data
             ]
             del result, data
-        self._counts.put((run, tag), len(steps) if len(steps) < kept else None)
+        if len(steps) < kept:  # the whole series
+            self._counts.put((run, tag), len(steps))
+        else:  # downsampled: its length is unknown again
+            self._counts.discard((run, tag))
         self._steps.put((run, tag), (experiment_id, version, steps, kept))
         return steps, kept
 
