@@ -115,6 +115,7 @@ def test_trilinear_matches_torch(frame, mode):
 
 def test_drawn_frame_is_the_stored_frame_under_the_trilinear_map(frame, logdir):
     raw, frames = stored(logdir)
+    second = stored(logdir, 1)[1]  # clip 1's frames come after clip 0's
     up = trilinear(raw)
     lut = np.array(frame.evaluate("async () => Array.from((await import('./static/colormaps.js')).lut('jet'))"),
                    np.uint8).reshape(-1, 3)
@@ -123,6 +124,7 @@ def test_drawn_frame_is_the_stored_frame_under_the_trilinear_map(frame, logdir):
         set_control(frame, "#frame", f)
         set_control(frame, "#opacity", 0)
         np.testing.assert_array_equal(pixels(frame)[..., :3], frames[f])
+        np.testing.assert_array_equal(pixels(frame, 1)[..., :3], second[f])
         set_control(frame, "#opacity", 1)
         index = np.round((up[f] - raw.min()) / (raw.max() - raw.min()) * 255).astype(int)
         drawn = pixels(frame)[..., :3].astype(int)
