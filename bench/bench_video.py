@@ -3,10 +3,10 @@
 - time of `compute_cams` against a no-grad forward of the same batch (goal: at most 1.2x) and against
   torchcam's GradCAM on the same model (goal: faster); median of `--repeats` after a warm-up;
 - event-file bytes per logged clip sample (frames + maps, as `add_cam` stores them, with lossless WebP
-  frames (the default) and JPEG ones; and a monitor's repeat, whose frames are shared) against the rendered overlay as `SummaryWriter.add_video` would store it (goal:
-  smaller). add_video needs moviepy, which is not installed here: it then logs nothing, so the overlay is
-  measured as the GIF add_video writes (encoded here with Pillow, 4 frames a second) and as PNG frames
-  (`add_images`), and the script says which it used.
+  frames (the default) and JPEG ones; and a monitor's repeat, whose frames are shared) against the rendered
+  overlay as `SummaryWriter.add_video` would store it (goal: smaller). add_video needs moviepy, which is not
+  installed here: it then logs nothing, so the overlay is measured as the GIF add_video writes (encoded here
+  with Pillow, 4 frames a second) and as PNG frames (`add_images`), and the script says which it used.
 The clips are a camera pan over scikit-learn's sample photo (2 px a frame).
 Usage: python bench/bench_video.py [--device cuda] [--repeats 3]
 """
