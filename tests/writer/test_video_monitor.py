@@ -1,5 +1,6 @@
 """`CamMonitor` with clips (issue 27): training is bit for bit the same with the monitor, its probes' frames are
-stored once, and what does not take clips yet (the monitor's metrics, activations and sanity checks,
+stored once, its metrics are scored, and what does not take clips yet (metrics in the (N, T, C, H, W) layout,
+the monitor's activations and sanity checks,
 `sanity_check`, `evaluate`) is refused with a ValueError naming the argument."""
 
 from __future__ import annotations
@@ -55,11 +56,21 @@ def test_monitor_logs_clips_and_leaves_training_as_it_was(tmp_path):
     assert header["pictures_step"] == 2 and {m["frames"] for m in header["maps"]} == {T}
 
 
-@pytest.mark.parametrize("argument", [{"metrics": True}, {"activations": True}, {"sanity_every": 2}])
+@pytest.mark.parametrize("argument", [{"metrics": True, "clip_layout": "NTCHW"}, {"activations": True},
+                                      {"sanity_every": 2}])
 def test_monitor_refuses_what_does_not_take_clips(tmp_path, argument):
     name = next(iter(argument))
     with pytest.raises(ValueError, match=f"^{name}: CamMonitor does not take it with clips"):
         CamMonitor(tmp_path, net(), torch.rand(N, 3, T, SIDE, SIDE), target_layer="2", **argument)
+
+
+def test_monitor_scores_clips(tmp_path):
+    model = net().eval()
+    with CamMonitor(tmp_path, model, torch.rand(N, 3, T, SIDE, SIDE), target_layer="2", metrics=True) as monitor:
+        result = monitor.step(0)
+    assert {r["method"] for r in result.metrics} == {"gradcam", "random"}
+    header = fmt.cam.parse_header(raw_cam_values(tmp_path)[(".", "probe", 0)][0])
+    assert header["metrics"] == result.metrics
 
 
 def test_sanity_check_and_evaluate_refuse_clips(tmp_path):

@@ -175,7 +175,8 @@ def add_cam(
     Each method's own time at each layer is stored for the tab's report card.
     Clips (N, C, T, H, W) (`clip_layout="NTCHW"` for (N, T, C, H, W)) store their frames (each a picture,
     stored once per tag while they repeat) and maps (N, K, t, h, w) at the layer's resolution; the tab plays
-    them. `metrics` and `regions` do not take clips yet (ValueError).
+    them. `metrics=True` scores clips over time and space (docs/METHODS.md, Clips) in the (N, C, T, H, W)
+    layout; `regions` does not take clips yet (ValueError).
     Returns the raw maps, scores, timings and logged metrics (`CamResult`).
     """
     check_writer(writer)
@@ -187,10 +188,13 @@ def add_cam(
     images = check_inputs(bind_inputs(model, inputs, options.get("image_input"))[0], clips=True)
     metrics = check_bool(metrics, "metrics")
     if images.dim() == 5:
-        images = clip_layout_call(images, None, options.get("clip_layout", "NCTHW"))[0]
-        if metrics or regions is not None:
-            raise ValueError(f"{'metrics' if metrics else 'regions'}: add_cam does not score clips yet; "
-                             "log them without it")
+        layout = options.get("clip_layout", "NCTHW")
+        images = clip_layout_call(images, None, layout)[0]
+        if metrics and layout != "NCTHW":
+            raise ValueError("metrics: add_cam scores clips only in the layout (N, C, T, H, W) so far; "
+                             "log clips in another layout without it")
+        if regions is not None:
+            raise ValueError("regions: add_cam does not score clips against regions yet; log them without it")
         pictures = img.clip_frames(images, display_images)
     else:
         pictures = img.images_for(images, display_images)
