@@ -182,3 +182,31 @@ def test_frame_strip_shows_each_frame_and_chooses_it(frame, logdir):
     np.testing.assert_array_equal(pixels(frame)[..., :3], frames[3])
     assert frame.eval_on_selector("#grid figcaption", "e => e.textContent").startswith(NAME)
     assert frame.evaluate("document.querySelectorAll('#grid b').length") == 0
+
+
+def test_difference_of_two_methods_frame_by_frame(frame, logdir):
+    """Difference mode on a clip: the third card is gradcam minus layercam, each scaled to [0, 1] over its
+    whole clip, at the shown frame."""
+    blobs = raw_cam_values(logdir)[("clips", "clip", 3)]
+    header, maps = fmt.cam.parse_sample(blobs[0], blobs[1])
+    ups = {}
+    for method in ("gradcam", "layercam"):
+        raw = fmt.decode_map(maps, next(m for m in header["maps"] if m["image"] == 0 and m["method"] == method))
+        ups[method] = (trilinear(raw) - raw.min()) / (raw.max() - raw.min())
+    frame.select_option("#mode", "diff")
+    frame.select_option("#against", "method")
+    frame.select_option("#vs-method", "layercam")
+    wait_painted(frame, "#grid", 3)
+    frame.evaluate("document.querySelectorAll('#grid .card').forEach((c) => (c.dataset.state = 'stale'))")
+    frame.fill("#frame", "3")
+    frame.dispatch_event("#frame", "input")
+    wait_painted(frame, "#grid", 3)
+    box = frame.locator("#grid .card canvas.overlay").nth(2).bounding_box()
+    y, x = 6, 10
+    frame.page_.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
+    text = frame.text_content("#readout")
+    assert text.startswith(f"frame 3, pixel ({x}, {y}): difference "), text
+    value = float(re.search(r"difference (-?[0-9.]+(?:e[-+]?\d+)?)", text).group(1))
+    want = float(ups["gradcam"][3, y, x] - ups["layercam"][3, y, x])
+    assert abs(want) > 0.01 and abs(want - float(ups["gradcam"][0, y, x] - ups["layercam"][0, y, x])) > 0.01
+    assert value == pytest.approx(want, abs=2e-4)
