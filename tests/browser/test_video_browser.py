@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,12 +33,17 @@ def logdir(tmp_path_factory):
     with SummaryWriter(root / "clips") as writer:
         add_cam(writer, "clip", model, clips, target_layer="0", methods=("gradcam", "layercam"),
                 class_names=[NAME, NAME], global_step=3)
+    with SummaryWriter(root / "square") as writer:  # for the README's picture: a bright square moving right
+        square = torch.full((1, 3, 8, 96, 96), 0.15)
+        for t in range(8):
+            square[0, :, t, 30:60, 6 + 8 * t:36 + 8 * t] = 0.9
+        add_cam(writer, "moving square", model, square, target_layer="1", methods="gradcam", global_step=100)
     return root
 
 
 @pytest.fixture(scope="module")
 def tensorboard(logdir):
-    yield from serve_when_loaded(logdir, "true", series=1, run="clips", tag="clip", steps=1)
+    yield from serve_when_loaded(logdir, "true", series=2, run="clips", tag="clip", steps=1)
 
 
 @pytest.fixture
@@ -210,3 +216,16 @@ def test_difference_of_two_methods_frame_by_frame(frame, logdir):
     want = float(ups["gradcam"][3, y, x] - ups["layercam"][3, y, x])
     assert abs(want) > 0.01 and abs(want - float(ups["gradcam"][0, y, x] - ups["layercam"][0, y, x])) > 0.01
     assert value == pytest.approx(want, abs=2e-4)
+
+
+def test_readme_picture_of_a_clip_card(frame):
+    """docs/screenshot-clip.png: the clip card at frame 5 of 8 with its frame strip (TensorBoard's page)."""
+    frame.select_option("#run", "square")
+    frame.select_option("#tag", "moving square")
+    wait_painted(frame, "#grid", 1)
+    frame.fill("#frame", "4")
+    frame.dispatch_event("#frame", "input")
+    wait_painted(frame, "#frames", 8)
+    assert frame.text_content("#frame-label") == "5 / 8"
+    frame.page_.wait_for_timeout(300)
+    frame.page_.screenshot(path=str(Path(__file__).resolve().parents[2] / "docs" / "screenshot-clip.png"))
