@@ -229,3 +229,19 @@ def test_readme_picture_of_a_clip_card(frame):
     assert frame.text_content("#frame-label") == "5 / 8"
     frame.page_.wait_for_timeout(300)
     frame.page_.screenshot(path=str(Path(__file__).resolve().parents[2] / "docs" / "screenshot-clip.png"))
+
+
+def test_compare_methods_at_the_shown_frame(frame, logdir):
+    blobs = raw_cam_values(logdir)[("clips", "clip", 3)]
+    header, maps = fmt.cam.parse_sample(blobs[0], blobs[1])
+    raw = fmt.decode_map(maps, next(m for m in header["maps"] if m["image"] == 0 and m["method"] == "layercam"))
+    frame.select_option("#mode", "compare")
+    wait_painted(frame, "#grid", 2)
+    set_control(frame, "#frame", 2)
+    box = frame.locator("#grid .card canvas.overlay").nth(1).bounding_box()  # the second method: layercam
+    y, x = 9, 4
+    frame.page_.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
+    text = frame.text_content("#readout")
+    value = float(re.search(r"value (-?[0-9.]+(?:e[-+]?\d+)?)", text).group(1))
+    assert text.startswith(f"frame 2, pixel ({x}, {y})"), text
+    assert value == pytest.approx(float(trilinear(raw)[2, y, x]), abs=1e-4)
