@@ -12,6 +12,8 @@ from torch import nn
 from helpers import raw_cam_values
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import CamMonitor, SummaryWriter, evaluate, sanity_check
+from writer_ext.metrics.pointing import localization
+from writer_ext.metrics.road import road
 
 N, T, SIDE = 2, 4, 8
 
@@ -73,11 +75,15 @@ def test_monitor_scores_clips(tmp_path):
     assert header["metrics"] == result.metrics
 
 
-def test_sanity_check_and_evaluate_refuse_clips(tmp_path):
+def test_sanity_check_road_and_evaluate_refuse_clips(tmp_path):
     x = torch.rand(N, 3, T, SIDE, SIDE)
     with pytest.raises(ValueError, match=r"^inputs must be a 4-D batch .*clips \(5-D\) are taken by compute_cams "
                                          "and add_cam only so far"):
         sanity_check(net().eval(), x, target_layer="2")
+    with pytest.raises(ValueError, match=r"^inputs: ROAD does not score clips \(5-D"):
+        road(net().eval(), x, torch.rand(N, 1, T, SIDE, SIDE), torch.zeros(N, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"^maps: the pointing games take \(B, K, h, w\) maps \(not clips"):
+        localization(torch.rand(N, 1, T, SIDE, SIDE), torch.ones(N, SIDE, SIDE, dtype=torch.bool))
     with pytest.raises(ValueError, match="^data: evaluate does not score clips"):
         evaluate(net().eval(), [(x, torch.tensor([0, 1]))], target_layer="2")
     with SummaryWriter(tmp_path) as writer:
