@@ -88,8 +88,20 @@ export function forget() {
   rangeLists.clear();
 }
 
+/** Where each image's pictures start when some are clips (a clip's frames are its pictures); null otherwise. */
+function firstPictures(images) {
+  if (!Array.isArray(images) || !images.some((info) => info?.frames != null)) return null;
+  let next = 0;
+  return images.map((info) => {
+    const first = next;
+    next += info.frames ?? 1;
+    return first;
+  });
+}
+
 /**
- * A sample: {kind, header, model, maps, stats (ArrayBuffers), image(i)}, or {error} for a damaged one.
+ * A sample: {kind, header, model, maps, stats (ArrayBuffers), image(i), frame(i, t)} (`frame`: frame t of
+ * clip i; `image(i)` is its first frame), or {error} for a damaged one.
  * The header and the small blobs come at once; each picture is fetched on its first `image(i)` (as it
  * comes into view) and kept with the sample. The newest samples are kept, so revisiting a step is free.
  */
@@ -104,7 +116,9 @@ export function loadSample(run, tag, step) {
     ]);
     const keys = data.image_keys ?? [];
     const images = new Map();
-    const image = (i) => (i < keys.length ? remember(images, i, () => getImage(keys[i])) : Promise.resolve(null));
-    return { ...data, maps, stats, image };
+    const picture = (i) => (i < keys.length ? remember(images, i, () => getImage(keys[i])) : Promise.resolve(null));
+    const starts = firstPictures(data.header?.images);
+    const frame = (i, t) => picture((starts?.[i] ?? i) + t); // frame t of clip i
+    return { ...data, maps, stats, image: (i) => frame(i, 0), frame };
   });
 }

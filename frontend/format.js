@@ -16,9 +16,12 @@ function halfToFloat(bits) {
   return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
 }
 
-/** One map from a maps blob, {height, width, offset, scale}: raw values, Float32Array of height*width. */
+/**
+ * One map from a maps blob, {height, width, offset, scale}: raw values, Float32Array of height*width
+ * (a clip's map, with "frames": frames*height*width, frame after frame).
+ */
 export function decodeMap(buffer, entry) {
-  const count = entry.height * entry.width;
+  const count = (entry.frames ?? 1) * entry.height * entry.width;
   const view = new DataView(buffer, entry.offset, count * 2);
   const out = new Float32Array(count);
   for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(2 * i, true)) * entry.scale;

@@ -12,7 +12,7 @@ const axes = new Map(); // "in,out,mode" -> source indices and weights along one
  * Source indices and weight along one axis, as torch computes them: for "bilinear" with
  * align_corners=False, for "nearest" floor(d * in / out) with weight 0 (the first source only).
  */
-function axisWeights(inSize, outSize, mode) {
+export function axisWeights(inSize, outSize, mode) {
   const key = `${inSize},${outSize},${mode}`;
   if (!axes.has(key)) {
     const scale = inSize / outSize;

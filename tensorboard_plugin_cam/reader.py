@@ -346,7 +346,7 @@ class CamReader:
         except errors.NotFoundError:
             raise fmt.FormatError(f"its pictures are stored with step {at}, which TensorBoard has not kept "
                                   "(--samples_per_plugin cam=0 keeps every step)") from None
-        expected = len(header["images"])
+        expected = fmt.kind_module(self.kind(ctx, experiment_id, run, tag)).picture_count(header)
         if len(keys) != expected:
             raise fmt.FormatError(f"header lists {expected} pictures, step {at} of its pictures holds {len(keys)}")
         return list(keys)

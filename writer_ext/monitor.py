@@ -69,6 +69,9 @@ class CamMonitor:
     writer: a torch `SummaryWriter`, or a log directory (the monitor then owns
         its writer and closes it). Other arguments are `add_cam`'s; `tag` names
         the series, `options` go to `add_cam` too (topk, smooth, ...).
+    Clips (5-D `probe_inputs`, `clip_layout=` as for `add_cam`) are logged as `add_cam` logs them, their frames
+    stored once while they repeat (`metrics` in the (N, C, T, H, W) layout only); `activations` and `sanity_every`
+    do not take clips yet (ValueError).
     """
 
     def __init__(
@@ -102,6 +105,13 @@ class CamMonitor:
         get_methods(methods)  # a misspelt method fails here, not silently at every step
         activations = check_bool(activations, "activations")
         metrics = check_bool(metrics, "metrics")
+        if probe_inputs.dim() == 5:  # clips: what add_cam stores; what does not take clips yet is refused here
+            other_layout = options.get("clip_layout", "NCTHW") != "NCTHW"
+            for name, wanted in (("metrics", metrics and other_layout), ("activations", activations),
+                                 ("sanity_every", self.sanity_every is not None)):
+                if wanted:
+                    raise ValueError(f"{name}: CamMonitor does not take it with clips (5-D probe_inputs) yet; "
+                                     "leave it out to log the clips' maps")
         all_ranks = check_bool(all_ranks, "all_ranks")
         self.active = all_ranks or ranks.world()[0] == 0
         self._owns_writer = not isinstance(writer, TorchSummaryWriter)

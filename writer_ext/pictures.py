@@ -89,6 +89,32 @@ def images_for(inputs: torch.Tensor, given: Optional[object]) -> np.ndarray:
     return _minmax_uint8(inputs)
 
 
+def clip_frames(clips: torch.Tensor, given: Optional[object]) -> np.ndarray:
+    """The frames to show for a batch of clips (N, C, T, H, W), as uint8 (N, T, H, W, C): `given` if any (uint8
+    (N, T, H, W, C) or (N, T, H, W), or floats (N, C, T, H, W) in [0, 1]), else each clip min-max scaled."""
+    batch, frames = clips.shape[0], clips.shape[2]
+    if given is None:
+        if clips.shape[1] not in (1, 3):
+            raise ValueError(f"display_images: the clips have {clips.shape[1]} channels, which cannot be shown as "
+                             "pictures; pass display_images (uint8 (N, T, H, W, C) or float (N, C, T, H, W) in [0, 1])")
+        check_picture_size(tuple(clips.shape[-2:]), "display_images")
+        scaled = min_max(clips.detach().float().cpu(), dims=(1, 2, 3, 4)).numpy()
+        return np.round(scaled * 255).astype(np.uint8).transpose(0, 2, 3, 4, 1)
+    x = to_numpy(given, "display_images")
+    if x.ndim == 4 and x.dtype == np.uint8:
+        x = x[..., None]
+    if x.ndim != 5:
+        raise ValueError(f"display_images of clips must be uint8 (N, T, H, W, C) or float (N, C, T, H, W), got "
+                         f"shape {x.shape}")
+    uint8 = x.dtype == np.uint8
+    n, t = x.shape[0], x.shape[1 if uint8 else 2]
+    if (n, t) != (batch, frames):
+        raise ValueError(f"display_images holds {n} clips of {t} frames for a batch of {batch} clips of {frames}")
+    flat = x.reshape(-1, *x.shape[2:]) if uint8 else x.transpose(0, 2, 1, 3, 4).reshape(-1, x.shape[1], *x.shape[3:])
+    shown = display_images(flat, batch * frames)  # each frame checked as a picture
+    return shown.reshape(batch, frames, *shown.shape[1:])
+
+
 def check_image_format(image_format: object) -> str:
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")

@@ -142,7 +142,7 @@ def check_inputs(inputs: object, *, clips: bool = False) -> torch.Tensor:
         raise ValueError(f"inputs must be a 4-D batch (N, C, H, W) or a 5-D batch of clips (N, C, T, H, W), got "
                          f"shape {tuple(inputs.shape)}")
     if not clips and inputs.dim() != 4:
-        more = "; clips (5-D) are taken by compute_cams only so far" if inputs.dim() == 5 else ""
+        more = "; clips (5-D) are taken by compute_cams and add_cam only so far" if inputs.dim() == 5 else ""
         raise ValueError(f"inputs must be a 4-D batch (N, C, H, W), got shape {tuple(inputs.shape)}{more}")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating-point tensor, got {inputs.dtype}")

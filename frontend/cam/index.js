@@ -23,6 +23,7 @@ import { colourOf } from "../runs.js";
 import { bindOptionKeys, pageKey } from "../picker.js";
 import * as urlstate from "../urlstate.js";
 import { loadChosenSample } from "../view.js";
+import { clipToolbar, drawFrameStrip, showClip, wireClip } from "./clip.js";
 import { drawFilmstrip, markFilmstrip, stripKey } from "./filmstrip.js";
 import { restoreControls, save } from "./link.js";
 import { compareHint, mainSpecs } from "./modes.js";
@@ -99,6 +100,8 @@ function draw() {
   showMetrics(view.sample.header);
   save();
   drawFilmstrip(chooseStep);
+  showClip();
+  drawFrameStrip(view.chooseFrame);
   return drawMain();
 }
 
@@ -196,6 +199,8 @@ async function showStep() {
   save();
   if (ui.mode.value === "timeline" && view.stripKey === stripKey()) markFilmstrip();
   else drawFilmstrip(chooseStep);
+  showClip();
+  drawFrameStrip(view.chooseFrame);
   await drawMain();
   if (!view.latest.isCurrent(ticket)) return;
   ui.grid.dataset.step = String(entry.step); // which step the grid shows (lets tests wait for a redraw)
@@ -362,8 +367,9 @@ export function mount({ root, reload, onError }) {
     labelled("Zoom", ui.zoom, "Enlarge the pictures; drag one to pan them all"),
     ui.download,
   ]);
-  node.append(el("div", { className: "toolbars" }, [series, what, how]), ui.notice, ui.hint, ui.description, ui.metrics,
-    ui.readout, ui.empty, ui.grid, ui.filmstrip);
+  node.append(el("div", { className: "toolbars" }, [series, what, how, clipToolbar()]), ui.notice, ui.hint,
+    ui.description, ui.metrics, ui.readout, ui.empty, ui.grid, ui.frames, ui.filmstrip);
+  view.chooseFrame = wireClip(drawMain, view.onError);
 
   picker.wire(guarded(loadSteps), guarded(showStep));
   const redraw = guarded(draw);

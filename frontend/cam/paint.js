@@ -7,6 +7,7 @@ import { decodeMap } from "../format.js";
 import { formatValue as number, scaleLegend } from "../legend.js";
 import { blend, normalise, range, upsample } from "../maps.js";
 import { outlineRegion } from "../regions.js";
+import { sourceFrame, upsampleFrame } from "../trilinear.js";
 import { ui, view } from "./state.js";
 
 const decoded = new WeakMap(); // sample -> Map(offset -> raw values)
@@ -31,35 +32,44 @@ async function scaleOf(source, raw) {
 /**
  * A map to draw at w x h: its raw values, its [lo, hi] scale, `upsampled()` (computed on first use
  * and kept, for the value under the mouse) and `cell(x, y)`, the stored value a pixel comes from.
+ * A clip's map (entry "frames") is drawn at output frame `clip.frame` of the clip's `clip.frames`,
+ * upsampled in time too (trilinear.js); its scale is the whole clip's.
  */
-async function layerOf(source, w, h) {
+async function layerOf(source, w, h, clip = null) {
   const { entry } = source;
   const raw = rawValues(source.sample, entry);
   const [lo, hi] = await scaleOf(source, raw);
   let values = null;
-  const upsampled = () => (values ??= upsample(raw, entry.height, entry.width, h, w, ui.upsample.value));
+  const upsampled = () => (values ??= resample(raw, entry, w, h, clip));
   const cell = (x, y) => {
     const r = Math.min(Math.floor((y * entry.height) / h), entry.height - 1);
     const c = Math.min(Math.floor((x * entry.width) / w), entry.width - 1);
-    return { r, c, value: raw[r * entry.width + c] };
+    const t = clip ? sourceFrame(entry.frames, clip.frame, clip.frames) : 0;
+    return { t, r, c, value: raw[(t * entry.height + r) * entry.width + c] };
   };
-  return { raw, entry, lo, hi, upsampled, cell };
+  return { raw, entry, lo, hi, upsampled, cell, clip };
+}
+
+function resample(raw, entry, w, h, clip, out = undefined) {
+  if (!clip) return upsample(raw, entry.height, entry.width, h, w, ui.upsample.value, out);
+  return upsampleFrame(raw, entry.frames, entry.height, entry.width, clip.frame, clip.frames, h, w,
+    ui.upsample.value, out);
 }
 
 let scratch = new Float32Array(0); // one map upsampled for drawing; reused, so a redraw allocates nothing
 
 function upsampledForDrawing(layer, w, h) {
   if (scratch.length < w * h) scratch = new Float32Array(w * h);
-  const { raw, entry } = layer;
-  return upsample(raw, entry.height, entry.width, h, w, ui.upsample.value, scratch);
+  return resample(layer.raw, layer.entry, w, h, layer.clip, scratch);
 }
 
 /**
  * A card's job (see cards.Painter): `load()` gives {run, tag, sample, index, entry} or, for a
  * difference, {…, a, b} with two such sources; `maxSize` shrinks filmstrip pictures. The card shows
- * the map's colour scale and the image's object region, when one was logged.
+ * the map's colour scale and the image's object region, when one was logged. A clip shows frame
+ * `frame` (default: the clip controls' frame, `view.frame`), its map at that frame.
  */
-export function paintJob(load, maxSize = Infinity) {
+export function paintJob(load, maxSize = Infinity, frame = null) {
   return async () => {
     const source = await load();
     const { sample, index } = source;
@@ -67,13 +77,16 @@ export function paintJob(load, maxSize = Infinity) {
     const f = Math.min(1, maxSize / Math.max(info.width, info.height));
     const w = Math.max(1, Math.round(info.width * f));
     const h = Math.max(1, Math.round(info.height * f));
-    const image = await sample.image(index);
-    const where = (x, y) => `pixel (${Math.floor(x / f)}, ${Math.floor(y / f)})`;
+    const shown = Math.min(frame ?? view.frame, (info.frames ?? 1) - 1);
+    const clip = info.frames == null ? null : { frames: info.frames, frame: shown };
+    const image = clip ? await sample.frame(index, clip.frame) : await sample.image(index);
+    const at = clip ? `frame ${clip.frame}, ` : "";
+    const where = (x, y) => `${at}pixel (${Math.floor(x / f)}, ${Math.floor(y / f)})`;
     let overlay = null; // () => [values, blend options], run when drawing
     let scale = null; // the legend's {lo, hi, colormap, centered, label}
     let probe = (x, y) => `${where(x, y)}: no map`;
     if (source.a && source.b) {
-      const [a, b] = await Promise.all([layerOf(source.a, w, h), layerOf(source.b, w, h)]);
+      const [a, b] = await Promise.all([layerOf(source.a, w, h, clip), layerOf(source.b, w, h, clip)]);
       const scaled = (layer, i) => normalise(layer.upsampled()[i], layer.lo, layer.hi);
       let difference = null;
       const values = () => (difference ??= a.upsampled().map((_, i) => scaled(a, i) - scaled(b, i)));
@@ -85,16 +98,17 @@ export function paintJob(load, maxSize = Infinity) {
           "(each scaled to [0, 1])";
       };
     } else if (source.entry) {
-      const layer = await layerOf(source, w, h);
+      const layer = await layerOf(source, w, h, clip);
       const flat = layer.lo === layer.hi; // a constant map (all zero: no evidence at this layer) is not coloured
       overlay = flat ? null : () => [upsampledForDrawing(layer, w, h), { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value }];
       const label = ui.norm.value === "series" ? "the series' range of this method and layer" : "this map's range";
       scale = { lo: layer.lo, hi: layer.hi, colormap: ui.colormap.value, label, flat: flatText(layer.lo) };
       probe = (x, y) => {
-        const { r, c, value } = layer.cell(x, y);
+        const { t, r, c, value } = layer.cell(x, y);
         const v = layer.upsampled()[y * w + x];
+        const cellAt = clip ? `(${t}, ${r}, ${c})` : `(${r}, ${c})`;
         return `${where(x, y)}: value ${number(v)}, scaled ${number(normalise(v, layer.lo, layer.hi))} · ` +
-          `map cell (${r}, ${c}) = ${number(value)}`;
+          `map cell ${cellAt} = ${number(value)}`;
       };
     }
     const opacity = Number(ui.opacity.value);

@@ -67,6 +67,12 @@ export const ui = {
   grid: el("div", { id: "grid", className: "grid" }),
   filmstrip: el("div", { id: "filmstrip", className: "filmstrip", hidden: true }),
   empty: el("div", { id: "empty", className: "empty", hidden: true }),
+  // a clip's controls (clip.js), shown when the step holds clips
+  frame: el("input", { id: "frame", type: "range", min: "0", max: "0", step: "1", value: "0" }),
+  clipPlay: el("button", { id: "clip-play", type: "button", textContent: "Play clip", title: "Play the clip's frames" }),
+  fps: el("input", { id: "fps", type: "number", min: "1", max: "60", step: "1", value: "8" }),
+  frameLabel: el("span", { id: "frame-label", className: "value" }),
+  frames: el("div", { id: "frames", className: "filmstrip", hidden: true }),
 };
 
 export const node = el("section", { id: "cam-view", className: "view" });
@@ -80,6 +86,9 @@ export const view = {
   mainCards: [],
   stripCards: [],
   stripKey: null, // what the filmstrip was painted for
+  frame: 0, // the clip frame shown (clip.js)
+  frameCards: [], // the clip's frame strip
+  clipPlaying: false,
   lastIndex: -1, // the step index shown before (to fetch ahead when moving one by one)
   vsMethodChosen: false, // the user picked the other method (else it follows the shown one)
   saveTimer: 0,

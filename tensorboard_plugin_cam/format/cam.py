@@ -25,6 +25,7 @@ from tensorboard_plugin_cam.format.container import (
     declared_size,
     decode_map,
     is_int,
+    map_cells,
     map_ends,
     optional_number,
     parse_json_object,
@@ -39,6 +40,8 @@ DATA = ("maps",)  # the data blobs after the header, in order
 MAPS_INDEX = 1
 FIRST_PICTURE = 1 + len(DATA)
 MAP_FIELDS = ("image", "target", "method", "layer", "height", "width", "offset", "scale")
+# A clip is an image record with "frames" (T >= 1): it shows T pictures, one per frame, in order, and each of
+# its maps has "frames" too (t, the layer's own time length), t x height x width numbers, frame after frame.
 MAX_REGION_PIXELS = 1 << 26  # a region's mask is decoded in the browser: 64 Mi pixels at most
 # 64 images x 5 targets x 8 methods x 4 layers is 10,240 maps: a header of about 2 MiB and 200,000 items.
 LIMITS = Limits(header_bytes=4 * MIB, header_items=250_000, data_bytes=64 * MIB, pictures=MAX_PICTURES)
@@ -105,6 +108,10 @@ def _check_images(images: object) -> None:
         require(isinstance(image, dict), f"images[{i}] is not an object")
         require(image.get("format") in IMAGE_FORMATS, f"images[{i}].format must be one of {IMAGE_FORMATS}")
         require(is_int(image.get("height")) and is_int(image.get("width")), f"images[{i}] has no integer size")
+        require("frames" not in image or (is_int(image["frames"]) and image["frames"] > 0),
+                f"images[{i}].frames must be a positive integer (a clip's frame count)")
+        require("frames" not in image or "region" not in image, f"images[{i}] is a clip: regions of clips are not "
+                "stored (yet)")
         targets = image.get("targets")
         require(isinstance(targets, list), f"images[{i}].targets is not a list")
         for j, t in enumerate(targets):
@@ -131,6 +138,9 @@ def _check_map(k: int, m: object, images: list) -> None:
     require(m["height"] > 0 and m["width"] > 0 and m["offset"] >= 0, f"maps[{k}] has an empty shape")
     require(optional_number(m["scale"]) and m["scale"] is not None and m["scale"] > 0,
             f"maps[{k}].scale must be a positive finite number")
+    clip = "frames" in images[m["image"]]
+    require(("frames" in m) == clip, f"maps[{k}] must have 'frames' exactly when its image is a clip")
+    require(not clip or (is_int(m["frames"]) and m["frames"] > 0), f"maps[{k}].frames must be a positive integer")
     require(m.get("constant") is None or (isinstance(m["constant"], str) and m["constant"] != ""),
             f"maps[{k}].constant must be a non-empty string (why the map is the same everywhere)")
 
@@ -148,6 +158,8 @@ def parse_header(data: bytes, limits: Limits = LIMITS) -> dict:
     require(isinstance(maps, list), "header has no 'maps' list")
     for k, m in enumerate(maps):
         _check_map(k, m, header["images"])
+    require(picture_count(header) <= limits.pictures, f"header lists {picture_count(header)} pictures (a clip's "
+            f"frames each count), more than the {limits.pictures} a step may hold")
     metrics = header.get("metrics", [])
     require(isinstance(metrics, list), "header 'metrics' is not a list")
     for k, m in enumerate(metrics):
@@ -177,14 +189,14 @@ def parse_sample(header_data: bytes, maps: bytes, limits: Limits = LIMITS) -> tu
 def decode_cost(header: dict, limits: Limits = LIMITS) -> int:
     """The bytes reading and checking a checked header's maps holds at once: the blob as stored (at most
     `stored_bound` of its declared size) and inflated, then its largest map decoded (float32, twice its stored
-    size) and its finite-mask; `FormatError` past `limits`."""
+    size; a clip's map counts its frames) and its finite-mask; `FormatError` past `limits`."""
     need = declared_size(map_ends(header["maps"]), "maps blob", "maps", limits.data_bytes)
-    return stored_bound(need) + need + 3 * max((m["height"] * m["width"] * 2 for m in header["maps"]), default=0)
+    return stored_bound(need) + need + 3 * max((map_cells(m) * 2 for m in header["maps"]), default=0)
 
 
 def picture_count(header: dict) -> int:
-    """How many pictures a checked header shows: one per image."""
-    return len(header["images"])
+    """How many pictures a checked header shows: one per image, one per frame of a clip."""
+    return sum(image.get("frames", 1) for image in header["images"])
 
 
 def check(header_data: bytes, maps: bytes) -> tuple[dict, list[tuple[float, float]]]:

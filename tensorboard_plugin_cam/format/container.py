@@ -276,15 +276,22 @@ class StoredMap:
     width: int
     offset: int  # in bytes, from the start of the maps blob
     scale: float
+    frames: int = 1  # a clip's map: `frames` maps of height x width, one after another
 
     @property
     def nbytes(self) -> int:
-        return self.height * self.width * 2
+        return self.frames * self.height * self.width * 2
 
 
 def map_ends(entries: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Where each of a header's map entries ends in its maps blob (what the blob must hold)."""
-    return [m["offset"] + m["height"] * m["width"] * 2 for m in entries]
+    """Where each of a header's map entries ends in its maps blob (what the blob must hold); a clip's map
+    (field "frames") holds frames x height x width numbers."""
+    return [m["offset"] + map_cells(m) * 2 for m in entries]
+
+
+def map_cells(entry: Mapping[str, Any]) -> int:
+    """The numbers a header's map entry holds: height x width, times "frames" for a clip's map."""
+    return entry.get("frames", 1) * entry["height"] * entry["width"]
 
 
 def encode_maps(maps: Sequence[np.ndarray]) -> tuple[bytes, list[tuple[int, float]]]:
@@ -296,7 +303,8 @@ def encode_maps(maps: Sequence[np.ndarray]) -> tuple[bytes, list[tuple[int, floa
 
 
 def encode_map_stacks(stacks: Sequence[np.ndarray]) -> tuple[bytes, list[tuple[int, float]]]:
-    """Packs stacks of same-sized maps (n, h, w) into one float16 blob, map after map.
+    """Packs stacks of same-sized maps (n, h, w), or of clips' maps (n, t, h, w), into one float16 blob, map
+    after map (a clip's map frame after frame, all under one scale).
 
     Each map is divided by its largest absolute value (its scale) so that any
     finite float32 map fits float16 without overflow and keeps ~3 significant
@@ -305,32 +313,36 @@ def encode_map_stacks(stacks: Sequence[np.ndarray]) -> tuple[bytes, list[tuple[i
     parts, placement, offset = [], [], 0
     for stack in stacks:
         stack = np.asarray(stack, dtype=np.float32)
-        if stack.ndim != 3:
-            raise ValueError(f"each stack of maps must be 3-D (n, h, w), got shape {stack.shape}")
+        if stack.ndim not in (3, 4):
+            raise ValueError(f"each stack of maps must be (n, h, w) or clips' (n, t, h, w), got shape {stack.shape}")
         if not np.all(np.isfinite(stack)):
             raise ValueError("maps must be finite (no NaN or Inf)")
-        n, h, w = stack.shape
+        n, cells = stack.shape[0], math.prod(stack.shape[1:])
         peaks = np.abs(stack).reshape(n, -1).max(axis=1) if stack.size else np.zeros(n, np.float32)
         scales = np.where(peaks > 0, peaks, np.float32(1.0))
-        stored = (stack / scales[:, None, None]).astype(MAPS_DTYPE)
+        stored = (stack / scales.reshape(n, *[1] * (stack.ndim - 1))).astype(MAPS_DTYPE)
         parts.append(stored.tobytes())
-        placement.extend((offset + k * h * w * 2, float(scale)) for k, scale in enumerate(scales))
+        placement.extend((offset + k * cells * 2, float(scale)) for k, scale in enumerate(scales))
         offset += stored.nbytes
     return b"".join(parts), placement
 
 
 def decode_map(blob: bytes, stored: StoredMap | Mapping[str, Any]) -> np.ndarray:
-    """One map from a maps blob, as float32 raw values of shape (height, width).
+    """One map from a maps blob, as float32 raw values of shape (height, width), or (frames, height, width)
+    for a clip's map (an entry with "frames").
 
     `stored` may also be a checked header's map entry (a dict with the same fields).
     """
+    clip = isinstance(stored, Mapping) and "frames" in stored
     if isinstance(stored, Mapping):
-        stored = StoredMap(stored["height"], stored["width"], stored["offset"], stored["scale"])
+        stored = StoredMap(stored["height"], stored["width"], stored["offset"], stored["scale"],
+                           stored.get("frames", 1))
     end = stored.offset + stored.nbytes
     if stored.offset < 0 or end > len(blob):
         raise FormatError(f"map at byte {stored.offset} runs past the maps blob ({len(blob)} bytes)")
-    values = np.frombuffer(blob, dtype=MAPS_DTYPE, count=stored.height * stored.width, offset=stored.offset)
-    values = values.astype(np.float32).reshape(stored.height, stored.width)
+    values = np.frombuffer(blob, dtype=MAPS_DTYPE, count=stored.nbytes // 2, offset=stored.offset)
+    shape = (stored.frames, stored.height, stored.width) if clip or stored.frames > 1 else (stored.height, stored.width)
+    values = values.astype(np.float32).reshape(shape)
     values *= np.float32(stored.scale)  # in place: decoding a map holds twice its stored size, not four times
     if not np.all(np.isfinite(values)):
         raise FormatError("map holds NaN or Inf")

@@ -84,6 +84,7 @@ def parse_header(data: bytes, limits: Limits = LIMITS) -> dict:
         require(m.get("method") in methods, f"maps[{k}].method is not one of 'methods'")
         require(0 <= m["image"] < len(images) and 0 <= m["stage"] <= len(stages), f"maps[{k}] index out of range")
         require(m["height"] > 0 and m["width"] > 0 and m["offset"] >= 0, f"maps[{k}] has an empty shape")
+        require("frames" not in m, f"maps[{k}] has 'frames': sanity checks of clips are not stored (yet)")
         require(optional_number(m.get("scale")) and m.get("scale") is not None and m["scale"] > 0,
                 f"maps[{k}].scale must be a positive finite number")
     return header

@@ -135,9 +135,8 @@ def test_clip_refusals(tmp_path):
         quiet(model, x, target_layer="conv", reshape_transform=lambda t: t[:, :, 0])
     with pytest.raises(ValueError, match="inputs must be a 4-D batch .* or a 5-D batch of clips"):
         quiet(model, torch.rand(1, 3, 2, 4, 8, 8), target_layer="conv")
-    with SummaryWriter(tmp_path) as writer, \
-            pytest.raises(ValueError, match="clips .5-D. are taken by compute_cams only so far"):
-        add_cam(writer, "clip", model, x, target_layer="conv")
+    with SummaryWriter(tmp_path) as writer, pytest.raises(ValueError, match="regions: add_cam does not score clips"):
+        add_cam(writer, "clip", model, x, target_layer="conv", regions=torch.tensor([[0, 0, 4, 4]] * 2))
 
 
 def test_clip_leaves_the_model_as_it_was():

@@ -33,6 +33,9 @@ def unpack(batch: object) -> Batch:
     images, labels = batch[0], batch[1]
     if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError("data: images and labels must be tensors")
+    if images.dim() == 5:
+        raise ValueError(f"data: evaluate does not score clips (5-D batches, here {tuple(images.shape)}) yet; "
+                         "score images, or log clips with add_cam")
     if labels.dim() != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point() \
             or labels.dtype == torch.bool:
         raise ValueError(f"data: labels must be one integer class per image, got shape {tuple(labels.shape)} "

@@ -12,7 +12,9 @@
 
 All functions take raw maps of shape (B, K, h, w) (any resolution; each map is
 min-max normalised at its own resolution, then upsampled bilinearly to the
-input, as torchcam and pytorch-grad-cam do), the (B, K) classes
+input, as torchcam and pytorch-grad-cam do), or clips' maps (B, K, t, h, w) with
+inputs (B, C, T, H, W) (min-max over the whole clip's map, upsampled
+trilinearly; a clip's pixels are its T x H x W positions), the (B, K) classes
 they explain, and run the model in eval mode, without gradients or autocast,
 on the inputs cast to the model's dtype, leaving it as it was (`training_safe`).
 Probabilities are softmax, or sigmoid for a multi-label model or a single
@@ -36,10 +38,13 @@ from writer_ext.validate import as_model_input, check_inputs
 METRICS = FAITHFULNESS  # the scores computed here, in the table's order
 
 
-def saliency(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def saliency(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """(B, K, h, w) raw maps -> (B, K, H, W) in [0, 1]: per-map min-max, then bilinear upsampling
-    (the order of torchcam's and pytorch-grad-cam's metrics; a constant map becomes 0)."""
-    return nn.functional.interpolate(min_max(maps.float()), size=size, mode="bilinear", align_corners=False)
+    (the order of torchcam's and pytorch-grad-cam's metrics; a constant map becomes 0). Clips' maps
+    (B, K, t, h, w) -> (B, K, T, H, W): min-max over each whole map, then trilinear upsampling."""
+    dims = tuple(range(2, maps.dim()))
+    mode = "trilinear" if maps.dim() == 5 else "bilinear"
+    return nn.functional.interpolate(min_max(maps.float(), dims), size=size, mode=mode, align_corners=False)
 
 
 def class_probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int,
@@ -58,15 +63,17 @@ def evaluating(model: nn.Module, inputs: torch.Tensor):
     as the model takes them (its dtype, ordinary tensors even under `torch.inference_mode`)."""
     with torch.inference_mode(False), training_safe(model), torch.no_grad(), \
             torch.autocast(inputs.device.type, enabled=False):
-        yield as_model_input(model, check_inputs(inputs))
+        yield as_model_input(model, check_inputs(inputs, clips=True))
 
 
 def flat_rows(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor):
-    """One row per (image, target): images (B*K, C, H, W), saliency (B*K, H, W), classes (B*K,)."""
+    """One row per (image, target): images (B*K, C, H, W), saliency (B*K, H, W), classes (B*K,) (clips:
+    (B*K, C, T, H, W) and (B*K, T, H, W))."""
     b, k = class_ids.shape
-    if maps.shape[:2] != (b, k) or inputs.shape[0] != b:
-        raise ValueError(f"maps must be (B, K, h, w) with (B, K) = {tuple(class_ids.shape)}, got {tuple(maps.shape)}")
-    sal = saliency(maps.to(inputs.device), tuple(inputs.shape[-2:])).flatten(0, 1).to(inputs.dtype)
+    if maps.shape[:2] != (b, k) or inputs.shape[0] != b or maps.dim() != inputs.dim():
+        raise ValueError(f"maps must be (B, K, h, w) (clips: (B, K, t, h, w)) with (B, K) = "
+                         f"{tuple(class_ids.shape)}, got {tuple(maps.shape)}")
+    sal = saliency(maps.to(inputs.device), tuple(inputs.shape[2:])).flatten(0, 1).to(inputs.dtype)
     images = inputs.unsqueeze(1).expand(b, k, *inputs.shape[1:]).flatten(0, 1)
     return images, sal, class_ids.to(inputs.device).flatten()
 
@@ -97,17 +104,22 @@ def drop_and_increase(y: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def curve_auc(model, images, sal, classes, steps, batch_size, multilabel: bool, insertion: bool) -> torch.Tensor:
-    """AUC per row of the probability while pixels are deleted (or inserted), most salient first."""
-    n, _, h, w = images.shape
+    """AUC per row of the probability while pixels are deleted (or inserted), most salient first (a clip's
+    pixels: its (T, H, W) positions; its insertion start blurs each frame in space)."""
+    n, positions = images.shape[0], sal[0].numel()
     order = sal.flatten(1).argsort(dim=1, descending=True)
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
-    rank = rank.view(n, 1, h, w)
-    start = TF.gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0]) if insertion else torch.zeros_like(images)
+    rank.scatter_(1, order, torch.arange(positions, device=order.device).expand(n, -1))
+    rank = rank.view(n, 1, *sal.shape[1:])
+    if insertion:  # channels (and a clip's frames) blurred one by one
+        flat = images.reshape(n, -1, *images.shape[-2:])
+        start = TF.gaussian_blur(flat, kernel_size=[11, 11], sigma=[5.0, 5.0]).view_as(images)
+    else:
+        start = torch.zeros_like(images)
     source, target = (start, images) if insertion else (images, start)
     probs = []
     for t in range(steps + 1):
-        changed = rank < round(h * w * t / steps)  # the top t/steps fraction of pixels
+        changed = rank < round(positions * t / steps)  # the top t/steps fraction of pixels
         probs.append(class_probabilities(model, torch.where(changed, target, source), classes, batch_size, multilabel))
     return torch.trapezoid(torch.stack(probs, dim=1), dx=1.0 / steps, dim=1)
 

@@ -55,7 +55,7 @@ def remapped(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, meth
         warnings.filterwarnings("ignore", "constant maps flagged", RuntimeWarning)
         again = compute_cams(model, images, target_layer=layer, targets=classes[:, None], methods=method,
                              reshape_transform=reshape_transform, seed=None if seed is None else seed + 1)
-    return saliency(again.maps[method][again.layers[0]], tuple(images.shape[-2:]))[:, 0]
+    return saliency(again.maps[method][again.layers[0]], tuple(images.shape[2:]))[:, 0]
 
 
 def consistency_rows(sal: torch.Tensor, again: torch.Tensor, drop: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -75,6 +75,9 @@ def check_regions(regions: Regions, batch: int, size: tuple[int, int]) -> tuple[
 def _per_target(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B*K, H, W) saliency of (B, K, h, w) maps at the masks' size, and each row's (B*K, H, W) mask."""
     b, k = maps.shape[:2]
+    if maps.dim() != 4:
+        raise ValueError(f"maps: the pointing games take (B, K, h, w) maps (not clips' yet), got shape "
+                         f"{tuple(maps.shape)}")
     if masks.shape[0] != b:
         raise ValueError(f"regions: {masks.shape[0]} regions for {b} images")
     sal = saliency(maps.detach().cpu(), tuple(masks.shape[-2:])).flatten(0, 1)

@@ -124,6 +124,8 @@ def road(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: 
     class probabilities on the images when already computed, else they are)."""
     percentiles = check_percentiles(percentiles)
     seed = check_seed(seed)
+    if isinstance(inputs, torch.Tensor) and inputs.dim() == 5:
+        raise ValueError(f"inputs: ROAD does not score clips (5-D, here {tuple(inputs.shape)}) yet")
     with evaluating(model, inputs) as checked:
         images, sal, classes = flat_rows(checked, maps, class_ids)
         if y is None:

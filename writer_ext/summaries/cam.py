@@ -19,7 +19,7 @@ from writer_ext import pictures as img
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.metrics.pointing import Regions, check_regions, localization, target_regions
 from writer_ext.metrics.records import SCORED, for_result, random_baseline
-from writer_ext.model.inputs import ModelInputs, bind_inputs
+from writer_ext.model.inputs import ModelInputs, bind_inputs, clip_layout_call
 from writer_ext.model.layers import LayerSpec, unwrap_model
 from writer_ext.summaries.sample import Pictures, add_sample
 from writer_ext.targets.select import Targets
@@ -73,16 +73,19 @@ def write_sample(
 ) -> None:
     """Encodes one sample and adds it to the event file.
 
-    maps: (method, layer, array (B, K, h, w)) triples, K matching `targets`.
+    pictures: uint8 (B, H, W, C), or a batch of clips' frames (B, T, H, W, C).
+    maps: (method, layer, array (B, K, h, w)) triples, K matching `targets`; clips: (B, K, t, h, w).
     regions: one `localization` region record per image, or none.
     seconds, pass_seconds: each method's own time per layer and the shared pass's (`CamResult`).
     description: what a target kind explains.
     constant: method -> layer -> per (B, K) map the cause of a constant map or None (`CamResult.constant`),
         stored as the map's ``constant`` field.
     """
+    clips = pictures.ndim == 5
     entries = [
         {"image": i, "target": k, "method": method, "layer": layer,
-         "height": int(array.shape[2]), "width": int(array.shape[3])}
+         "height": int(array.shape[-2]), "width": int(array.shape[-1]),
+         **({"frames": int(array.shape[2])} if clips else {})}
         for method, layer, array in maps for i in range(array.shape[0]) for k in range(array.shape[1])
     ]
     for entry in entries:
@@ -93,8 +96,8 @@ def write_sample(
     blob, placement = fmt.encode_map_stacks([array.reshape(-1, *array.shape[2:]) for _, _, array in maps])
 
     def header(sequence: int) -> dict:
-        images = [{"format": image_format, "height": int(p.shape[0]), "width": int(p.shape[1]), "targets": t}
-                  for p, t in zip(pictures, targets)]
+        images = [{"format": image_format, "height": int(p.shape[-3]), "width": int(p.shape[-2]), "targets": t,
+                   **({"frames": int(p.shape[0])} if clips else {})} for p, t in zip(pictures, targets)]
         for image, region in zip(images, regions):
             image["region"] = region
         return fmt.cam.build_header(
@@ -111,7 +114,8 @@ def write_sample(
             description=description,
         )
 
-    add_sample(writer, tag, fmt.cam.KIND, header, [blob], Pictures(pictures, image_format), global_step, walltime)
+    frames = pictures.reshape(-1, *pictures.shape[-3:]) if clips else pictures  # a clip's pictures: its frames
+    add_sample(writer, tag, fmt.cam.KIND, header, [blob], Pictures(frames, image_format), global_step, walltime)
 
 
 def add_skipped(writer: TorchSummaryWriter, tag: str, reason: str, *, global_step: Optional[int] = None,
@@ -170,6 +174,10 @@ def add_cam(
     `SemanticSegmentation(mask=...)`) are used, and its description is
     stored for the tab.
     Each method's own time at each layer is stored for the tab's report card.
+    Clips (N, C, T, H, W) (`clip_layout="NTCHW"` for (N, T, C, H, W)) store their frames (each a picture,
+    stored once per tag while they repeat) and maps (N, K, t, h, w) at the layer's resolution; the tab plays
+    them. `metrics=True` scores clips over time and space (docs/METHODS.md, Clips) in the (N, C, T, H, W)
+    layout; `regions` does not take clips yet (ValueError).
     Returns the raw maps, scores, timings and logged metrics (`CamResult`).
     """
     check_writer(writer)
@@ -178,9 +186,19 @@ def add_cam(
     walltime = check_walltime(walltime)
     image_format = img.check_image_format(image_format)
     names = check_class_names(class_names)
-    images = check_inputs(bind_inputs(model, inputs, options.get("image_input"))[0])
-    pictures = img.images_for(images, display_images)
+    images = check_inputs(bind_inputs(model, inputs, options.get("image_input"))[0], clips=True)
     metrics = check_bool(metrics, "metrics")
+    if images.dim() == 5:
+        layout = options.get("clip_layout", "NCTHW")
+        images = clip_layout_call(images, None, layout)[0]
+        if metrics and layout != "NCTHW":
+            raise ValueError("metrics: add_cam scores clips only in the layout (N, C, T, H, W) so far; "
+                             "log clips in another layout without it")
+        if regions is not None:
+            raise ValueError("regions: add_cam does not score clips against regions yet; log them without it")
+        pictures = img.clip_frames(images, display_images)
+    else:
+        pictures = img.images_for(images, display_images)
     if metrics and not isinstance(inputs, torch.Tensor):
         raise ValueError("metrics: the faithfulness metrics take a single image tensor as inputs, not several "
                          "inputs (regions= scores localization with several)")
@@ -189,6 +207,9 @@ def add_cam(
         masks, region_records = check_regions(regions, images.shape[0], size)
     else:  # a target kind's own boxes or mask (Detection, SemanticSegmentation(mask=...)), when it has them
         masks, region_records = target_regions(targets, images.shape[0], size) or (None, [])
+    if images.dim() == 5 and masks is not None:
+        raise ValueError("targets: the target kind's regions cannot be scored on clips yet; log clips with a "
+                         "class target")
     model = unwrap_model(model) if isinstance(model, nn.Module) else model
     result = compute_cams(model, inputs, target_layer=target_layer, targets=targets, methods=methods, topk=topk,
                           **options)

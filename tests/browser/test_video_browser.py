@@ -1,0 +1,247 @@
+"""The clip card (issue 27) in headless Chromium against a real `tensorboard`: the tab's trilinear upsampling
+equals torch's, the drawn frame t is the stored frame t under the stored map upsampled to (t, y, x), the value
+under the mouse is that number, Play clip walks the frames at the chosen rate and pauses, and the frame strip
+shows each frame and chooses it."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from helpers import cam_frame, raw_cam_values, serve_when_loaded
+from tensorboard_plugin_cam import format as fmt
+from writer_ext import SummaryWriter, add_cam
+
+T, SIDE = 4, 16
+NAME = "<b>clip</b>"  # a class name holding HTML: shown as text
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("logs")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                          nn.Flatten(), nn.Linear(4, 2)).eval()
+    clips = torch.rand(2, 3, T, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
+    with SummaryWriter(root / "clips") as writer:
+        add_cam(writer, "clip", model, clips, target_layer="0", methods=("gradcam", "layercam"),
+                class_names=[NAME, NAME], global_step=3)
+    with SummaryWriter(root / "square") as writer:  # for the README's picture: a bright square moving right
+        square = torch.full((1, 3, 8, 96, 96), 0.15)
+        for t in range(8):
+            square[0, :, t, 30:60, 6 + 8 * t:36 + 8 * t] = 0.9
+        add_cam(writer, "moving square", model, square, target_layer="1", methods="gradcam", global_step=100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tensorboard(logdir):
+    yield from serve_when_loaded(logdir, "true", series=2, run="clips", tag="clip", steps=1)
+
+
+@pytest.fixture
+def frame(browser, tensorboard):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(tensorboard.url + "/#cam")
+    f = cam_frame(page)
+    f.page_ = page
+    f.wait_for_selector("#run option", state="attached")
+    wait_painted(f, "#grid", 2)
+    yield f
+    assert not errors, errors
+    context.close()
+
+
+def wait_painted(frame, where, count):
+    frame.wait_for_function(
+        f"""() => {{ const cards = [...document.querySelectorAll('{where} .card')];
+                    return cards.length === {count} && cards.every((c) => c.dataset.state === 'painted'); }}""",
+        timeout=30000)
+
+
+def redrawn(frame, change):
+    frame.evaluate("document.querySelectorAll('#grid .card').forEach((c) => (c.dataset.state = 'stale'))")
+    change()
+    wait_painted(frame, "#grid", 2)
+
+
+def set_control(frame, selector, value):
+    redrawn(frame, lambda: (frame.fill(selector, str(value)), frame.dispatch_event(selector, "input")))
+
+
+def pixels(frame, index=0, where="#grid"):
+    w, h, values = frame.evaluate(
+        """([where, i]) => { const c = document.querySelectorAll(where + ' .card canvas.overlay')[i];
+             const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+             return [c.width, c.height, Array.from(data)]; }""",
+        [where, index])
+    return np.array(values, np.uint8).reshape(h, w, 4)
+
+
+def stored(logdir, image=0):
+    """The gradcam map of clip `image` as stored (t, h, w), the clip's frames (T, H, W, 3) as stored."""
+    blobs = raw_cam_values(logdir)[("clips", "clip", 3)]
+    header, maps = fmt.cam.parse_sample(blobs[0], blobs[1])
+    entry = next(m for m in header["maps"] if m["image"] == image and m["method"] == "gradcam")
+    pictures = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs[2:]]
+    return fmt.decode_map(maps, entry), np.stack(pictures[image * T:(image + 1) * T])
+
+
+def trilinear(raw: np.ndarray) -> np.ndarray:
+    up = torch.nn.functional.interpolate(torch.from_numpy(raw)[None, None], size=(T, SIDE, SIDE), mode="trilinear",
+                                         align_corners=False)
+    return up[0, 0].numpy()
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_trilinear_matches_torch(frame, mode):
+    torch.manual_seed(0)
+    for (t, h, w), out in (((2, 4, 4), (16, 112, 112)), ((3, 5, 7), (8, 17, 30)), ((4, 3, 3), (4, 3, 3)),
+                           ((5, 2, 6), (3, 9, 4)), ((1, 7, 7), (16, 14, 14))):
+        small = torch.randn(t, h, w)
+        js = frame.evaluate(
+            """async ([values, t, h, w, out, mode]) => {
+                 const m = await import('./static/trilinear.js');
+                 return Array.from(m.upsample3d(Float32Array.from(values), t, h, w, ...out, mode)); }""",
+            [small.flatten().tolist(), t, h, w, list(out), mode])
+        torch_mode, options = ("trilinear", {"align_corners": False}) if mode == "bilinear" else ("nearest", {})
+        want = torch.nn.functional.interpolate(small[None, None], size=out, mode=torch_mode, **options)[0, 0]
+        torch.testing.assert_close(torch.tensor(js).view(*out), want, atol=1e-5, rtol=1e-5)
+
+
+def test_drawn_frame_is_the_stored_frame_under_the_trilinear_map(frame, logdir):
+    raw, frames = stored(logdir)
+    second = stored(logdir, 1)[1]  # clip 1's frames come after clip 0's
+    up = trilinear(raw)
+    lut = np.array(frame.evaluate("async () => Array.from((await import('./static/colormaps.js')).lut('jet'))"),
+                   np.uint8).reshape(-1, 3)
+    frame.select_option("#colormap", "jet")
+    for f in (2, 0):
+        set_control(frame, "#frame", f)
+        set_control(frame, "#opacity", 0)
+        np.testing.assert_array_equal(pixels(frame)[..., :3], frames[f])
+        np.testing.assert_array_equal(pixels(frame, 1)[..., :3], second[f])
+        set_control(frame, "#opacity", 1)
+        index = np.round((up[f] - raw.min()) / (raw.max() - raw.min()) * 255).astype(int)
+        drawn = pixels(frame)[..., :3].astype(int)
+        near = [np.abs(drawn - lut[np.clip(index + d, 0, 255)]).max(-1) <= 1 for d in (-1, 0, 1)]
+        assert np.logical_or.reduce(near).all(), f"frame {f}: drawn colours are not the trilinear map's"
+        assert frame.text_content("#frame-label") == f"{f + 1} / {T}"
+
+
+def test_value_under_the_mouse_at_frame_y_x(frame, logdir):
+    raw, _ = stored(logdir)
+    up = trilinear(raw)
+    set_control(frame, "#frame", 1)
+    box = frame.locator("#grid .card canvas.overlay").first.bounding_box()
+    for y, x in ((3, 5), (12, 9)):
+        frame.page_.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
+        text = frame.text_content("#readout")
+        assert text.startswith(f"frame 1, pixel ({x}, {y}): value "), text
+        value = float(re.search(r"value (-?[0-9.]+(?:e[-+]?\d+)?)", text).group(1))
+        assert value == pytest.approx(float(up[1, y, x]), abs=1e-4)
+        cell = f"({min(1 * 2 // T, 1)}, {y * 8 // SIDE}, {x * 8 // SIDE})"
+        assert f"map cell {cell} = " in text, text
+
+
+COUNT_CHANGES = """async () => { const slider = document.querySelector('#frame'); let last = slider.value, changes = 0;
+    const end = performance.now() + 1000;
+    while (performance.now() < end) { await new Promise((r) => setTimeout(r, 4));
+      if (slider.value !== last) { changes += 1; last = slider.value; } }
+    return changes; }"""
+
+
+def test_play_pause_and_frame_rate(frame):
+    frame.fill("#fps", "5")  # read by Play clip, redraws nothing
+    frame.click("#clip-play")
+    frame.wait_for_function("document.querySelector('#clip-play').textContent === 'Pause clip'")
+    slow = frame.evaluate(COUNT_CHANGES)
+    assert 3 <= slow <= 6, f"{slow} frames in a second at 5 frames a second"
+    frame.fill("#fps", "30")
+    fast = frame.evaluate(COUNT_CHANGES)
+    assert fast > slow + 3, (slow, fast)
+    frame.click("#clip-play")
+    frame.wait_for_function("document.querySelector('#clip-play').textContent === 'Play clip'", timeout=10000)
+    still = frame.eval_on_selector("#frame", "e => e.value")
+    frame.wait_for_timeout(300)
+    assert frame.eval_on_selector("#frame", "e => e.value") == still
+
+
+def test_frame_strip_shows_each_frame_and_chooses_it(frame, logdir):
+    _, frames = stored(logdir)
+    wait_painted(frame, "#frames", T)
+    set_control(frame, "#opacity", 0)
+    wait_painted(frame, "#frames", T)
+    redrawn(frame, lambda: frame.locator("#frames .card").nth(3).click())
+    assert frame.eval_on_selector("#frame", "e => e.value") == "3"
+    assert frame.eval_on_selector("#frames .card.current figcaption", "e => e.textContent") == "frame 4"
+    np.testing.assert_array_equal(pixels(frame)[..., :3], frames[3])
+    assert frame.eval_on_selector("#grid figcaption", "e => e.textContent").startswith(NAME)
+    assert frame.evaluate("document.querySelectorAll('#grid b').length") == 0
+
+
+def test_difference_of_two_methods_frame_by_frame(frame, logdir):
+    """Difference mode on a clip: the third card is gradcam minus layercam, each scaled to [0, 1] over its
+    whole clip, at the shown frame."""
+    blobs = raw_cam_values(logdir)[("clips", "clip", 3)]
+    header, maps = fmt.cam.parse_sample(blobs[0], blobs[1])
+    ups = {}
+    for method in ("gradcam", "layercam"):
+        raw = fmt.decode_map(maps, next(m for m in header["maps"] if m["image"] == 0 and m["method"] == method))
+        ups[method] = (trilinear(raw) - raw.min()) / (raw.max() - raw.min())
+    frame.select_option("#mode", "diff")
+    frame.select_option("#against", "method")
+    frame.select_option("#vs-method", "layercam")
+    wait_painted(frame, "#grid", 3)
+    frame.evaluate("document.querySelectorAll('#grid .card').forEach((c) => (c.dataset.state = 'stale'))")
+    frame.fill("#frame", "3")
+    frame.dispatch_event("#frame", "input")
+    wait_painted(frame, "#grid", 3)
+    box = frame.locator("#grid .card canvas.overlay").nth(2).bounding_box()
+    y, x = 6, 10
+    frame.page_.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
+    text = frame.text_content("#readout")
+    assert text.startswith(f"frame 3, pixel ({x}, {y}): difference "), text
+    value = float(re.search(r"difference (-?[0-9.]+(?:e[-+]?\d+)?)", text).group(1))
+    want = float(ups["gradcam"][3, y, x] - ups["layercam"][3, y, x])
+    assert abs(want) > 0.01 and abs(want - float(ups["gradcam"][0, y, x] - ups["layercam"][0, y, x])) > 0.01
+    assert value == pytest.approx(want, abs=2e-4)
+
+
+def test_readme_picture_of_a_clip_card(frame):
+    """docs/screenshot-clip.png: the clip card at frame 5 of 8 with its frame strip (TensorBoard's page)."""
+    frame.select_option("#run", "square")
+    frame.select_option("#tag", "moving square")
+    wait_painted(frame, "#grid", 1)
+    frame.fill("#frame", "4")
+    frame.dispatch_event("#frame", "input")
+    wait_painted(frame, "#frames", 8)
+    assert frame.text_content("#frame-label") == "5 / 8"
+    frame.page_.wait_for_timeout(300)
+    frame.page_.screenshot(path=str(Path(__file__).resolve().parents[2] / "docs" / "screenshot-clip.png"))
+
+
+def test_compare_methods_at_the_shown_frame(frame, logdir):
+    blobs = raw_cam_values(logdir)[("clips", "clip", 3)]
+    header, maps = fmt.cam.parse_sample(blobs[0], blobs[1])
+    raw = fmt.decode_map(maps, next(m for m in header["maps"] if m["image"] == 0 and m["method"] == "layercam"))
+    frame.select_option("#mode", "compare")
+    wait_painted(frame, "#grid", 2)
+    set_control(frame, "#frame", 2)
+    box = frame.locator("#grid .card canvas.overlay").nth(1).bounding_box()  # the second method: layercam
+    y, x = 9, 4
+    frame.page_.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
+    text = frame.text_content("#readout")
+    value = float(re.search(r"value (-?[0-9.]+(?:e[-+]?\d+)?)", text).group(1))
+    assert text.startswith(f"frame 2, pixel ({x}, {y})"), text
+    assert value == pytest.approx(float(trilinear(raw)[2, y, x]), abs=1e-4)
