@@ -26,7 +26,7 @@ def _plugins(logdir):
 def test_shapes_demo_gradcam_beats_the_random_baseline(tmp_path):
     run = train(str(tmp_path / "run"), steps=200, cam_every=100, seed=0, quiet=True)
     run.writer.close()
-    assert run.pointing["gradcam"] >= run.pointing["random"] + 0.4, run.pointing
+    assert run.pointing["gradcam"] >= max(0.9, run.pointing["random"] + 0.4), run.pointing  # top-1 maps on the shapes
     assert run.pointing["random"] <= 3 * run.pointing["box_area_fraction"] + 0.15
     tags = _plugins(tmp_path)
     # The probe pictures repeat at every logged step: each series stores them once more, beside it.
