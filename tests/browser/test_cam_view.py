@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tab_tools import card_pixels, choose, readout_number, redrawn, set_range, stored_map, wait_painted
 
 from helpers import BOTH_LOADERS, cam_frame, raw_cam_values, serve_when_loaded
 from tensorboard_plugin_cam import format as fmt
@@ -96,15 +97,6 @@ def frame(page):
     return f
 
 
-def stored_map(logdir, run, tag, step, image=0, method=None):
-    """A map as the tab must read it back (float16 with its scale), from the event file."""
-    blobs = raw_cam_values(logdir)[(run, tag, step)]
-    header, maps = fmt.cam.parse_sample(*blobs[:fmt.cam.FIRST_PICTURE])
-    entry = next(m for m in header["maps"] if m["image"] == image and m["target"] == 0
-                 and (method is None or m["method"] == method))
-    return fmt.decode_map(maps, entry), header
-
-
 def diverging(difference):
     """The difference view's colour: blue (-1), white (0), red (+1), entries 127 and 128 both white."""
     index = round((difference + 1) / 2 * 255)
@@ -113,56 +105,11 @@ def diverging(difference):
     return tuple(int(v) for v in np.floor(colour + 0.5))
 
 
-def choose(frame, run, tag):
-    """Picks a series; the cards shown so far count as stale, so `wait_painted` waits for the new ones."""
-    frame.evaluate("document.querySelectorAll('.card').forEach((c) => (c.dataset.state = 'stale'))")
-    frame.select_option("#run", run)
-    frame.select_option("#tag", tag)
-
-
-def wait_painted(frame, count, where="#grid"):
-    frame.wait_for_function(
-        f"""() => {{ const cards = [...document.querySelectorAll('{where} .card')];
-                    return cards.length === {count} && cards.every((c) => c.dataset.state === 'painted'); }}""",
-        timeout=30000,
-    )
-
-
-def card_pixels(frame, index=0, where="#grid"):
-    """One card's canvas as an (h, w, 4) uint8 array."""
-    data = frame.evaluate(
-        """([where, i]) => {
-             const c = document.querySelectorAll(where + ' .card canvas.overlay')[i];
-             const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-             return [c.width, c.height, Array.from(data)]; }""",
-        [where, index],
-    )
-    w, h, values = data
-    return np.array(values, np.uint8).reshape(h, w, 4)
-
-
-def set_range(frame, selector, value):
-    frame.fill(selector, str(value))
-    frame.dispatch_event(selector, "input")
-
-
-def redrawn(frame, change):
-    """Runs `change` and waits until every card is painted again."""
-    frame.evaluate("document.querySelectorAll('#grid .card').forEach((c) => (c.dataset.state = 'stale'))")
-    change()
-    frame.wait_for_function(
-        "[...document.querySelectorAll('#grid .card')].every((c) => c.dataset.state === 'painted')", timeout=30000)
-
-
 def hover(page, frame, x, y, index=0):
     """Moves the mouse over picture pixel (x, y) of a card (whatever its zoom) and returns the readout."""
     box = frame.locator("#grid .card canvas.overlay").nth(index).bounding_box()
     page.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
     return frame.text_content("#readout")
-
-
-def readout_number(text, label):
-    return float(re.search(label + r" (-?[0-9.]+(?:e[-+]?\d+)?)", text).group(1))
 
 
 def grey_known(frame):
