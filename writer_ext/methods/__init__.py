@@ -17,12 +17,14 @@ from writer_ext.methods.gradient import (
 )
 from writer_ext.methods.noisy import ISCAM, SSCAM
 from writer_ext.methods.perturbation import AblationCAM, ScoreCAM
+from writer_ext.methods.shapley import ShapleyCAM
 
 METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
     for cls in (
         GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
         CAM, EigenCAM, FEM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
+        ShapleyCAM,
     )
 }
 
@@ -53,4 +55,5 @@ __all__ = [
     "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "FEM", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
     "SobelCAM", "XGradCAM", "get_methods",
+    "ShapleyCAM",
 ]

@@ -30,6 +30,8 @@ class CamInputs:
     generator: where the random baseline draws its noise.
     layer_shape: the layer's own (N, C, H, W) output shape when `activations`
         is a crop of it (a detection model's padded canvas), else None.
+    hessian: (K, B, C, h, w) H_k A, the Hessian of score k with respect to the activations times the
+        activations (ShapleyCAM), or None when no requested method needs it.
     """
 
     model: Callable[[torch.Tensor], object]  # runs the model on an image batch (its other inputs bound)
@@ -46,6 +48,7 @@ class CamInputs:
     head: Optional[tuple[nn.Module, torch.Tensor]] = None
     generator: Optional[torch.Generator] = None
     layer_shape: Optional[torch.Size] = None
+    hessian: Optional[torch.Tensor] = None
 
 
 def positions(x: torch.Tensor, lead: int) -> tuple[int, ...]:
@@ -65,6 +68,7 @@ class CamMethod:
     name: str = ""
     uses_gradients: bool = True
     needs_head: bool = False  # the classifier head's call (CamInputs.head)
+    uses_hessian: bool = False  # the Hessian-vector products (CamInputs.hessian): a double backward
     relu: bool = True
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
