@@ -32,6 +32,8 @@ class CamInputs:
         is a crop of it (a detection model's padded canvas), else None.
     hessian: (K, B, C, h, w) H_k A, the Hessian of score k with respect to the activations times the
         activations (ShapleyCAM), or None when no requested method needs it.
+    pixel: the pass's maps and gradients at the input's resolution, shared by every layer
+        (`writer_ext.methods.input_level.PixelPass.maps`), or None when no requested method needs them.
     """
 
     model: Callable[[torch.Tensor], object]  # runs the model on an image batch (its other inputs bound)
@@ -49,6 +51,7 @@ class CamInputs:
     generator: Optional[torch.Generator] = None
     layer_shape: Optional[torch.Size] = None
     hessian: Optional[torch.Tensor] = None
+    pixel: Optional[dict[str, torch.Tensor]] = None
 
 
 def positions(x: torch.Tensor, lead: int) -> tuple[int, ...]:
@@ -69,6 +72,7 @@ class CamMethod:
     uses_gradients: bool = True
     needs_head: bool = False  # the classifier head's call (CamInputs.head)
     uses_hessian: bool = False  # the Hessian-vector products (CamInputs.hessian): a double backward
+    pixel: tuple[str, ...] = ()  # what of `PixelPass` it reads (CamInputs.pixel): "fullgrad", "guided"
     relu: bool = True
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
