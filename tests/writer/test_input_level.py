@@ -125,6 +125,30 @@ def test_fullgrad_by_hand():
     torch.testing.assert_close(result.maps["fullgrad"]["conv"][0, 0], torch.tensor([[0, 5 / 9], [11 / 9, 2.0]]))
 
 
+class Normed(nn.Module):
+    """BatchNorm (beta 0, running mean 1, var 1) then logit 0 = sum(z^2) / 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(1).eval()
+        with torch.no_grad():
+            self.norm.running_mean.fill_(1.0)
+            self.norm.running_var.fill_(1.0 - self.norm.eps)
+
+    def forward(self, x):
+        z = self.norm(x)
+        return torch.stack([(z**2).sum((1, 2, 3)) / 2, torch.zeros(len(x))], dim=1)
+
+
+def test_fullgrad_counts_a_batchnorm_by_its_effective_bias():
+    """beta = 0 but b = beta - mu gamma / sigma = -1: the BatchNorm's term counts. x = [[1, 2], [3, 4]]: z = x - 1,
+    dy/dx = dy/dz = z; input term |x z| = [0, 2, 6, 12] -> [0, 1/6, 1/2, 1]; bias term |z| -> [0, 1/3, 2/3, 1].
+    (The per-channel min-max leaves only whether a channel's bias is 0: its size and sign cancel.)"""
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    result = compute_cams(Normed(), x, target_layer="norm", methods="fullgrad", targets=[0])
+    torch.testing.assert_close(result.maps["fullgrad"]["norm"][0, 0], torch.tensor([[0, 1 / 2], [7 / 6, 2.0]]))
+
+
 def test_guided_backprop_equals_pytorch_grad_cam(net, images, ours):
     """Ours is theirs exactly (float noise), reduced to a map by the channel max of |g|."""
     for k in range(2):
