@@ -121,8 +121,10 @@ def test_fullgrad_by_hand():
     """x = [[1, 2], [3, 4]]: z = x + 1, dy/dz = z, dy/dx = z. Input term |x z| = [2, 6, 12, 20] -> [0, 2/9, 5/9, 1];
     bias term |1 z| = [2, 3, 4, 5] -> [0, 1/3, 2/3, 1]; map = [0, 5/9, 11/9, 2]."""
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
-    result = compute_cams(Square(), x, target_layer="conv", methods="fullgrad", targets=[0])
+    result = compute_cams(Square(), x, target_layer="conv", methods=["fullgrad", "shapleycam"], targets=[0])
     torch.testing.assert_close(result.maps["fullgrad"]["conv"][0, 0], torch.tensor([[0, 5 / 9], [11 / 9, 2.0]]))
+    # with ShapleyCAM the gradients carry a graph; no map may keep it
+    assert not any(m.requires_grad for per in result.maps.values() for m in per.values())
 
 
 class Normed(nn.Module):

@@ -101,7 +101,8 @@ class PixelPass:
         guided gradient at the input, from one more batched backward (the graph is kept for it)."""
         found: dict[str, torch.Tensor] = {}
         if self.fullgrad:
-            found["fullgrad"] = self._fullgrad(grads[0], grads[1:]).transpose(0, 1).contiguous()
+            detached = [g.detach() for g in grads]  # a ShapleyCAM in the same call makes them with a graph
+            found["fullgrad"] = self._fullgrad(detached[0], detached[1:]).transpose(0, 1).contiguous()
         if self.guided:
             self._guiding = True
             try:
