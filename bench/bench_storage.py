@@ -119,8 +119,8 @@ def main() -> None:
                                                  methods=("gradcam",) + PIXEL, topk=3, global_step=0))
     per_pixel_map = (with_pixel - gradcam3) / (8 * len(PIXEL) * 3)
     share = 100 * per_pixel_map / per_overlay
-    print(f"  each map at the input's resolution       {per_pixel_map:8.0f} B   = {share:.2f}% "
-          f" ({', '.join(PIXEL)}: 224x224 maps)")
+    print(f"  each map at the input's resolution       {per_pixel_map:8.0f} B   = {share:.2f}% of one overlay "
+          f"({', '.join(PIXEL)}: 224x224 maps)")
     compare_picture_formats()
 
 
