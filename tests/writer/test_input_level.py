@@ -18,7 +18,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from test_agreement import SIZE, correlations
 from torch import nn
 
-from writer_ext import compute_cams
+from helpers import raw_cam_values
+from tensorboard_plugin_cam.format import cam as stored_cam
+from writer_ext import SummaryWriter, compute_cams, sanity_check
 from writer_ext.demo import draw_shapes
 from writer_ext.scaling import min_max
 
@@ -243,3 +245,29 @@ def test_training_safe_also_on_error(net, images):
     assert torch.equal(model.fc.weight.grad, torch.ones_like(model.fc.weight))
     assert model.features[0][0].weight.grad is None and not model.features[0][0].weight.requires_grad
     assert not images.requires_grad and seen
+
+
+def test_stored_and_checked_like_other_maps(net, images, tmp_path):
+    """add_cam stores them with their own size (the input's) in the sample header, and the format's check
+    (what the tab's backend runs) accepts the sample."""
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_cam("t", net, images[:2], target_layer="features", methods=("gradcam",) + PIXEL, topk=2,
+                       global_step=0)
+    blobs = raw_cam_values(tmp_path)[(".", "t", 0)]
+    header = stored_cam.parse_header(blobs[0])
+    sizes = {(m["method"], m["height"], m["width"]) for m in header["maps"]}
+    assert sizes == {("gradcam", 16, 16)} | {(name, *SIZE) for name in PIXEL}
+    stored_cam.check_data(header, blobs[1])
+
+
+def test_sanity_check_fullgrad_barely_depends_on_the_head(net, images):
+    """The model-parameter randomization test picks them up from the registry. Randomizing the head leaves
+    FullGrad's maps almost unchanged (Spearman 0.998 on this network) while Grad-CAM's change; guided backprop
+    stays more similar than Grad-CAM at every stage (Adebayo et al.'s finding).
+    Prints each method's similarity per stage."""
+    result = sanity_check(net, images, methods=("gradcam", "shapleycam") + PIXEL, target_layer="features.2")
+    for name, values in result.similarity.items():
+        print(name, [round(v, 3) for v in values], end=" | ")
+    assert result.stages[0] == "fc"
+    assert result.similarity["fullgrad"][0] > 0.9 and result.similarity["gradcam"][0] < 0.5
+    assert all(g > c for g, c in zip(result.similarity["guidedbackprop"], result.similarity["gradcam"]))
