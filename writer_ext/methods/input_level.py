@@ -29,9 +29,9 @@ def effective_bias(module: nn.Module) -> torch.Tensor:
         if module.running_mean is None:
             raise ValueError("methods: 'fullgrad' needs BatchNorm2d layers with running statistics "
                              "(track_running_stats=True); this model normalises by the batch's own")
+        # only affine BatchNorms have a bias: a weight too
         scale = module.running_var + module.eps
-        weight = module.weight if module.weight is not None else torch.ones_like(scale)
-        return (module.bias - module.running_mean * weight / scale.sqrt()).detach().float()
+        return (module.bias - module.running_mean * module.weight / scale.sqrt()).detach().float()
     return module.bias.detach().float()
 
 
