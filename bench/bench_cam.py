@@ -13,7 +13,8 @@ with torchcam, Captum and pytorch-grad-cam measured in the same run.
   4. the write path: add_cam (what users call: maps, pictures, event file)
      against compute_cams on workloads 1 and 2, with the same probe pictures
      at every call as a monitor logs them (goal <= 1.05x), and with new
-     pictures at every call.
+     pictures at every call;
+  5. ShapleyCAM, FullGrad, Guided Backprop and Guided Grad-CAM against pytorch-grad-cam (bench_cam_pixel.py).
 
 Medians of --repeats runs after one warm-up. Usage: python bench/bench_cam.py [--quick]
 """
@@ -28,6 +29,7 @@ import time
 import numpy as np
 import torch
 import torchvision
+from bench_cam_pixel import print_pixel_methods
 
 from writer_ext import SummaryWriter, add_cam, compute_cams
 
@@ -217,6 +219,8 @@ def main() -> None:
 
     print("4. The write path: add_cam (maps, pictures, event file) against compute_cams")
     write_path(model, x, args.repeats)
+
+    print_pixel_methods(model, x, args.repeats, others=not args.quick)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 One sample: 8 images at 224x224 (drawn shapes), resnet18 (random weights) at layer4, 5 methods,
 top-3 classes = 120 maps. The usual way is one rendered colour overlay PNG per image, method and
 class through `add_image` (pytorch-grad-cam's `show_cam_on_image`, OpenCV's JET). Goal: every map
-beyond the first per image costs under 1% of one rendered overlay.
+beyond the first per image costs under 1% of one rendered overlay. Then what a map at the input's resolution
+(FullGrad, Guided Backprop: 224x224 instead of 7x7) adds to the sample.
 Then the pictures alone: the writer's lossless WebP against the PNG that `add_image` writes, in bytes
 and encoding time, for the drawn shapes and for photos (crops of scikit-learn's two sample photos).
 Usage: python bench/bench_storage.py
@@ -30,6 +31,7 @@ from writer_ext import pictures as img
 from writer_ext.demo import draw_shapes
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam")
+PIXEL = ("fullgrad", "guidedbackprop")  # maps at the input's resolution
 
 
 def event_bytes(write) -> int:
@@ -111,6 +113,14 @@ def main() -> None:
     print(f"  one rendered overlay (mean)              {per_overlay / 1024:8.1f} KiB")
     print(f"  each map beyond the first per image      {per_map:8.0f} B   = {100 * per_map / per_overlay:.2f}% of "
           "one overlay (goal < 1%)")
+    gradcam3 = event_bytes(lambda w: w.add_cam("probe", model, images, target_layer="layer4", methods="gradcam", topk=3,
+                                               global_step=0))
+    with_pixel = event_bytes(lambda w: w.add_cam("probe", model, images, target_layer="layer4",
+                                                 methods=("gradcam",) + PIXEL, topk=3, global_step=0))
+    per_pixel_map = (with_pixel - gradcam3) / (8 * len(PIXEL) * 3)
+    share = 100 * per_pixel_map / per_overlay
+    print(f"  each map at the input's resolution       {per_pixel_map:8.0f} B   = {share:.2f}% of one overlay "
+          f"({', '.join(PIXEL)}: 224x224 maps)")
     compare_picture_formats()
 
 

@@ -20,6 +20,8 @@ from torch import nn
 from writer_ext.flat_maps import flat_maps
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
+from writer_ext.methods.input_level import PixelPass
+from writer_ext.methods.shapley import hessian_products
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
 from writer_ext.model.hooks import ActivationCapture, LinearCalls
 from writer_ext.model.inputs import ImageInput, ModelCall, ModelInputs, bind_inputs, clip_layout_call
@@ -68,20 +70,25 @@ class CamResult:
     constant: dict[str, dict[str, list[list[Optional[str]]]]] = field(default_factory=dict)
 
 
-def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
-    """d scores[:, k].sum() / d activation for every k: one list entry (K, B, C, h, w) per layer."""
+def _gradients(scores: torch.Tensor, activations: list[torch.Tensor], create_graph: bool = False,
+               keep_graph: bool = False) -> list[torch.Tensor]:
+    """d scores[:, k].sum() / d activation for every k: one list entry (K, B, C, h, w) per layer.
+    `create_graph` differentiates the gradients too (ShapleyCAM's second backward); `keep_graph` keeps the
+    graph for another backward (guided backprop's)."""
     k = scores.shape[1]
+    keep_graph = keep_graph or create_graph
     if k == 1:
-        grads = torch.autograd.grad(scores.sum(), activations)
+        grads = torch.autograd.grad(scores.sum(), activations, retain_graph=keep_graph, create_graph=create_graph)
         return [g.unsqueeze(0) for g in grads]
     one_hot = torch.eye(k, dtype=scores.dtype, device=scores.device).unsqueeze(1).expand(k, *scores.shape)
     try:  # the graph is kept: a batched backward that fails partway must leave it for the fallback
         return list(torch.autograd.grad(scores, activations, grad_outputs=one_hot, is_grads_batched=True,
-                                        retain_graph=True))
+                                        retain_graph=True, create_graph=create_graph))
     except RuntimeError:
         # Some ops have no batching rule for the batched backward; fall back to one pass per class.
         per_class = [
-            torch.autograd.grad(scores[:, i].sum(), activations, retain_graph=i < k - 1) for i in range(k)
+            torch.autograd.grad(scores[:, i].sum(), activations, retain_graph=keep_graph or i < k - 1,
+                                create_graph=create_graph) for i in range(k)
         ]
         return [torch.stack(g) for g in zip(*per_class)]
 
@@ -209,9 +216,11 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     started = _clock(inputs.device)
     layers = resolve_layers(model, opts.layer_spec, inputs, opts.call, opts.reshape_transform is None)
     head = LinearCalls(model) if any(m.needs_head for m in opts.methods) else nullcontext()
+    pixel = PixelPass(model, opts.methods, inputs)
     with ActivationCapture(layers, track_grad=True) as capture, head, CanvasRecorder(model) as canvas, \
-            torch.enable_grad():
-        output = opts.call(inputs)
+            pixel, torch.enable_grad():
+        output = opts.call(pixel.inputs)
+    pixel.check_canvas(canvas.canvas is not None)
     if canvas.error:
         raise ValueError(f"inputs: {canvas.error}")
     outputs = [capture.output(name) for name, _ in layers]
@@ -227,7 +236,13 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     if unused:
         raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "
                          "output (it is detached or unused downstream); choose a layer the output is computed from")
-    grads = _gradients(chosen.scores, outputs) if needs_grad else [None] * len(layers)
+    hessian = any(m.uses_hessian for m in opts.methods)
+    extra = pixel.tensors()
+    grads = _gradients(chosen.scores, outputs + extra, create_graph=hessian, keep_graph=pixel.guided) \
+        if needs_grad else [None] * len(layers)
+    pixel_maps = pixel.maps(chosen.scores, grads[len(layers):]) if pixel.active else None
+    grads = grads[:len(layers)]
+    products = hessian_products(grads, outputs) if hessian else [None] * len(layers)
     zero = {name: (g == 0).flatten(2).all(-1).T.cpu() for (name, _), g in zip(layers, grads) if g is not None}
     scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size, output)
     found_head = head.find(chosen.logits) if isinstance(head, LinearCalls) and chosen.logits is not None else None
@@ -235,7 +250,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     seconds: dict[str, dict[str, float]] = {m.name: {} for m in opts.methods}
     shared = _clock(inputs.device) - started
     with torch.no_grad():
-        for (name, module), (view, activations, own_shape), grad in zip(layers, seen, grads):
+        for (name, module), (view, activations, own_shape), grad, product in zip(layers, seen, grads, products):
             cam_inputs = CamInputs(
                 model=opts.call,
                 layer=name,
@@ -251,6 +266,8 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                 head=found_head,
                 generator=opts.generator,
                 layer_shape=own_shape,
+                hessian=None if product is None else view(product.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
+                pixel=pixel_maps,
             )
             for method in opts.methods:
                 begun = _clock(inputs.device)

@@ -15,14 +15,17 @@ from writer_ext.methods.gradient import (
     LayerCAM,
     XGradCAM,
 )
+from writer_ext.methods.input_level import FullGrad, GuidedBackprop, GuidedGradCAM
 from writer_ext.methods.noisy import ISCAM, SSCAM
 from writer_ext.methods.perturbation import AblationCAM, ScoreCAM
+from writer_ext.methods.shapley import ShapleyCAM
 
 METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
     for cls in (
         GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
         CAM, EigenCAM, FEM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
+        ShapleyCAM, FullGrad, GuidedBackprop, GuidedGradCAM,
     )
 }
 
@@ -53,4 +56,5 @@ __all__ = [
     "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "FEM", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
     "SobelCAM", "XGradCAM", "get_methods",
+    "ShapleyCAM", "FullGrad", "GuidedBackprop", "GuidedGradCAM",
 ]

@@ -30,6 +30,10 @@ class CamInputs:
     generator: where the random baseline draws its noise.
     layer_shape: the layer's own (N, C, H, W) output shape when `activations`
         is a crop of it (a detection model's padded canvas), else None.
+    hessian: (K, B, C, h, w) H_k A, the Hessian of score k with respect to the activations times the
+        activations (ShapleyCAM), or None when no requested method needs it.
+    pixel: the pass's maps and gradients at the input's resolution, shared by every layer
+        (`writer_ext.methods.input_level.PixelPass.maps`), or None when no requested method needs them.
     """
 
     model: Callable[[torch.Tensor], object]  # runs the model on an image batch (its other inputs bound)
@@ -46,6 +50,8 @@ class CamInputs:
     head: Optional[tuple[nn.Module, torch.Tensor]] = None
     generator: Optional[torch.Generator] = None
     layer_shape: Optional[torch.Size] = None
+    hessian: Optional[torch.Tensor] = None
+    pixel: Optional[dict[str, torch.Tensor]] = None
 
 
 def positions(x: torch.Tensor, lead: int) -> tuple[int, ...]:
@@ -65,6 +71,8 @@ class CamMethod:
     name: str = ""
     uses_gradients: bool = True
     needs_head: bool = False  # the classifier head's call (CamInputs.head)
+    uses_hessian: bool = False  # the Hessian-vector products (CamInputs.hessian): a double backward
+    pixel: tuple[str, ...] = ()  # what of `PixelPass` it reads (CamInputs.pixel): "fullgrad", "guided"
     relu: bool = True
 
     def weights(self, inputs: CamInputs) -> torch.Tensor:
