@@ -9,6 +9,7 @@ layer.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import nn
 from writer_ext.flat_maps import flat_maps
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
+from writer_ext.methods.base import objectives
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
 from writer_ext.model.hooks import ActivationCapture, LinearCalls
 from writer_ext.model.inputs import ImageInput, ModelCall, ModelInputs, bind_inputs, clip_layout_call
@@ -192,6 +194,11 @@ def _layer_views(model: nn.Module, call, layers: list[tuple[str, nn.Module]], ou
     return found
 
 
+def _viewed(view, rows: torch.Tensor) -> torch.Tensor:
+    """(K, B, ...) gradient rows seen as the layer's maps, (K, B, C, h, w) float32."""
+    return view(rows.flatten(0, 1)).unflatten(0, rows.shape[:2]).float()
+
+
 def _clock(device: torch.device) -> float:
     """A time stamp after the device's queued work is done (CUDA runs asynchronously)."""
     if device.type == "cuda":
@@ -227,8 +234,11 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
     if unused:
         raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "
                          "output (it is detached or unused downstream); choose a layer the output is computed from")
-    grads = _gradients(chosen.scores, outputs) if needs_grad else [None] * len(layers)
-    zero = {name: (g == 0).flatten(2).all(-1).T.cpu() for (name, _), g in zip(layers, grads) if g is not None}
+    own = objectives(opts.methods, chosen.logits, chosen.class_ids)  # rows of the same backward
+    explained = torch.cat([chosen.scores, *own.values()], dim=1) if own else chosen.scores
+    grads = _gradients(explained, outputs) if needs_grad else [None] * len(layers)
+    k = chosen.scores.shape[1]
+    zero = {name: (g[:k] == 0).flatten(2).all(-1).T.cpu() for (name, _), g in zip(layers, grads) if g is not None}
     scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size, output)
     found_head = head.find(chosen.logits) if isinstance(head, LinearCalls) and chosen.logits is not None else None
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
@@ -242,7 +252,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                 module=module,
                 inputs=inputs,
                 activations=activations,
-                gradients=None if grad is None else view(grad.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
+                gradients=None if grad is None else _viewed(view, grad[:k]),
                 class_ids=chosen.class_ids,
                 scores=chosen.scores.detach(),
                 target_scores=scorer,
@@ -254,7 +264,12 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
             )
             for method in opts.methods:
                 begun = _clock(inputs.device)
-                maps[method.name][name] = method.compute(cam_inputs)
+                method_inputs = cam_inputs
+                if method.name in own:  # its objective's rows of the backward, and its scores
+                    start = k * (1 + list(own).index(method.name))
+                    method_inputs = dataclasses.replace(cam_inputs, scores=own[method.name].detach(),
+                                                        gradients=_viewed(view, grad[start:start + k]))
+                maps[method.name][name] = method.compute(method_inputs)
                 seconds[method.name][name] = _clock(inputs.device) - begun
         layer_names = [n for n, _ in layers]
         if opts.fuse is not None and len(layers) > 1:

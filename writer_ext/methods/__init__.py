@@ -6,6 +6,7 @@ from typing import Iterable, Union
 
 from writer_ext.methods.activation import CAM, FEM, EigenCAM, RandomCAM, SobelCAM
 from writer_ext.methods.base import CamInputs, CamMethod
+from writer_ext.methods.contrast import FinerCAM, FinerCAMWeighted
 from writer_ext.methods.gradient import (
     EigenGradCAM,
     GradCAM,
@@ -17,6 +18,7 @@ from writer_ext.methods.gradient import (
 )
 from writer_ext.methods.noisy import ISCAM, SSCAM
 from writer_ext.methods.perturbation import AblationCAM, ScoreCAM
+from writer_ext.methods.projection import KPCACAM, SegEigenCAM
 
 METHODS: dict[str, type[CamMethod]] = {
     cls.name: cls
@@ -25,6 +27,7 @@ METHODS: dict[str, type[CamMethod]] = {
         CAM, EigenCAM, FEM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
     )
 }
+METHODS.update({cls.name: cls for cls in (FinerCAM, FinerCAMWeighted, KPCACAM, SegEigenCAM)})
 
 
 def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
@@ -54,3 +57,4 @@ __all__ = [
     "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
     "SobelCAM", "XGradCAM", "get_methods",
 ]
+__all__ += ["KPCACAM", "FinerCAM", "FinerCAMWeighted", "SegEigenCAM"]
