@@ -13,7 +13,8 @@ from test_agreement import RELU_LAYERS, TOPK, assert_agree, at_input_size, corre
 
 from writer_ext import compute_cams
 from writer_ext.demo import draw_shapes
-from writer_ext.methods.projection import _leading_pair, kernel_component
+from writer_ext.methods import CamInputs, EigenCAM
+from writer_ext.methods.projection import SegEigenCAM, _leading_pair, kernel_component
 
 LAYERS = ("features.0.0",) + RELU_LAYERS
 
@@ -110,6 +111,19 @@ def test_seg_eigen_formula(trained_shapenet, images, ours, layer):
         expected = seg_eigen_by_hand(a, g)
         torch.testing.assert_close(ours.maps["segeigencam"][layer][:, k], expected, rtol=1e-3,
                                    atol=1e-3 * float(expected.abs().max()))
+
+
+def test_seg_eigen_sign_rule():
+    """Where Eigen-CAM's sign (agreeing with the channel sum) and the paper's (|max| >= |min|) part: one channel
+    [[10, 10], [10, 0]], centred [[2.5, 2.5], [2.5, -7.5]], keeps its sign for Eigen-CAM and is negated here,
+    so only the last position stays."""
+    a = torch.tensor([[[[10.0, 10.0], [10.0, 0.0]]]])
+    inputs = CamInputs(model=lambda x: x, layer="l", module=torch.nn.Identity(), inputs=torch.zeros(1, 1, 2, 2),
+                       activations=a, gradients=torch.ones(1, *a.shape), class_ids=torch.zeros(1, 1, dtype=torch.long),
+                       scores=torch.zeros(1, 1), target_scores=lambda out: out, slots_per_forward=1)
+    torch.testing.assert_close(SegEigenCAM().compute(inputs)[0, 0], torch.tensor([[0.0, 0.0], [0.0, 7.5]]))
+    torch.testing.assert_close(EigenCAM().compute(inputs)[0, 0], torch.tensor([[2.5, 2.5], [2.5, 0.0]]))
+    torch.testing.assert_close(seg_eigen_by_hand(a, inputs.gradients[0])[0], torch.tensor([[0.0, 0.0], [0.0, 7.5]]))
 
 
 @pytest.mark.parametrize("layer", RELU_LAYERS)
