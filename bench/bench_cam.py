@@ -15,8 +15,11 @@ with torchcam, Captum and pytorch-grad-cam measured in the same run.
      at every call as a monitor logs them (goal <= 1.05x), and with new
      pictures at every call;
   5. ShapleyCAM, FullGrad, Guided Backprop and Guided Grad-CAM against pytorch-grad-cam (bench_cam_pixel.py).
+  6. Finer-CAM, KPCA-CAM and Seg-Eigen-CAM on layer4 (and KPCA-CAM on layer3),
+     top-1, against the same method in torchcam and pytorch-grad-cam, and the
+     three with Grad-CAM in one call against Grad-CAM alone (the shared pass).
 
-Medians of --repeats runs after one warm-up. Usage: python bench/bench_cam.py [--quick]
+Medians of --repeats runs after one warm-up. Usage: python bench/bench_cam.py [--quick] [--new-methods]
 """
 
 from __future__ import annotations
@@ -180,12 +183,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="skip the other libraries (the slow part)")
+    parser.add_argument("--new-methods", action="store_true", help="run only parts 5 and 6")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     x = torch.randn(args.batch, 3, 224, 224)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, resnet18, batch {args.batch}, 224x224, CPU, "
           f"medians of {args.repeats}")
+
+    if args.new_methods:
+        return newer_methods(model, x, args)
 
     def forward():
         with torch.no_grad():
@@ -216,11 +223,60 @@ def main() -> None:
         print(f"  ratio ours/theirs {t_ours / t_theirs:.2f} (goal <= 1), Pearson r of the maps {correlation:.4f} "
               "(random weights: Score-CAM's weights are nearly uniform, so r says little; see test_agreement.py)")
 
-
     print("4. The write path: add_cam (maps, pictures, event file) against compute_cams")
     write_path(model, x, args.repeats)
 
+    newer_methods(model, x, args)
+
+
+def newer_methods(model, x, args):
+    """Parts 5 and 6: the methods added in round 2, each against the libraries that have it."""
     print_pixel_methods(model, x, args.repeats, others=not args.quick)
+    print("6. Finer-CAM, KPCA-CAM, Seg-Eigen-CAM, top-1")
+    new_methods(model, x, args.repeats, args.quick)
+
+
+def new_methods(model, x, repeats, quick):
+    """Each new method here and, unless `quick`, the same method in torchcam and pytorch-grad-cam."""
+    import pytorch_grad_cam as pgc
+    import torchcam.methods as tcm
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with torch.no_grad():
+        top = model(x).argmax(1)
+    targets = [ClassifierOutputTarget(int(c)) for c in top]
+
+    def ours(method, layer="layer4"):
+        return lambda: compute_cams(model, x, target_layer=layer, methods=method)
+
+    def theirs(cls, layer="layer4", **call):
+        def run():
+            with getattr(pgc, cls)(model, [getattr(model, layer)]) as cam:
+                cam(x, **call)
+        return run
+
+    def torchcam_finer():
+        with tcm.FinerCAM(model, "layer4", base_method=tcm.GradCAM) as extractor:
+            extractor(class_idx=top.tolist(), scores=model(x))
+
+    rows = [
+        ("finercam", ours("finercam"), [("torchcam FinerCAM(GradCAM)", torchcam_finer)]),
+        ("finercam-weighted", ours("finercam-weighted"), [("pytorch-grad-cam FinerCAM", theirs("FinerCAM"))]),
+        ("kpcacam", ours("kpcacam"), [("pytorch-grad-cam KPCA_CAM", theirs("KPCA_CAM", targets=targets))]),
+        ("kpcacam, layer3 (196 positions)", ours("kpcacam", "layer3"),
+         [("pytorch-grad-cam KPCA_CAM, layer3", theirs("KPCA_CAM", "layer3", targets=targets))]),
+        ("segeigencam", ours("segeigencam"),
+         [("pytorch-grad-cam SegEigenCAM", theirs("SegEigenCAM", targets=targets))]),
+    ]
+    for name, run, others in rows:
+        t_ours = median_seconds(run, repeats)
+        line(f"writer_ext {name}", t_ours)
+        for label, other in [] if quick else others:
+            line(label, median_seconds(other, repeats), t_ours, "ours")
+    t_gradcam = median_seconds(ours("gradcam"), repeats)
+    t_four = median_seconds(ours(["gradcam", "finercam", "kpcacam", "segeigencam"]), repeats)
+    line("writer_ext gradcam alone", t_gradcam)
+    line("writer_ext gradcam + the three, one call", t_four, t_gradcam, "gradcam alone")
 
 
 if __name__ == "__main__":

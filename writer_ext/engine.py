@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from writer_ext.flat_maps import flat_maps
+from writer_ext.fusion import FUSIONS, fuse_layers
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
+from writer_ext.methods.base import objectives
 from writer_ext.methods.input_level import PixelPass
 from writer_ext.methods.shapley import hessian_products
 from writer_ext.model.detector_canvas import Canvas, CanvasRecorder, aligned_view
@@ -29,7 +31,6 @@ from writer_ext.model.layers import LayerSpec, resolve_layers, unwrap_model
 from writer_ext.model.layout_check import confirm_layout
 from writer_ext.model.safety import training_safe
 from writer_ext.model.spatial import SpatialView, checked_view, layout_of
-from writer_ext.scaling import min_max
 from writer_ext.targets import select as tgt
 from writer_ext.targets.kinds import Target
 from writer_ext.targets.select import Targets
@@ -91,25 +92,6 @@ def _gradients(scores: torch.Tensor, activations: list[torch.Tensor], create_gra
                                 create_graph=create_graph) for i in range(k)
         ]
         return [torch.stack(g) for g in zip(*per_class)]
-
-
-FUSIONS = (None, "mean", "product")
-
-
-def fuse_layers(maps: list[torch.Tensor], how: str) -> torch.Tensor:
-    """Combines (B, K, h_l, w_l) maps of several layers (clips: (B, K, t_l, h_l, w_l)) at the finest resolution.
-
-    Each map is upsampled bilinearly (clips: trilinearly) and min-max normalised to [0, 1] first,
-    so layers of different scale weigh the same; then mean or product.
-    """
-    size = max((m.shape[2:] for m in maps), key=lambda s: s.numel())
-    mode = "bilinear" if len(size) == 2 else "trilinear"
-    normalised = []
-    for m in maps:
-        up = nn.functional.interpolate(m, size=tuple(size), mode=mode, align_corners=False)
-        normalised.append(min_max(up, dims=range(2, up.dim())))
-    stacked = torch.stack(normalised)
-    return stacked.mean(0) if how == "mean" else stacked.prod(0)
 
 
 def default_batch_size(inputs: torch.Tensor) -> int:
@@ -199,6 +181,11 @@ def _layer_views(model: nn.Module, call, layers: list[tuple[str, nn.Module]], ou
     return found
 
 
+def _viewed(view, rows: torch.Tensor) -> torch.Tensor:
+    """(K, B, ...) gradient rows seen as the layer's maps, (K, B, C, h, w) float32."""
+    return view(rows.flatten(0, 1)).unflatten(0, rows.shape[:2]).float()
+
+
 def _clock(device: torch.device) -> float:
     """A time stamp after the device's queued work is done (CUDA runs asynchronously)."""
     if device.type == "cuda":
@@ -238,12 +225,15 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                          "output (it is detached or unused downstream); choose a layer the output is computed from")
     hessian = any(m.uses_hessian for m in opts.methods)
     extra = pixel.tensors()
-    grads = _gradients(chosen.scores, outputs + extra, create_graph=hessian, keep_graph=pixel.guided) \
+    own = objectives(opts.methods, chosen.logits, chosen.class_ids)  # rows of the same backward
+    explained = torch.cat([chosen.scores, *own.values()], dim=1) if own else chosen.scores
+    k = chosen.scores.shape[1]
+    grads = _gradients(explained, outputs + extra, create_graph=hessian, keep_graph=pixel.guided) \
         if needs_grad else [None] * len(layers)
-    pixel_maps = pixel.maps(chosen.scores, grads[len(layers):]) if pixel.active else None
+    pixel_maps = pixel.maps(chosen.scores, [g[:k] for g in grads[len(layers):]]) if pixel.active else None
     grads = grads[:len(layers)]
-    products = hessian_products(grads, outputs) if hessian else [None] * len(layers)
-    zero = {name: (g == 0).flatten(2).all(-1).T.cpu() for (name, _), g in zip(layers, grads) if g is not None}
+    products = hessian_products([g[:k] for g in grads], outputs) if hessian else [None] * len(layers)
+    zero = {name: (g[:k] == 0).flatten(2).all(-1).T.cpu() for (name, _), g in zip(layers, grads) if g is not None}
     scorer, slots = tgt.perturbed_scorer(targets, chosen.class_ids, inputs.shape[0], opts.batch_size, output)
     found_head = head.find(chosen.logits) if isinstance(head, LinearCalls) and chosen.logits is not None else None
     maps: dict[str, dict[str, torch.Tensor]] = {m.name: {} for m in opts.methods}
@@ -257,7 +247,7 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                 module=module,
                 inputs=inputs,
                 activations=activations,
-                gradients=None if grad is None else view(grad.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
+                gradients=None if grad is None else _viewed(view, grad[:k]),
                 class_ids=chosen.class_ids,
                 scores=chosen.scores.detach(),
                 target_scores=scorer,
@@ -266,12 +256,17 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
                 head=found_head,
                 generator=opts.generator,
                 layer_shape=own_shape,
-                hessian=None if product is None else view(product.flatten(0, 1)).unflatten(0, grad.shape[:2]).float(),
+                hessian=None if product is None else _viewed(view, product),
                 pixel=pixel_maps,
             )
             for method in opts.methods:
                 begun = _clock(inputs.device)
-                maps[method.name][name] = method.compute(cam_inputs)
+                method_inputs = cam_inputs
+                if method.name in own:  # its objective's rows of the backward, and its scores
+                    start = k * (1 + list(own).index(method.name))
+                    method_inputs = replace(cam_inputs, scores=own[method.name].detach(),
+                                                        gradients=_viewed(view, grad[start:start + k]))
+                maps[method.name][name] = method.compute(method_inputs)
                 seconds[method.name][name] = _clock(inputs.device) - begun
         layer_names = [n for n, _ in layers]
         if opts.fuse is not None and len(layers) > 1:

@@ -131,12 +131,14 @@ def cases() -> list[Case]:
         # Tokens after the last block's LayerNorm, as pytorch-grad-cam advises for ViTs (the block's output has
         # grad . activation = 0 per token, LayerNorm being scale invariant, so HiResCAM there is rounding noise);
         # EigenCAM on the block's input (each LayerNorm'd token sums to ~0 over channels, which leaves the sign
-        # of its principal component to rounding); Ablation-CAM on the patch embedding, the one (N, C, H, W) output.
+        # of its principal component to rounding; KPCA-CAM takes its sign alike); Ablation-CAM on the patch
+        # embedding, the one (N, C, H, W) output.
         # No CAM: the ViT's head reads the class token, not the tokens' global average, so `cam` is refused there.
         # No guided backprop either: the ViT has no nn.ReLU (GELUs), so it is refused there.
         Case("vit tokens 2x3x64x64", small_vit, 2, 64, [f"{vit_block}.ln_1"],
              [m for m in every if m not in ("cam", "guidedbackprop", "guidedgradcam")],
-             {"eigencam": ["encoder.layers.encoder_layer_0"], "ablationcam": ["conv_proj"]}),
+             {"eigencam": ["encoder.layers.encoder_layer_0"], "kpcacam": ["encoder.layers.encoder_layer_0"],
+              "ablationcam": ["conv_proj"]}),
     ]
 
 

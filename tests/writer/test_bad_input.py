@@ -105,7 +105,8 @@ class MlpHead(torch.nn.Module):
 
 
 ALL_METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam",
-               "cam", "eigencam", "scorecam", "ablationcam", "random", "sobel"]
+               "cam", "eigencam", "scorecam", "ablationcam", "random", "sobel", "finercam", "finercam-weighted",
+               "kpcacam", "segeigencam"]
 MODEL_CASES = [
     *[(f"detached-{m}", Branches, dict(target_layer="stem", methods=m), "target_layer 'stem': the explained "
        "scores do not depend") for m in ALL_METHODS],

@@ -6,6 +6,7 @@ from typing import Iterable, Union
 
 from writer_ext.methods.activation import CAM, FEM, EigenCAM, RandomCAM, SobelCAM
 from writer_ext.methods.base import CamInputs, CamMethod
+from writer_ext.methods.contrast import FinerCAM, FinerCAMWeighted
 from writer_ext.methods.gradient import (
     EigenGradCAM,
     GradCAM,
@@ -18,6 +19,7 @@ from writer_ext.methods.gradient import (
 from writer_ext.methods.input_level import FullGrad, GuidedBackprop, GuidedGradCAM
 from writer_ext.methods.noisy import ISCAM, SSCAM
 from writer_ext.methods.perturbation import AblationCAM, ScoreCAM
+from writer_ext.methods.projection import KPCACAM, SegEigenCAM
 from writer_ext.methods.shapley import ShapleyCAM
 
 METHODS: dict[str, type[CamMethod]] = {
@@ -25,7 +27,7 @@ METHODS: dict[str, type[CamMethod]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, GradCAMElementWise, EigenGradCAM,
         CAM, EigenCAM, FEM, ScoreCAM, AblationCAM, SSCAM, ISCAM, RandomCAM, SobelCAM,
-        ShapleyCAM, FullGrad, GuidedBackprop, GuidedGradCAM,
+        ShapleyCAM, FullGrad, GuidedBackprop, GuidedGradCAM, FinerCAM, FinerCAMWeighted, KPCACAM, SegEigenCAM,
     )
 }
 
@@ -53,8 +55,8 @@ def get_methods(names: Union[str, Iterable[str]]) -> list[CamMethod]:
 
 
 __all__ = [
-    "CAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "FEM", "GradCAM",
-    "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
-    "SobelCAM", "XGradCAM", "get_methods",
-    "ShapleyCAM", "FullGrad", "GuidedBackprop", "GuidedGradCAM",
+    "CAM", "KPCACAM", "METHODS", "AblationCAM", "CamInputs", "CamMethod", "EigenCAM", "EigenGradCAM", "FEM",
+    "FinerCAM", "FinerCAMWeighted", "FullGrad", "GradCAM", "GradCAMElementWise", "GradCAMPlusPlus",
+    "GuidedBackprop", "GuidedGradCAM", "HiResCAM", "ISCAM", "LayerCAM", "RandomCAM", "SSCAM", "ScoreCAM",
+    "SegEigenCAM", "ShapleyCAM", "SobelCAM", "XGradCAM", "get_methods",
 ]

@@ -78,6 +78,12 @@ class CamMethod:
     def weights(self, inputs: CamInputs) -> torch.Tensor:
         raise NotImplementedError
 
+    def objective(self, logits: torch.Tensor, class_ids: torch.Tensor) -> Optional[torch.Tensor]:
+        """The (B, K) scores this method explains instead of the targets' (None: the targets' own), computed
+        differentiably from the (B, classes) logits: the engine adds them as rows of the shared backward, and
+        the method's `CamInputs` carries their gradients and values."""
+        return None
+
     @staticmethod
     def targets(inputs: CamInputs) -> int:
         """K, the number of target classes per image."""
@@ -156,3 +162,22 @@ def principal_maps(weighted: torch.Tensor) -> torch.Tensor:
     """`first_component` of each (image, target)'s weighted channels: (B, K, C, h, w) -> (B, K, h, w)."""
     b, k = weighted.shape[:2]
     return first_component(weighted.flatten(0, 1)).view(b, k, *weighted.shape[3:])
+
+
+def objectives(methods: list[CamMethod], logits: Optional[torch.Tensor],
+               class_ids: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Method name -> the (B, K) scores of each method that explains an `objective` of its own; a ValueError
+    naming `methods` when one needs class logits and the targets have none (a callable or a target kind)."""
+    found: dict[str, torch.Tensor] = {}
+    for method in methods:
+        if type(method).objective is CamMethod.objective:
+            continue
+        if logits is None or class_ids is None:
+            raise ValueError(f"methods: {method.name!r} compares the target class with other classes, so it needs "
+                             "class targets of (N, classes) logits; targets given as a callable or a target kind "
+                             "have none")
+        if logits.shape[1] < 2:
+            raise ValueError(f"methods: {method.name!r} compares the target class with other classes; this model "
+                             "has one output")
+        found[method.name] = method.objective(logits, class_ids)
+    return found
