@@ -81,9 +81,13 @@ def test_all_methods_layers_and_classes_in_one_call(resnet, batch):
             size = 64 if METHODS[name].pixel else size  # FullGrad, guided backprop: at the input's resolution
             assert result.maps[name][layer].shape == (2, 3, size, size), (name, layer)
             assert torch.isfinite(result.maps[name][layer]).all()
-    # each layer keeps its own map: layer3 alone gives the same numbers
-    alone = compute_cams(resnet, batch, target_layer="layer3", methods="gradcam", topk=3)
-    torch.testing.assert_close(result.maps["gradcam"]["layer3"], alone.maps["gradcam"]["layer3"])
+    # Sharing the pass changes no number: each method (its rows of the backward, its Hessian products, its
+    # pixel gradients) and each layer alone give the same maps. Score-CAM and Ablation-CAM rerun the model
+    # on their own anyway (and take minutes alone at three layers); the random baseline draws new noise per call.
+    for name in sorted(set(names) - {"scorecam", "ablationcam", "random"}):
+        alone = compute_cams(resnet, batch, target_layer="layer3", methods=name, topk=3)
+        torch.testing.assert_close(result.maps[name]["layer3"], alone.maps[name]["layer3"], rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_fused_maps(resnet, batch):
