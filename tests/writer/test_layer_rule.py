@@ -23,8 +23,8 @@ def auto(model, x, **kwargs):
 
 
 class CrossBranch(nn.Module):
-    """CrossViT's shape: two patch sizes, a class token of one attending to the other's tokens; the attention
-    probabilities pass an nn.Dropout, the last 4-D module that runs once."""
+    """CrossViT's shape: two patch sizes, a class token of one attending to the other's tokens with two heads; the
+    attention probabilities (N, heads, 1, tokens) pass an nn.Dropout, the last 4-D module that runs once."""
 
     def __init__(self):
         super().__init__()
@@ -37,9 +37,10 @@ class CrossBranch(nn.Module):
     def forward(self, x):
         s = self.small(x).flatten(2).transpose(1, 2)
         lg = self.large(x).flatten(2).transpose(1, 2)
-        q = self.q(self.cls.expand(x.shape[0], -1, -1)).unsqueeze(1)
-        attn = self.attn_drop((q @ self.k(s).unsqueeze(1).transpose(-1, -2)).softmax(-1))  # (N, 1, 1, 64)
-        cross = (attn @ s.unsqueeze(1)).flatten(1)
+        heads = lambda t: t.unflatten(-1, (2, 8)).transpose(1, 2)  # noqa: E731 (N, 2, tokens, 8)
+        q = heads(self.q(self.cls.expand(x.shape[0], -1, -1)))
+        attn = self.attn_drop((q @ heads(self.k(s)).transpose(-1, -2)).softmax(-1))  # (N, 2, 1, 64)
+        cross = (attn @ heads(s)).flatten(1)
         return self.head(torch.cat([cross, lg.mean(1)], 1))
 
 
