@@ -121,13 +121,17 @@ def _hf_case(name: str):
 
     config = transformers.AutoConfig.for_model(name)
     own = config.to_dict()  # its own fields, not the properties some configs derive from them
-    for attr in ("num_hidden_layers", "num_layers"):
+    for attr in ("num_hidden_layers", "num_layers", "num_self_attends_per_block"):
         if isinstance(own.get(attr), int):
             setattr(config, attr, min(2, own[attr]))
     if isinstance(own.get("depths"), (list, tuple)):
         config.depths = [min(2, d) for d in own["depths"]]
     config.num_labels = 4
-    model = transformers.AutoModelForImageClassification.from_config(config).eval()
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES as NAMES
+
+    classes = NAMES[name]  # several (Perceiver's learned, Fourier and conv inputs): the first, which auto won't pick
+    model = (transformers.AutoModelForImageClassification.from_config(config) if isinstance(classes, str) else
+             getattr(transformers, classes[0])(config)).eval()
     size = getattr(config, "image_size", 224)
     size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
     return model, torch.rand(1, getattr(config, "num_channels", 3), *size[-2:]), None

@@ -85,9 +85,10 @@ def _ranked(candidates: list[_Candidate], stem: Callable[[_Candidate], bool]) ->
 
 
 def _tiles(shape: tuple, hw: tuple) -> bool:
-    """Whether an (h, w) grid covers the (H, W) input with about one stride along both axes."""
+    """Whether an (h, w) grid covers the (H, W) input with about one stride along both axes, no finer than
+    the input (Perceiver's (N, heads, latents, latents) attention is no grid on the image)."""
     along = [size / cells for size, cells in zip(hw[-2:], shape[-2:])]
-    return max(along) <= ASPECT * min(along)
+    return min(along) >= 1 and max(along) <= ASPECT * min(along)
 
 
 def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor, check_layout: bool = True) -> Choice:
