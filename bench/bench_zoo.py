@@ -33,7 +33,8 @@ ARGUMENTS = ("target_layer", "reshape_transform", "inputs", "image_input", "targ
 QUICK_TV = ["resnet18", "alexnet", "vgg11", "squeezenet1_0", "densenet121", "googlenet", "inception_v3",
             "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "efficientnet_b0",
             "regnet_y_400mf", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
-            "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "ssdlite320_mobilenet_v3_large",
+            "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn",
+            "ssdlite320_mobilenet_v3_large",
             "fcn_resnet50", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "raft_small"]
 QUICK_TIMM = ["resnet18", "convnext_atto", "efficientnet_b0", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
               "swin_tiny_patch4_window7_224", "crossvit_tiny_240", "tnt_s_patch16_224", "levit_128s", "coat_tiny"]
