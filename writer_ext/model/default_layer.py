@@ -77,11 +77,11 @@ def _refusal(why: str, ranked: list[_Candidate]) -> ValueError:
 
 def _ranked(candidates: list[_Candidate], stem: Callable[[_Candidate], bool]) -> list[_Candidate]:
     """The candidates worth naming: the output depends on them, not stems, outermost modules (a
-    block before its last sub-module of the same shape), coarsest stride, outermost and latest first."""
+    block before its last sub-module of the same shape), coarsest stride and latest first."""
     names = {c.name: c for c in candidates}
     kept = [c for c in candidates if c.depends and not stem(c) and not any(
         c.name.startswith(p + ".") and names[p].shape == c.shape for p in names)]
-    return sorted(kept, key=lambda c: (-c.stride, c.name.count("."), -c.position))
+    return sorted(kept, key=lambda c: (-c.stride, -c.position))
 
 
 def _tiles(shape: tuple, hw: tuple) -> bool:
