@@ -86,9 +86,15 @@ def _ranked(candidates: list[_Candidate], stem: Callable[[_Candidate], bool]) ->
 
 def _tiles(shape: tuple, hw: tuple) -> bool:
     """Whether an (h, w) grid covers the (H, W) input with about one stride along both axes, no finer than
-    the input (Perceiver's (N, heads, latents, latents) attention is no grid on the image)."""
+    the input (Perceiver's (N, heads, latents, latents) attention is no grid on the image); a grid of one row
+    or column (a text recognizer's (N, C, 1, w)) when the other axis is subsampled (CrossViT's (N, heads, 1,
+    tokens) attention is not)."""
     along = [size / cells for size, cells in zip(hw[-2:], shape[-2:])]
-    return min(along) >= 1 and max(along) <= ASPECT * min(along)
+    if min(along) < 1:
+        return False
+    if 1 in tuple(shape[-2:]):
+        return min(along) >= 2
+    return max(along) <= ASPECT * min(along)
 
 
 def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor, check_layout: bool = True) -> Choice:
