@@ -33,7 +33,8 @@ ARGUMENTS = ("target_layer", "reshape_transform", "inputs", "image_input", "targ
 QUICK_TV = ["resnet18", "alexnet", "vgg11", "squeezenet1_0", "densenet121", "googlenet", "inception_v3",
             "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5", "efficientnet_b0",
             "regnet_y_400mf", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
-            "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "ssdlite320_mobilenet_v3_large",
+            "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn",
+            "ssdlite320_mobilenet_v3_large",
             "fcn_resnet50", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "raft_small"]
 QUICK_TIMM = ["resnet18", "convnext_atto", "efficientnet_b0", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
               "swin_tiny_patch4_window7_224", "crossvit_tiny_240", "tnt_s_patch16_224", "levit_128s", "coat_tiny"]
@@ -121,13 +122,17 @@ def _hf_case(name: str):
 
     config = transformers.AutoConfig.for_model(name)
     own = config.to_dict()  # its own fields, not the properties some configs derive from them
-    for attr in ("num_hidden_layers", "num_layers"):
+    for attr in ("num_hidden_layers", "num_layers", "num_self_attends_per_block"):
         if isinstance(own.get(attr), int):
             setattr(config, attr, min(2, own[attr]))
     if isinstance(own.get("depths"), (list, tuple)):
         config.depths = [min(2, d) for d in own["depths"]]
     config.num_labels = 4
-    model = transformers.AutoModelForImageClassification.from_config(config).eval()
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES as NAMES
+
+    classes = NAMES[name]  # several (Perceiver's learned, Fourier and conv inputs): the first, which auto won't pick
+    model = (transformers.AutoModelForImageClassification.from_config(config) if isinstance(classes, str) else
+             getattr(transformers, classes[0])(config)).eval()
     size = getattr(config, "image_size", 224)
     size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
     return model, torch.rand(1, getattr(config, "num_channels", 3), *size[-2:]), None

@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from writer_ext.flat_maps import flat_maps
+from writer_ext.flat_maps import flat_maps, uniform_rows
 from writer_ext.fusion import FUSIONS, fuse_layers
 from writer_ext.methods import CamInputs, get_methods
 from writer_ext.methods.activation import RandomCAM
@@ -149,6 +149,7 @@ class _Pass:
     seconds: dict[str, dict[str, float]]  # method -> layer -> its own work
     shared: float  # the forward pass and the batched gradient
     zero_gradients: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (B, K): all gradients zero
+    uniform: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (B,): the same at every position
 
     def add_time(self, other: _Pass) -> None:
         """Counts another pass's time as this one's (smoothing: the maps of several passes make one)."""
@@ -273,7 +274,9 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
             for per_layer in maps.values():
                 per_layer[f"fused:{opts.fuse}"] = fuse_layers(list(per_layer.values()), opts.fuse)
             layer_names.append(f"fused:{opts.fuse}")
-    return _Pass(maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names, seconds, shared, zero)
+    uniform = {name: uniform_rows(activations) for (name, _), (_, activations, _) in zip(layers, seen)}
+    return _Pass(maps, chosen.class_ids, chosen.scores.detach(), chosen.probs, layer_names, seconds, shared, zero,
+                 uniform)
 
 
 SMOOTHING = (None, "noise", "flip")
@@ -391,7 +394,7 @@ def compute_cams(
             _smoothed(model, inputs, fixed, opts, done, smooth, smooth_samples, float(smooth_noise))
     if not all(bool(torch.isfinite(v).all()) for per_layer in done.maps.values() for v in per_layer.values()):
         raise ValueError("model: the maps hold NaN or Inf for these inputs (have the weights diverged?)")
-    constant = flat_maps(done.maps, done.zero_gradients)
+    constant = flat_maps(done.maps, done.zero_gradients, done.uniform)
     return CamResult(
         maps={m: {layer: v.cpu() for layer, v in per_layer.items()} for m, per_layer in done.maps.items()},
         class_ids=None if done.class_ids is None else done.class_ids.cpu(),

@@ -93,6 +93,7 @@ def clip_frames(clips: torch.Tensor, given: Optional[object]) -> np.ndarray:
     """The frames to show for a batch of clips (N, C, T, H, W), as uint8 (N, T, H, W, C): `given` if any (uint8
     (N, T, H, W, C) or (N, T, H, W), or floats (N, C, T, H, W) in [0, 1]), else each clip min-max scaled."""
     batch, frames = clips.shape[0], clips.shape[2]
+    check_picture_count(batch * frames, "inputs (frames of all clips)")
     if given is None:
         if clips.shape[1] not in (1, 3):
             raise ValueError(f"display_images: the clips have {clips.shape[1]} channels, which cannot be shown as "

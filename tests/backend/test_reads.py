@@ -138,6 +138,10 @@ def test_the_writer_refuses_a_sample_past_its_kinds_limits_and_writes_nothing(tm
             writer.add_sanity_check("s", model, too_many, target_layer="0", methods="gradcam", global_step=0)
         with pytest.raises(ValueError, match=r"probe_inputs: 1025 images in one sample"):
             CamMonitor(writer, model, too_many, target_layer="0")
+        clips = torch.nn.Sequential(torch.nn.Conv3d(3, 2, 1), torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten())
+        clips.register_forward_hook(lambda *_: calls.append(1))
+        with pytest.raises(ValueError, match=r"inputs \(frames of all clips\): 1040 images in one sample"):
+            writer.add_cam("c", clips, torch.rand(65, 3, 16, 2, 2), target_layer="0", global_step=0)
         writer.flush()
     assert calls == []
     provider = python_provider(tmp_path)

@@ -16,7 +16,7 @@ from helpers import raw_cam_values
 from reach_models import logged, logged_header
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import CamMonitor, compute_cams
-from writer_ext.flat_maps import NO_GRADIENT
+from writer_ext.flat_maps import CONSTANT, NO_GRADIENT, UNIFORM
 
 
 def zero_head_cnn():
@@ -33,6 +33,33 @@ def test_zero_head_flagged_with_its_cause():
         result = compute_cams(zero_head_cnn(), x, target_layer="3", methods=("gradcam", "random"), topk=2)
     assert result.constant["gradcam"]["3"] == [[NO_GRADIENT] * 2] * 2
     assert result.constant["random"]["3"] == [[None] * 2] * 2  # noise is not constant
+
+
+def test_a_grid_of_copies_of_one_cell_is_flagged_as_such():
+    """AlexNet's shape at a small input: the features end 1x1 and a pooling to 4x4 copies that cell."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                          nn.Linear(128, 4)).eval()
+    with pytest.warns(RuntimeWarning, match="use a larger input"):
+        small = compute_cams(model, torch.rand(2, 3, 8, 8), target_layer="6", targets=[0, 1])
+    assert small.constant["gradcam"]["6"] == [[UNIFORM]] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at a size that gives the features a grid, nothing is flagged
+        large = compute_cams(model, torch.rand(2, 3, 64, 64), target_layer="6", targets=[0, 1])
+    assert large.constant["gradcam"]["6"] == [[None]] * 2
+
+
+def test_a_map_clipped_to_zero_says_so():
+    """Non-negative activations and a head that weighs every channel against the class: Grad-CAM's weighted
+    sum is negative everywhere and its ReLU leaves zeros; the gradients and the activations are not flat."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2)).eval()
+    nn.init.constant_(model[-1].weight, -1.0)
+    with pytest.warns(RuntimeWarning, match="positive evidence"):
+        result = compute_cams(model, torch.rand(1, 3, 16, 16), target_layer="1", targets=[0])
+    assert result.constant["gradcam"]["1"] == [[CONSTANT]]
 
 
 def test_a_trained_looking_head_is_not_flagged():

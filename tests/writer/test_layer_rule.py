@@ -23,8 +23,8 @@ def auto(model, x, **kwargs):
 
 
 class CrossBranch(nn.Module):
-    """CrossViT's shape: two patch sizes, a class token of one attending to the other's tokens; the attention
-    probabilities pass an nn.Dropout, the last 4-D module that runs once."""
+    """CrossViT's shape: two patch sizes, a class token of one attending to the other's tokens with two heads; the
+    attention probabilities (N, heads, 1, tokens) pass an nn.Dropout, the last 4-D module that runs once."""
 
     def __init__(self):
         super().__init__()
@@ -37,9 +37,10 @@ class CrossBranch(nn.Module):
     def forward(self, x):
         s = self.small(x).flatten(2).transpose(1, 2)
         lg = self.large(x).flatten(2).transpose(1, 2)
-        q = self.q(self.cls.expand(x.shape[0], -1, -1)).unsqueeze(1)
-        attn = self.attn_drop((q @ self.k(s).unsqueeze(1).transpose(-1, -2)).softmax(-1))  # (N, 1, 1, 64)
-        cross = (attn @ s.unsqueeze(1)).flatten(1)
+        heads = lambda t: t.unflatten(-1, (2, 8)).transpose(1, 2)  # noqa: E731 (N, 2, tokens, 8)
+        q = heads(self.q(self.cls.expand(x.shape[0], -1, -1)))
+        attn = self.attn_drop((q @ heads(self.k(s)).transpose(-1, -2)).softmax(-1))  # (N, 2, 1, 64)
+        cross = (attn @ heads(s)).flatten(1)
         return self.head(torch.cat([cross, lg.mean(1)], 1))
 
 
@@ -117,3 +118,25 @@ def test_the_warning_says_which_rule_chose_the_layer():
     assert result.layers == ["5"]
     assert "stride 8, the last spatial layer that every path from the input to the output goes through" in said
     assert "positions the output depends on" in said
+
+
+def test_one_row_grid_of_a_text_recognizer_is_a_candidate():
+    """A CRNN's shape: the height pooled to one row, a (N, C, 1, w) map of columns at stride 4."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d((1, None)), nn.Flatten(), nn.Linear(8 * 16, 4))
+    result, said = auto(model, torch.randn(1, 3, 16, 64))
+    assert result.layers == ["4"] and result.maps["gradcam"]["4"].shape[-2:] == (1, 16)
+
+
+@pytest.mark.parametrize("shape, hw, grid", [
+    ((1, 192, 14, 14), (240, 240), True),  # CrossViT's large branch: stride 17 both ways
+    ((1, 3, 1, 197), (240, 240), False),  # CrossViT's attention (N, heads, 1, tokens)
+    ((1, 8, 256, 256), (56, 56), False),  # Perceiver's latent attention, finer than the image
+    ((1, 8, 1, 16), (16, 64), True),  # a text recognizer's one row at stride 4
+    ((1, 8, 4, 40), (64, 64), False),  # strides 16 and 1.6
+])
+def test_which_outputs_are_grids_on_the_image(shape, hw, grid):
+    from writer_ext.model.default_layer import _tiles
+
+    assert _tiles(shape, hw) is grid

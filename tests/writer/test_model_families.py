@@ -97,6 +97,11 @@ DETECTORS = {
     "fcos": (lambda: detection.FCOS(resnet18_p3_p7(), num_classes=3, min_size=64, max_size=64, score_thresh=0.001),
              "backbone.body.layer2"),
     "ssdlite": (lambda: small_ssdlite(), "backbone.features.0"),
+    # R50-FPN's shape on a ResNet-18: the pyramid takes layer1 (stride 4), so only the stem is on every path and
+    # the feature-pyramid rule takes the backbone's last stage
+    "fasterrcnn_fpn_from_layer1": (lambda: detection.FasterRCNN(detection.backbone_utils.resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, trainable_layers=5, returned_layers=[1, 2, 3, 4]), num_classes=3,
+        min_size=64, max_size=64, box_score_thresh=0.0), "backbone.body.layer4"),
 }
 
 

@@ -82,6 +82,37 @@ def test_latent_array_refused_naming_reshape_transform():
     assert "'norm'" not in str(caught.value)
 
 
+class LatentSelfAttention(nn.Module):
+    """HF Perceiver's shape: 32 latents (more than the 16 patch tokens of a 16 x 16 image) cross-attend to the
+    tokens, then attend to each other through a hand-written attention whose (N, heads, 32, 32) probabilities
+    pass an nn.Dropout: a 4-D output finer than the image, no grid on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 16, 4, 4)
+        self.latents = nn.Parameter(torch.randn(1, 32, 16))
+        self.cross = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.qkv = nn.Linear(16, 48)
+        self.attn_drop = nn.Dropout(0.1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        latents = self.latents.expand(x.shape[0], -1, -1)
+        latents = latents + self.cross(latents, tokens, tokens, need_weights=False)[0]
+        q, k, v = (t.unflatten(-1, (2, 8)).transpose(1, 2) for t in self.qkv(latents).chunk(3, -1))
+        attn = self.attn_drop((q @ k.transpose(-1, -2)).softmax(-1))  # (N, 2, 32, 32)
+        latents = latents + (attn @ v).transpose(1, 2).flatten(2)
+        return self.head(latents.mean(1))
+
+
+def test_latents_attention_finer_than_the_image_is_no_candidate():
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="^reshape_transform") as caught:
+        cams(LatentSelfAttention(), torch.randn(1, 3, 16, 16))
+    assert "attn_drop" not in str(caught.value) and "'qkv'" in str(caught.value)
+
+
 def test_unrolled_token_order_refused_and_reshape_transform_wins():
     torch.manual_seed(0)
     model = Tokens(unrolled=True)

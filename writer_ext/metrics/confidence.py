@@ -30,6 +30,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from tensorboard_plugin_cam.format.scores import FAITHFULNESS
+from writer_ext.model.inputs import ImageInput, ImageModel, ModelInputs, image_model
 from writer_ext.model.safety import training_safe
 from writer_ext.scaling import min_max
 from writer_ext.targets.select import logits_of, probabilities
@@ -49,10 +50,14 @@ def saliency(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
 
 def class_probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int,
                         multilabel: bool) -> torch.Tensor:
-    """Softmax (or sigmoid: multi-label, one logit) probability of `classes[j]` for each of `images[j]`."""
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        probs = probabilities(logits_of(model(images[start:start + batch_size])), multilabel)
+    """Softmax (or sigmoid: multi-label, one logit) probability of `classes[j]` for each of `images[j]` (an
+    `ImageModel`'s rows hold each image's copies in turn, and take that image's other inputs)."""
+    out, total = [], images.shape[0]
+    for start in range(0, total, batch_size):
+        chunk = images[start:start + batch_size]
+        output = model(chunk, rows=model.rows_of(start, start + chunk.shape[0], total)) \
+            if isinstance(model, ImageModel) else model(chunk)
+        probs = probabilities(logits_of(output), multilabel)
         out.append(probs.gather(1, classes[start:start + batch_size, None])[:, 0])
     return torch.cat(out)
 
@@ -78,10 +83,12 @@ def flat_rows(inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor)
     return images, sal, class_ids.to(inputs.device).flatten()
 
 
-def drop_rows(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor, *,
-              batch_size: int = 32, multilabel: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def drop_rows(model: nn.Module, inputs: ModelInputs, maps: torch.Tensor, class_ids: torch.Tensor, *,
+              batch_size: int = 32, multilabel: bool = False, image_input: ImageInput = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per (image, target) pair, in `flat_rows`' order: the relative drop, the increase (1.0 or 0.0) and the
     class probability on the image (for the scores that start from it)."""
+    model, inputs = image_model(model, inputs, image_input)
     with evaluating(model, inputs) as inputs:
         images, sal, classes = flat_rows(inputs, maps, class_ids)
         y = class_probabilities(model, images, classes, batch_size, multilabel)
@@ -90,10 +97,13 @@ def drop_rows(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_
     return drop, increase, y
 
 
-def confidence_change(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
-                      *, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
-    """Average Drop and Increase in Confidence over all (image, target) pairs."""
-    drop, increase, _ = drop_rows(model, inputs, maps, class_ids, batch_size=batch_size, multilabel=multilabel)
+def confidence_change(model: nn.Module, inputs: ModelInputs, maps: torch.Tensor, class_ids: torch.Tensor,
+                      *, batch_size: int = 32, multilabel: bool = False,
+                      image_input: ImageInput = None) -> dict[str, float]:
+    """Average Drop and Increase in Confidence over all (image, target) pairs (several inputs: only
+    `image_input` is changed, the others pass as they are)."""
+    drop, increase, _ = drop_rows(model, inputs, maps, class_ids, batch_size=batch_size, multilabel=multilabel,
+                                  image_input=image_input)
     return {"average_drop": float(drop.mean()), "increase_in_confidence": float(increase.mean())}
 
 
@@ -124,11 +134,13 @@ def curve_auc(model, images, sal, classes, steps, batch_size, multilabel: bool, 
     return torch.trapezoid(torch.stack(probs, dim=1), dx=1.0 / steps, dim=1)
 
 
-def deletion_insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
-                       *, steps: int = 16, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
+def deletion_insertion(model: nn.Module, inputs: ModelInputs, maps: torch.Tensor, class_ids: torch.Tensor,
+                       *, steps: int = 16, batch_size: int = 32, multilabel: bool = False,
+                       image_input: ImageInput = None) -> dict[str, float]:
     """Mean deletion and insertion AUC over all (image, target) pairs."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    model, inputs = image_model(model, inputs, image_input)
     with evaluating(model, inputs) as inputs:
         images, sal, classes = flat_rows(inputs, maps, class_ids)
         deletion = curve_auc(model, images, sal, classes, steps, batch_size, multilabel, insertion=False)
@@ -136,11 +148,13 @@ def deletion_insertion(model: nn.Module, inputs: torch.Tensor, maps: torch.Tenso
     return {"deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())}
 
 
-def faithfulness(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor,
-                 *, steps: int = 16, batch_size: int = 32, multilabel: bool = False) -> dict[str, float]:
+def faithfulness(model: nn.Module, inputs: ModelInputs, maps: torch.Tensor, class_ids: torch.Tensor,
+                 *, steps: int = 16, batch_size: int = 32, multilabel: bool = False,
+                 image_input: ImageInput = None) -> dict[str, float]:
     """All four numbers of `METRICS` for one set of maps (sigmoid probabilities if `multilabel`)."""
     return {
-        **confidence_change(model, inputs, maps, class_ids, batch_size=batch_size, multilabel=multilabel),
+        **confidence_change(model, inputs, maps, class_ids, batch_size=batch_size, multilabel=multilabel,
+                            image_input=image_input),
         **deletion_insertion(model, inputs, maps, class_ids, steps=steps, batch_size=batch_size,
-                             multilabel=multilabel),
+                             multilabel=multilabel, image_input=image_input),
     }

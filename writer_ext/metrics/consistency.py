@@ -24,6 +24,7 @@ from torch import nn
 
 from writer_ext.engine import compute_cams
 from writer_ext.metrics.confidence import class_probabilities, drop_and_increase, evaluating, flat_rows, saliency
+from writer_ext.model.inputs import ImageInput, ImageModel, ModelInputs, image_model
 from writer_ext.model.spatial import SpatialView
 
 
@@ -51,10 +52,15 @@ def adcc_values(coherency: torch.Tensor, complexity: torch.Tensor, drop: torch.T
 def remapped(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, method: str, layer: str,
              reshape_transform: Optional[SpatialView], seed: Optional[int]) -> torch.Tensor:
     """(N, H, W) saliency of `method`'s map at `layer` of each (N, C, H, W) image for its class."""
+    inputs, image_input = images, None
+    if isinstance(model, ImageModel):  # the other inputs of each row's image, unchanged
+        inputs = model.inputs_for(images, model.rows_of(0, images.shape[0], images.shape[0]))
+        model, image_input = model.model, model.key
     with warnings.catch_warnings():  # a map of the masked image may well be flat: it scores low, no news
         warnings.filterwarnings("ignore", "constant maps flagged", RuntimeWarning)
-        again = compute_cams(model, images, target_layer=layer, targets=classes[:, None], methods=method,
-                             reshape_transform=reshape_transform, seed=None if seed is None else seed + 1)
+        again = compute_cams(model, inputs, target_layer=layer, targets=classes[:, None], methods=method,
+                             reshape_transform=reshape_transform, seed=None if seed is None else seed + 1,
+                             image_input=image_input)
     return saliency(again.maps[method][again.layers[0]], tuple(images.shape[2:]))[:, 0]
 
 
@@ -66,13 +72,14 @@ def consistency_rows(sal: torch.Tensor, again: torch.Tensor, drop: torch.Tensor)
             "adcc": adcc_values(coherency, complexity, drop.to(coherency.device))}
 
 
-def consistency(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor, method: str,
+def consistency(model: nn.Module, inputs: ModelInputs, maps: torch.Tensor, class_ids: torch.Tensor, method: str,
                 layer: str, *, batch_size: int = 32, multilabel: bool = False,
                 reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None,
-                drop: Optional[torch.Tensor] = None) -> dict[str, float]:
+                drop: Optional[torch.Tensor] = None, image_input: ImageInput = None) -> dict[str, float]:
     """Mean coherency, complexity and ADCC of `method`'s (B, K, h, w) maps at `layer` over all (image, target)
     pairs (`seed`: the one the maps were drawn with, for the random baseline; `drop`: the (B * K,) Average
-    Drop per pair when already computed, else it is)."""
+    Drop per pair when already computed, else it is; several inputs: only `image_input` is changed)."""
+    model, inputs = image_model(model, inputs, image_input)
     with evaluating(model, inputs) as checked:
         images, sal, classes = flat_rows(checked, maps, class_ids)
         if drop is None:

@@ -13,12 +13,13 @@ from tensorboard_plugin_cam.format.scores import CONSISTENCY, FAITHFULNESS
 from writer_ext.engine import CamResult, compute_cams
 from writer_ext.metrics.confidence import deletion_insertion, drop_rows
 from writer_ext.metrics.consistency import consistency
+from writer_ext.model.inputs import ImageInput, ModelInputs, image_model
 from writer_ext.model.spatial import SpatialView
 
 SCORED = FAITHFULNESS + CONSISTENCY  # what `for_result` returns, in the table's order
 
 
-def random_baseline(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, targets: object = None,
+def random_baseline(model: nn.Module, inputs: ModelInputs, result: CamResult, *, targets: object = None,
                     reshape_transform: Optional[SpatialView] = None,
                     seed: Optional[int] = None, image_input: object = None) -> dict[str, torch.Tensor]:
     """The `random` baseline's maps (layer -> (B, K, h, w)) for the targets and layers of `result`
@@ -33,21 +34,24 @@ def random_baseline(model: nn.Module, inputs: torch.Tensor, result: CamResult, *
                         reshape_transform=reshape_transform, seed=seed, image_input=image_input).maps["random"]
 
 
-def for_result(model: nn.Module, inputs: torch.Tensor, result: CamResult, *, steps: int = 16,
+def for_result(model: nn.Module, inputs: ModelInputs, result: CamResult, *, steps: int = 16,
                reshape_transform: Optional[SpatialView] = None, seed: Optional[int] = None,
-               baseline: Optional[dict[str, torch.Tensor]] = None) -> list[dict]:
+               baseline: Optional[dict[str, torch.Tensor]] = None, image_input: ImageInput = None) -> list[dict]:
     """`faithfulness` and `consistency` of every method and layer of a `CamResult`, and of the `random`
     baseline at the same layers, as records {"method", "layer", <metric>: value}.
 
     `baseline`: the baseline's maps when already drawn; otherwise `random_baseline` with the
-    `reshape_transform` and `seed` the maps were computed with.
+    `reshape_transform` and `seed` the maps were computed with. Several inputs (`image_input` naming the
+    image): only the image is changed, the other inputs pass as they are.
     """
     if result.class_ids is None:
         raise ValueError("metrics: Average Drop and the other faithfulness metrics need class probabilities; "
                          "targets given as a callable or a target kind have none (use regions= for localization)")
     maps = dict(result.maps)
     maps["random"] = baseline if baseline is not None else \
-        random_baseline(model, inputs, result, reshape_transform=reshape_transform, seed=seed)
+        random_baseline(model, inputs, result, reshape_transform=reshape_transform, seed=seed,
+                        image_input=image_input)
+    model, inputs = image_model(model, inputs, image_input)
     device_ids = result.class_ids.to(inputs.device)
     records = []
     for method, per_layer in maps.items():

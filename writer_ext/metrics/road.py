@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from writer_ext.metrics.confidence import class_probabilities, evaluating, flat_rows
+from writer_ext.model.inputs import ImageInput, ModelInputs, image_model
 from writer_ext.validate import check_seed
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -117,11 +118,13 @@ def road_values(model: nn.Module, images: torch.Tensor, sal: torch.Tensor, class
     return {key: curves[key] for key in ("road_morf", "road_lerf", "road_combined")}
 
 
-def road(model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, class_ids: torch.Tensor, *,
+def road(model: nn.Module, inputs: ModelInputs, maps: torch.Tensor, class_ids: torch.Tensor, *,
          percentiles: Sequence[float] = PERCENTILES, batch_size: int = 32, multilabel: bool = False,
-         seed: int = 0, y: Optional[torch.Tensor] = None) -> dict[str, float]:
+         seed: int = 0, y: Optional[torch.Tensor] = None, image_input: ImageInput = None) -> dict[str, float]:
     """Mean ROAD MoRF, LeRF and combined of (B, K, h, w) maps over all (image, target) pairs (`y`: the (B * K,)
-    class probabilities on the images when already computed, else they are)."""
+    class probabilities on the images when already computed, else they are; several inputs: only `image_input`
+    is changed)."""
+    model, inputs = image_model(model, inputs, image_input)
     percentiles = check_percentiles(percentiles)
     seed = check_seed(seed)
     if isinstance(inputs, torch.Tensor) and inputs.dim() == 5:

@@ -17,12 +17,15 @@ from torch import nn
 from writer_ext.model.detector_canvas import CanvasRecorder
 from writer_ext.model.graph import cut_nodes, has_parameter_after
 from writer_ext.model.layout_check import confirm_layout
+from writer_ext.model.pyramid import PyramidRecorder, pyramid_input
 from writer_ext.model.spatial import MAX_EXTRA_TOKENS, layout_of
 from writer_ext.targets.kinds import logits_of
 
 STEM_STRIDE = 4  # a layer at stride <= 4 in the first third of the modules that ran is a stem
 LISTED = 4  # candidates named in a refusal
 TOKEN_WIDTH = 16  # the least width of an (N, T, C) output taken for tokens when no patch grid fits it
+ASPECT = 2.0  # a candidate's strides along height and width differ at most this many times (an attention
+# map (N, heads, 1, tokens) is no grid on the image)
 
 
 def _output_sum(output: object) -> Optional[torch.Tensor]:
@@ -81,6 +84,19 @@ def _ranked(candidates: list[_Candidate], stem: Callable[[_Candidate], bool]) ->
     return sorted(kept, key=lambda c: (-c.stride, -c.position))
 
 
+def _tiles(shape: tuple, hw: tuple) -> bool:
+    """Whether an (h, w) grid covers the (H, W) input with about one stride along both axes, no finer than
+    the input (Perceiver's (N, heads, latents, latents) attention is no grid on the image); a grid of one row
+    or column (a text recognizer's (N, C, 1, w)) when the other axis is subsampled (CrossViT's (N, heads, 1,
+    tokens) attention is not)."""
+    along = [size / cells for size, cells in zip(hw[-2:], shape[-2:])]
+    if min(along) < 1:
+        return False
+    if 1 in tuple(shape[-2:]):
+        return min(along) >= 2
+    return max(along) <= ASPECT * min(along)
+
+
 def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor, check_layout: bool = True) -> Choice:
     """The layer by the rule for the first image of `x` (`call` runs the model on an image batch),
     or a ValueError naming `target_layer` that lists the best candidates. A candidate whose reading on a
@@ -107,7 +123,7 @@ def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor, check_layout
     try:  # parameters take part in the graph for this pass (`has_parameter_after`); flags restored below
         for p in frozen:
             p.requires_grad_(True)
-        with CanvasRecorder(model) as canvas, torch.enable_grad():
+        with CanvasRecorder(model) as canvas, PyramidRecorder(model) as pyramid, torch.enable_grad():
             output = call(x)
     finally:
         for h in handles:
@@ -129,7 +145,8 @@ def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor, check_layout
                     and canvas.canvas is None:  # not a detector's (anchors, classes) outputs
                 tokens.append(_Candidate(name, t, tuple(t.shape), 0, position))
             continue
-        if len(shape) == x.dim() and shape[-1] * shape[-2] > 1 and (t.dim() == x.dim() or shape[1] > 1):
+        if len(shape) == x.dim() and shape[-1] * shape[-2] > 1 and (t.dim() == x.dim() or shape[1] > 1) \
+                and _tiles(shape, hw):
             stride = max(1, round(math.sqrt(hw[-2] * hw[-1] / (shape[-1] * shape[-2]))))  # in space
             candidates.append(_Candidate(name, t, shape, stride, position, view))
     if not candidates:
@@ -159,24 +176,37 @@ def choose_layer(model: nn.Module, call: Callable, x: torch.Tensor, check_layout
               and has_parameter_after(total.grad_fn, c.tensor.grad_fn, x)]
     image_hw = canvas.canvas.image if canvas.canvas is not None else hw
     skipped: list[str] = []
-    chosen, unread = None, None
-    for c in (c for c in passed if not stem(c)):
+    unread: list[ValueError] = []
+
+    def confirmed(c: _Candidate) -> bool:
         if not check_layout:
-            chosen = c
-            break
+            return True
         try:  # a reading the module's type does not vouch for is checked here, so an earlier layer can stand in
             confirm_layout(call, model, c.name, modules[c.name], layout_of(c.name, c.tensor.shape, hw,
                            module=modules[c.name]), x.detach(), image_hw, hw, c.shape[-2:])
         except ValueError as e:
-            unread = unread or e
+            unread.append(e)
             skipped.append(c.name)
-            continue
-        chosen = c
-        break
-    if chosen is None and unread is not None:
-        raise unread
+            return False
+        return True
+
+    chosen = next((c for c in passed if not stem(c) and confirmed(c)), None)
+    if chosen is None and unread:
+        raise unread[0]
     ranked = _ranked(candidates, stem)
-    if chosen is None and passed and not ranked:
+    fed = pyramid_input(pyramid, [c.tensor for c in candidates]) if chosen is None and passed else None
+    top = candidates[fed[1]] if fed is not None else None
+    if top is not None and top.depends and not stem(top) and confirmed(top) \
+            and has_parameter_after(total.grad_fn, top.tensor.grad_fn, x):
+        chosen = top
+        reason = (f"stride {chosen.stride}, the backbone's last stage, the coarsest input of the feature pyramid "
+                  f"{fed[0]!r}: only the stem is on every path from the input to the output (each pyramid level also "
+                  "takes an earlier stage), so the map shows the evidence that passes this stage, not what reaches "
+                  f"the finer levels from earlier stages; name target_layer (a pyramid level of {fed[0]!r}) for one "
+                  "level")
+    elif chosen is None and unread:
+        raise unread[0]
+    elif chosen is None and passed and not ranked:
         chosen = passed[0]
         reason = (f"a stem (stride {chosen.stride}, early in the model), the only layer that every path from the "
                   "input to the output goes through; no later layer qualifies")

@@ -6,7 +6,7 @@ unchanged, repeated along the batch when the image batch holds whole copies of i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -43,13 +43,8 @@ def _fit(value: object, batch: int, rows: int) -> object:
     return value[:rows] if rows < batch else value
 
 
-def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput = None
-                ) -> tuple[torch.Tensor, ModelCall]:
-    """(the image batch, a function that runs the model on an image batch in its place)."""
-    if isinstance(inputs, torch.Tensor):
-        if image_input is not None:
-            raise ValueError("image_input: names one of several inputs; inputs is a single tensor")
-        return inputs, lambda images: run_model(model, images)
+def _entries(inputs: ModelInputs, image_input: ImageInput) -> tuple[list, dict, object]:
+    """(the inputs' keys, key -> value, the image input's key) of a tuple or dict of inputs."""
     if isinstance(inputs, tuple):
         keys: list = list(range(len(inputs)))
         entries = dict(enumerate(inputs))
@@ -69,9 +64,24 @@ def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput =
     elif isinstance(image_input, bool) or image_input not in entries:
         raise ValueError(f"image_input: {image_input!r} is not one of the inputs' "
                          f"{'indices' if isinstance(inputs, tuple) else 'keys'} {keys}")
+    if not isinstance(entries[image_input], torch.Tensor):
+        raise TypeError(f"image_input: input {image_input!r} is a {type(entries[image_input]).__name__}, not a tensor")
+    return keys, entries, image_input
+
+
+def _rebuilt(inputs: ModelInputs, values: dict) -> ModelInputs:
+    return dict(values) if isinstance(inputs, Mapping) else tuple(values[k] for k in range(len(values)))
+
+
+def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput = None
+                ) -> tuple[torch.Tensor, ModelCall]:
+    """(the image batch, a function that runs the model on an image batch in its place)."""
+    if isinstance(inputs, torch.Tensor):
+        if image_input is not None:
+            raise ValueError("image_input: names one of several inputs; inputs is a single tensor")
+        return inputs, lambda images: run_model(model, images)
+    keys, entries, image_input = _entries(inputs, image_input)
     image = entries[image_input]
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image_input: input {image_input!r} is a {type(image).__name__}, not a tensor")
     batch = image.shape[0] if image.dim() else 0
 
     def call(images: torch.Tensor) -> object:
@@ -81,6 +91,49 @@ def bind_inputs(model: nn.Module, inputs: ModelInputs, image_input: ImageInput =
         return call_model(model, *[values[k] for k in keys])
 
     return image, call
+
+
+class ImageModel(nn.Module):
+    """A model of several inputs as a function of its image input, for the metrics that perturb only the
+    image: row j of an image batch takes the other inputs of image `rows[j]` of the original batch."""
+
+    def __init__(self, model: nn.Module, inputs: ModelInputs, image_input: ImageInput = None) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs = inputs
+        _, self.entries, self.key = _entries(inputs, image_input)
+        self.image = self.entries[self.key]
+        self.batch = self.image.shape[0]
+
+    def rows_of(self, start: int, stop: int, total: int) -> torch.Tensor:
+        """The original image of rows start..stop of `total` rows that hold each image's copies in turn."""
+        if total % self.batch:
+            raise ValueError(f"inputs: {total} rows are not whole copies of the batch of {self.batch} images")
+        return torch.arange(start, stop) * self.batch // total
+
+    def inputs_for(self, images: torch.Tensor, rows: torch.Tensor) -> ModelInputs:
+        """The inputs with `images` as the image input and the others taken at `rows`."""
+        def taken(value: object) -> object:
+            batched = isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == self.batch
+            return value[rows.to(value.device)] if batched else value
+
+        return _rebuilt(self.inputs, {k: images if k == self.key else taken(v) for k, v in self.entries.items()})
+
+    def forward(self, images: torch.Tensor, rows: Optional[torch.Tensor] = None) -> object:
+        values = self.inputs_for(images, self.rows_of(0, images.shape[0], images.shape[0]) if rows is None else rows)
+        return call_model(self.model, **values) if isinstance(values, dict) else call_model(self.model, *values)
+
+
+def image_model(model: nn.Module, inputs: ModelInputs, image_input: ImageInput = None
+                ) -> tuple[nn.Module, torch.Tensor]:
+    """(the model as a function of its image input, the image batch): `model` and `inputs` as they are for a
+    single tensor, an `ImageModel` for several inputs."""
+    if isinstance(inputs, torch.Tensor):
+        if image_input is not None:
+            raise ValueError("image_input: names one of several inputs; inputs is a single tensor")
+        return model, inputs
+    wrapped = ImageModel(model, inputs, image_input)
+    return wrapped, wrapped.image
 
 
 CLIP_LAYOUTS = ("NCTHW", "NTCHW")

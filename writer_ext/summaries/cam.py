@@ -199,9 +199,6 @@ def add_cam(
         pictures = img.clip_frames(images, display_images)
     else:
         pictures = img.images_for(images, display_images)
-    if metrics and not isinstance(inputs, torch.Tensor):
-        raise ValueError("metrics: the faithfulness metrics take a single image tensor as inputs, not several "
-                         "inputs (regions= scores localization with several)")
     size = tuple(images.shape[-2:])
     if regions is not None:
         masks, region_records = check_regions(regions, images.shape[0], size)
@@ -247,7 +244,7 @@ def add_cam(
     return result
 
 
-def _scores(model: nn.Module, inputs: torch.Tensor, result: CamResult, targets: Targets, faithfulness: bool,
+def _scores(model: nn.Module, inputs: ModelInputs, result: CamResult, targets: Targets, faithfulness: bool,
             masks: Optional[torch.Tensor], options: dict, first_only: bool) -> list[dict]:
     """The records {"method", "layer", <metric>: value} of what `add_cam` scores: faithfulness with
     `metrics=True`, localization with regions; the random baseline's too, drawn once for both. With
@@ -259,7 +256,7 @@ def _scores(model: nn.Module, inputs: torch.Tensor, result: CamResult, targets: 
                                reshape_transform=options.get("reshape_transform"),
                                image_input=options.get("image_input"))
     if faithfulness:
-        records = for_result(model, inputs, result, baseline=baseline)
+        records = for_result(model, inputs, result, baseline=baseline, image_input=options.get("image_input"))
     else:
         records = [{"method": m, "layer": layer} for m, per_layer in {**result.maps, "random": baseline}.items()
                    for layer in per_layer]
