@@ -32,7 +32,7 @@ def logdir(tmp_path_factory):
     clips = torch.rand(2, 3, T, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
     with SummaryWriter(root / "clips") as writer:
         add_cam(writer, "clip", model, clips, target_layer="0", methods=("gradcam", "layercam"),
-                class_names=[NAME, NAME], global_step=3)
+                class_names=[NAME, NAME], global_step=3, image_format="webp")  # frames exact, to compare
     with SummaryWriter(root / "square") as writer:  # for the README's picture: a bright square moving right
         square = torch.full((1, 3, 8, 96, 96), 0.15)
         for t in range(8):
