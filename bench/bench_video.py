@@ -101,16 +101,18 @@ PLAYING = """async (seconds) => {
   const observer = new MutationObserver(() => shown.push(performance.now()));
   observer.observe(label, { childList: true, characterData: true, subtree: true });
   document.querySelector('#fps').value = '30';
+  const start = performance.now();
   document.querySelector('#clip-play').click();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   document.querySelector('#clip-play').click();
   observer.disconnect();
-  return shown.slice(1).map((t, i) => t - shown[i]);
+  return [shown[0] - start, shown.slice(1).map((t, i) => t - shown[i])];
 }"""
 
 
-def tab_frame_intervals(logdir: Path, seconds: float) -> list[float]:
-    """Milliseconds between the frames the tab shows while a clip plays at 30 frames a second."""
+def tab_frame_intervals(logdir: Path, seconds: float) -> tuple[float, list[float]]:
+    """Milliseconds from Play clip to the first frame shown, and between the frames the tab shows while the clip
+    plays at 30 frames a second."""
     port = 6100 + int(time.time()) % 800
     proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
                              "--port", str(port), "--load_fast=true"], stdout=subprocess.DEVNULL,
@@ -134,9 +136,9 @@ def tab_frame_intervals(logdir: Path, seconds: float) -> list[float]:
             page.goto(url + "/data/plugin_entry.html?name=cam")
             page.wait_for_function("document.querySelectorAll('#grid .card[data-state=painted]').length === 2",
                                    timeout=60000)
-            intervals = page.evaluate(PLAYING, seconds)
+            first, intervals = page.evaluate(PLAYING, seconds)
             browser.close()
-        return intervals
+        return first, intervals
     finally:
         proc.terminate()
         proc.wait()
@@ -206,12 +208,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as logdir:
         with SummaryWriter(Path(logdir, "run")) as writer:
             log(writer, 1)
-        intervals = tab_frame_intervals(Path(logdir), args.seconds)
+        first, intervals = tab_frame_intervals(Path(logdir), args.seconds)
     rate = 1000 / statistics.mean(intervals)
     p95 = statistics.quantiles(intervals, n=20)[18]
-    print(f"the tab playing a clip at 30 frames a second: {len(intervals) + 1} frames shown in {args.seconds:g} s, "
-          f"interval median {statistics.median(intervals):.1f} ms, p95 {p95:.1f} ms, max {max(intervals):.1f} ms: "
-          f"{rate:.1f} frames a second (goal 30: {'met' if rate >= 29.5 else 'NOT met'})")
+    print(f"the tab playing a clip at 30 frames a second: first frame {first:.0f} ms after Play clip (its clips' "
+          f"frames fetched first), then {len(intervals)} frames in {sum(intervals) / 1000:.1f} s, interval median "
+          f"{statistics.median(intervals):.1f} ms, p95 {p95:.1f} ms, max {max(intervals):.1f} ms: {rate:.1f} frames "
+          f"a second (goal 30: {'met' if rate >= 29.5 else 'NOT met'})")
 
 
 if __name__ == "__main__":

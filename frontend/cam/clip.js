@@ -59,6 +59,17 @@ export function markFrame() {
   view.frameCards.forEach((card, t) => card.node.classList.toggle("current", t === view.frame));
 }
 
+/**
+ * Fetches every frame of the shown step's clips (each is kept with its sample), so that playing waits on no
+ * fetch: the first time through a clip, each frame's fetch otherwise delays its showing (bench/bench_video.py).
+ * A frame that fails is left to its card to report.
+ */
+function fetchFrames(sample = view.sample) {
+  const images = sample?.header?.images ?? [];
+  return Promise.all(images.flatMap((info, i) =>
+    Array.from({ length: info.frames ?? 0 }, (_, t) => sample.frame(i, t).catch(() => null))));
+}
+
 /** Plays or pauses the clip: `showFrame(t)` draws frame t; waits 1/fps between frames, after each is drawn. */
 export async function playClip(showFrame) {
   if (view.clipPlaying) {
@@ -68,6 +79,7 @@ export async function playClip(showFrame) {
   view.clipPlaying = true;
   ui.clipPlay.textContent = "Pause clip";
   try {
+    await fetchFrames();
     while (view.clipPlaying && clipFrames() > 0) {
       const rate = Math.min(Math.max(Number(ui.fps.value) || 8, 1), 60);
       const started = performance.now();
