@@ -87,6 +87,7 @@ export async function playClip(showFrame) {
       const left = 1000 / rate - (performance.now() - started);
       await new Promise((resolve) => setTimeout(resolve, Math.max(left, 0)));
     }
+    if (clipFrames() > 0) await showFrame(view.frame); // paused: the timeline's steps too, at this frame
   } finally {
     view.clipPlaying = false;
     ui.clipPlay.textContent = "Play clip";
@@ -94,15 +95,17 @@ export async function playClip(showFrame) {
 }
 
 /**
- * Wires the clip controls: `drawCards()` redraws the main cards (at `view.frame`), `onError` reports a
- * failure. Returns `showFrame(t)`, which shows frame t (the frame strip's clicks call it).
+ * Wires the clip controls: `drawCards()` redraws the main cards (at `view.frame`), `drawSteps()` the
+ * timeline's filmstrip of steps (each step's clip at `view.frame`; not while playing, which shows one clip),
+ * `onError` reports a failure. Returns `showFrame(t)`, which shows frame t (the frame strip's clicks call it).
  */
-export function wireClip(drawCards, onError) {
+export function wireClip(drawCards, drawSteps, onError) {
   const showFrame = (t) => {
     view.frame = t;
     ui.frame.value = String(t);
     ui.frameLabel.textContent = `${t + 1} / ${clipFrames()}`;
     markFrame();
+    if (!view.clipPlaying) drawSteps();
     return drawCards();
   };
   ui.frame.addEventListener("input", () => showFrame(Number(ui.frame.value)).catch(onError));
