@@ -300,3 +300,11 @@ def test_timeline_of_a_clip_shows_every_step_at_the_shown_frame(frame, logdir):
     assert frame.eval_on_selector("#grid figcaption", "e => e.textContent") == "step 0"
     np.testing.assert_array_equal(pixels(frame)[..., :3], steps[0][1][1])
     assert frame.text_content("#frame-label") == f"2 / {T}"
+    frame.fill("#fps", "30")  # playing walks the card's frames; paused, the filmstrip shows the frame paused at
+    frame.click("#clip-play")
+    frame.wait_for_function("document.querySelector('#frame').value !== '1'")
+    settled(frame, lambda: (frame.click("#clip-play"), frame.wait_for_function(
+        "document.querySelector('#clip-play').textContent === 'Play clip'")))
+    paused = int(frame.eval_on_selector("#frame", "e => e.value"))
+    for s, (_, frames) in enumerate(steps):
+        np.testing.assert_array_equal(pixels(frame, s, "#filmstrip")[..., :3], frames[paused])
