@@ -15,8 +15,8 @@ from writer_ext.scaling import min_max
 # Lossless WebP: a fifth to a tenth smaller than PNG on photos and drawings, and no slower to encode
 # at this effort (bench/bench_storage.py prints both).
 DEFAULT_FORMAT = "webp"
-# A clip's frames by default: JPEG, lossy (the maps stay exact numbers), a third of lossless WebP's bytes and
-# smaller than the 256-colour GIF `add_video` stores of the rendered overlay (bench/bench_video.py prints all).
+# A clip's frames by default: JPEG, lossy (the maps stay exact numbers), under a third of lossless WebP's bytes,
+# 0.56x the 256-colour GIF `add_video` stores of the rendered overlay (bench/bench_video.py prints all).
 CLIP_FORMAT = "jpeg"
 MAX_SIDE = 16383  # WebP's largest side; a picture this large is over 800 MB as RGB already
 

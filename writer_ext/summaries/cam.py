@@ -175,7 +175,7 @@ def add_cam(
     stored for the tab.
     Each method's own time at each layer is stored for the tab's report card.
     `image_format` ("webp": lossless WebP, "png", "jpeg") is the pictures' format; None (the default) means
-    lossless WebP for images and JPEG for clips' frames (lossy, a third of WebP's bytes; the maps are exact
+    lossless WebP for images and JPEG for clips' frames (lossy, under a third of WebP's bytes; the maps are exact
     numbers either way).
     Clips (N, C, T, H, W) (`clip_layout="NTCHW"` for (N, T, C, H, W)) store their frames (each a picture,
     stored once per tag while they repeat) and maps (N, K, t, h, w) at the layer's resolution; the tab plays
