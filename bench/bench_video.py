@@ -2,28 +2,38 @@
 
 - time of `compute_cams` against a no-grad forward of the same batch (goal: at most 1.2x) and against
   torchcam's GradCAM on the same model (goal: faster); median of `--repeats` after a warm-up;
-- event-file bytes per logged clip sample (frames + maps, as `add_cam` stores them, with lossless WebP
-  frames (the default) and JPEG ones; and a monitor's repeat, whose frames are shared) against the rendered
+- event-file bytes per logged clip sample (frames + maps, as `add_cam` stores them, with its default frames
+  (JPEG for clips) and lossless WebP ones; and a monitor's repeat, whose frames are shared) against the rendered
   overlay as `SummaryWriter.add_video` would store it (goal: smaller). add_video needs moviepy, which is not
   installed here: it then logs nothing, so the overlay is measured as the GIF add_video writes (encoded here
   with Pillow, 4 frames a second) and as PNG frames (`add_images`), and the script says which it used.
+- the tab's time to show the next frame of a playing clip (goal: 30 frames a second): the first step logged
+  above served by a real `tensorboard`, the tab open alone in Debian's headless Chromium (the tests' flags), Play
+  clip at 30 frames a second: the intervals between frames shown for `--seconds`, from `performance.now()` in
+  the page, and the frames shown a second.
 The clips are a camera pan over scikit-learn's sample photo (2 px a frame).
-Usage: python bench/bench_video.py [--device cuda] [--repeats 3]
+Usage: python bench/bench_video.py [--device cuda] [--repeats 3] [--seconds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchcam.methods as tcm
+from bench_browser import CHROMIUM
 from PIL import Image
+from playwright.sync_api import sync_playwright
 from sklearn.datasets import load_sample_images
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 from torchvision.models.video import r3d_18
@@ -86,10 +96,59 @@ def gif_bytes(clip: np.ndarray, fps: int = 4) -> int:
     return len(buf.getvalue())
 
 
+PLAYING = """async (seconds) => {
+  const label = document.querySelector('#frame-label'), shown = [];
+  const observer = new MutationObserver(() => shown.push(performance.now()));
+  observer.observe(label, { childList: true, characterData: true, subtree: true });
+  document.querySelector('#fps').value = '30';
+  const start = performance.now();
+  document.querySelector('#clip-play').click();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  document.querySelector('#clip-play').click();
+  observer.disconnect();
+  return [shown[0] - start, shown.slice(1).map((t, i) => t - shown[i])];
+}"""
+
+
+def tab_frame_intervals(logdir: Path, seconds: float) -> tuple[float, list[float]]:
+    """Milliseconds from Play clip to the first frame shown, and between the frames the tab shows while the clip
+    plays at 30 frames a second."""
+    port = 6100 + int(time.time()) % 800
+    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+                             "--port", str(port), "--load_fast=true"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/data/plugin/cam/steps?run=run&tag=clip", timeout=10) as r:
+                    if json.loads(r.read())["steps"]:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("tensorboard did not list the clip")
+            time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url + "/data/plugin_entry.html?name=cam")
+            page.wait_for_function("document.querySelectorAll('#grid .card[data-state=painted]').length === 2",
+                                   timeout=60000)
+            first, intervals = page.evaluate(PLAYING, seconds)
+            browser.close()
+        return first, intervals
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = r3d_18().eval().to(args.device)
@@ -126,13 +185,13 @@ def main() -> None:
     model.cpu()
     display = frames
 
-    def log(writer, steps, image_format="webp"):
+    def log(writer, steps, image_format=None):
         for step in range(steps):
             writer.add_cam("clip", model, clips, target_layer="layer4", display_images=display, global_step=step,
                            image_format=image_format)
 
-    first = event_bytes(lambda w: log(w, 1)) / N
-    jpeg = event_bytes(lambda w: log(w, 1, "jpeg")) / N
+    default = event_bytes(lambda w: log(w, 1)) / N
+    webp = event_bytes(lambda w: log(w, 1, "webp")) / N
     repeat = (event_bytes(lambda w: log(w, 3)) - event_bytes(lambda w: log(w, 2))) / N
     result = compute_cams(model, clips, target_layer="layer4", methods="gradcam")
     rendered = overlay(frames, result.maps["gradcam"]["layer4"])
@@ -140,11 +199,22 @@ def main() -> None:
     png = event_bytes(lambda w: [w.add_images(f"c{i}", c, 0, dataformats="NHWC") for i, c in enumerate(rendered)]) / N
     print("add_video needs moviepy (not installed): the overlay is measured as the GIF add_video would store "
           "(Pillow) and as PNG frames (add_images)")
-    for label, ours_bytes in (("a new clip, lossless WebP frames", first), ("a new clip, JPEG frames", jpeg),
+    for label, ours_bytes in (("a new clip, the default (JPEG)", default), ("a new clip, lossless WebP", webp),
                               ("a monitor's repeat (maps only)", repeat)):
         print(f"bytes per clip sample, {label:32s} {ours_bytes:10,.0f}   vs GIF overlay {gif:10,.0f} "
               f"({ours_bytes / gif:5.2f}x), PNG frames {png:10,.0f} ({ours_bytes / png:5.2f}x)   "
               f"(goal < 1x the GIF: {'met' if ours_bytes < gif else 'NOT met'})")
+
+    with tempfile.TemporaryDirectory() as logdir:
+        with SummaryWriter(Path(logdir, "run")) as writer:
+            log(writer, 1)
+        first, intervals = tab_frame_intervals(Path(logdir), args.seconds)
+    rate = 1000 / statistics.mean(intervals)
+    p95 = statistics.quantiles(intervals, n=20)[18]
+    print(f"the tab playing a clip at 30 frames a second: first frame {first:.0f} ms after Play clip (its clips' "
+          f"frames fetched first), then {len(intervals)} frames in {sum(intervals) / 1000:.1f} s, interval median "
+          f"{statistics.median(intervals):.1f} ms, p95 {p95:.1f} ms, max {max(intervals):.1f} ms: {rate:.1f} frames "
+          f"a second (goal 30: {'met' if rate >= 29.5 else 'NOT met'})")
 
 
 if __name__ == "__main__":

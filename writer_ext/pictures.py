@@ -15,6 +15,9 @@ from writer_ext.scaling import min_max
 # Lossless WebP: a fifth to a tenth smaller than PNG on photos and drawings, and no slower to encode
 # at this effort (bench/bench_storage.py prints both).
 DEFAULT_FORMAT = "webp"
+# A clip's frames by default: JPEG, lossy (the maps stay exact numbers), under a third of lossless WebP's bytes,
+# 0.56x the 256-colour GIF `add_video` stores of the rendered overlay (bench/bench_video.py prints all).
+CLIP_FORMAT = "jpeg"
 MAX_SIDE = 16383  # WebP's largest side; a picture this large is over 800 MB as RGB already
 
 
@@ -116,9 +119,12 @@ def clip_frames(clips: torch.Tensor, given: Optional[object]) -> np.ndarray:
     return shown.reshape(batch, frames, *shown.shape[1:])
 
 
-def check_image_format(image_format: object) -> str:
+def check_image_format(image_format: object, clips: bool = False) -> str:
+    """`image_format` checked; None: the default, lossless WebP for images, JPEG for clips' frames."""
+    if image_format is None:
+        return CLIP_FORMAT if clips else DEFAULT_FORMAT
     if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS} or None, got {image_format!r}")
     return image_format
 
 

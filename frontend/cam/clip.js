@@ -59,6 +59,17 @@ export function markFrame() {
   view.frameCards.forEach((card, t) => card.node.classList.toggle("current", t === view.frame));
 }
 
+/**
+ * Fetches every frame of the shown step's clips (each is kept with its sample), so that playing waits on no
+ * fetch: the first time through a clip, each frame's fetch otherwise delays its showing (bench/bench_video.py).
+ * A frame that fails is left to its card to report.
+ */
+function fetchFrames(sample = view.sample) {
+  const images = sample?.header?.images ?? [];
+  return Promise.all(images.flatMap((info, i) =>
+    Array.from({ length: info.frames ?? 0 }, (_, t) => sample.frame(i, t).catch(() => null))));
+}
+
 /** Plays or pauses the clip: `showFrame(t)` draws frame t; waits 1/fps between frames, after each is drawn. */
 export async function playClip(showFrame) {
   if (view.clipPlaying) {
@@ -68,6 +79,7 @@ export async function playClip(showFrame) {
   view.clipPlaying = true;
   ui.clipPlay.textContent = "Pause clip";
   try {
+    await fetchFrames();
     while (view.clipPlaying && clipFrames() > 0) {
       const rate = Math.min(Math.max(Number(ui.fps.value) || 8, 1), 60);
       const started = performance.now();
@@ -75,6 +87,7 @@ export async function playClip(showFrame) {
       const left = 1000 / rate - (performance.now() - started);
       await new Promise((resolve) => setTimeout(resolve, Math.max(left, 0)));
     }
+    if (clipFrames() > 0) await showFrame(view.frame); // paused: the timeline's steps too, at this frame
   } finally {
     view.clipPlaying = false;
     ui.clipPlay.textContent = "Play clip";
@@ -82,15 +95,17 @@ export async function playClip(showFrame) {
 }
 
 /**
- * Wires the clip controls: `drawCards()` redraws the main cards (at `view.frame`), `onError` reports a
- * failure. Returns `showFrame(t)`, which shows frame t (the frame strip's clicks call it).
+ * Wires the clip controls: `drawCards()` redraws the main cards (at `view.frame`), `drawSteps()` the
+ * timeline's filmstrip of steps (each step's clip at `view.frame`; not while playing, which shows one clip),
+ * `onError` reports a failure. Returns `showFrame(t)`, which shows frame t (the frame strip's clicks call it).
  */
-export function wireClip(drawCards, onError) {
+export function wireClip(drawCards, drawSteps, onError) {
   const showFrame = (t) => {
     view.frame = t;
     ui.frame.value = String(t);
     ui.frameLabel.textContent = `${t + 1} / ${clipFrames()}`;
     markFrame();
+    if (!view.clipPlaying) drawSteps();
     return drawCards();
   };
   ui.frame.addEventListener("input", () => showFrame(Number(ui.frame.value)).catch(onError));

@@ -5,8 +5,8 @@ import { ensureCards, paintJob } from "./paint.js";
 import { THUMBNAIL, chosen, findEntry, picker, ui, view } from "./state.js";
 
 /**
- * The filmstrip of the timeline: the chosen image's map at every loaded step, painted as it scrolls into
- * view; clicking one calls `onChoose(index)`.
+ * The filmstrip of the timeline: the chosen image's map at every loaded step (a clip's at the shown frame),
+ * painted as it scrolls into view; clicking one calls `onChoose(index)`.
  */
 export function drawFilmstrip(onChoose) {
   ui.filmstrip.hidden = ui.mode.value !== "timeline";

@@ -369,7 +369,7 @@ export function mount({ root, reload, onError }) {
   ]);
   node.append(el("div", { className: "toolbars" }, [series, what, how, clipToolbar()]), ui.notice, ui.hint,
     ui.description, ui.metrics, ui.readout, ui.empty, ui.grid, ui.frames, ui.filmstrip);
-  view.chooseFrame = wireClip(drawMain, view.onError);
+  view.chooseFrame = wireClip(drawMain, () => drawFilmstrip(chooseStep), view.onError);
 
   picker.wire(guarded(loadSteps), guarded(showStep));
   const redraw = guarded(draw);

@@ -20,6 +20,7 @@ from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam
 
 T, SIDE = 4, 16
+STEPS = 3  # the timeline run's steps
 NAME = "<b>clip</b>"  # a class name holding HTML: shown as text
 
 
@@ -32,7 +33,11 @@ def logdir(tmp_path_factory):
     clips = torch.rand(2, 3, T, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
     with SummaryWriter(root / "clips") as writer:
         add_cam(writer, "clip", model, clips, target_layer="0", methods=("gradcam", "layercam"),
-                class_names=[NAME, NAME], global_step=3)
+                class_names=[NAME, NAME], global_step=3, image_format="webp")  # frames exact, to compare
+    with SummaryWriter(root / "steps") as writer:  # the timeline's: new clips, so new maps, at each step
+        for step in range(STEPS):
+            add_cam(writer, "clip", model, torch.rand(1, 3, T, SIDE, SIDE, generator=torch.Generator().manual_seed(
+                10 + step)), target_layer="0", global_step=step, image_format="webp")
     with SummaryWriter(root / "square") as writer:  # for the README's picture: a bright square moving right
         square = torch.full((1, 3, 8, 96, 96), 0.15)
         for t in range(8):
@@ -43,7 +48,7 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tensorboard(logdir):
-    yield from serve_when_loaded(logdir, "true", series=2, run="clips", tag="clip", steps=1)
+    yield from serve_when_loaded(logdir, "true", series=3, run="clips", tag="clip", steps=1)
 
 
 @pytest.fixture
@@ -88,9 +93,9 @@ def pixels(frame, index=0, where="#grid"):
     return np.array(values, np.uint8).reshape(h, w, 4)
 
 
-def stored(logdir, image=0):
+def stored(logdir, image=0, run="clips", step=3):
     """The gradcam map of clip `image` as stored (t, h, w), the clip's frames (T, H, W, 3) as stored."""
-    blobs = raw_cam_values(logdir)[("clips", "clip", 3)]
+    blobs = raw_cam_values(logdir)[(run, "clip", step)]
     header, maps = fmt.cam.parse_sample(blobs[0], blobs[1])
     entry = next(m for m in header["maps"] if m["image"] == image and m["method"] == "gradcam")
     pictures = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs[2:]]
@@ -123,8 +128,7 @@ def test_drawn_frame_is_the_stored_frame_under_the_trilinear_map(frame, logdir):
     raw, frames = stored(logdir)
     second = stored(logdir, 1)[1]  # clip 1's frames come after clip 0's
     up = trilinear(raw)
-    lut = np.array(frame.evaluate("async () => Array.from((await import('./static/colormaps.js')).lut('jet'))"),
-                   np.uint8).reshape(-1, 3)
+    lut = jet(frame)
     frame.select_option("#colormap", "jet")
     for f in (2, 0):
         set_control(frame, "#frame", f)
@@ -132,11 +136,22 @@ def test_drawn_frame_is_the_stored_frame_under_the_trilinear_map(frame, logdir):
         np.testing.assert_array_equal(pixels(frame)[..., :3], frames[f])
         np.testing.assert_array_equal(pixels(frame, 1)[..., :3], second[f])
         set_control(frame, "#opacity", 1)
-        index = np.round((up[f] - raw.min()) / (raw.max() - raw.min()) * 255).astype(int)
-        drawn = pixels(frame)[..., :3].astype(int)
-        near = [np.abs(drawn - lut[np.clip(index + d, 0, 255)]).max(-1) <= 1 for d in (-1, 0, 1)]
-        assert np.logical_or.reduce(near).all(), f"frame {f}: drawn colours are not the trilinear map's"
+        assert_map_drawn(pixels(frame), raw, up[f], lut, f"frame {f}")
         assert frame.text_content("#frame-label") == f"{f + 1} / {T}"
+
+
+def jet(frame) -> np.ndarray:
+    return np.array(frame.evaluate("async () => Array.from((await import('./static/colormaps.js')).lut('jet'))"),
+                    np.uint8).reshape(-1, 3)
+
+
+def assert_map_drawn(drawn, raw, up_frame, lut, what):
+    """The drawn colours (opacity 1, jet) are the upsampled frame's, scaled by the whole clip's range (within
+    one colour-table step and one level of rounding)."""
+    index = np.round((up_frame - raw.min()) / (raw.max() - raw.min()) * 255).astype(int)
+    drawn = drawn[..., :3].astype(int)
+    near = [np.abs(drawn - lut[np.clip(index + d, 0, 255)]).max(-1) <= 1 for d in (-1, 0, 1)]
+    assert np.logical_or.reduce(near).all(), f"{what}: drawn colours are not the trilinear map's"
 
 
 def test_value_under_the_mouse_at_frame_y_x(frame, logdir):
@@ -175,6 +190,20 @@ def test_play_pause_and_frame_rate(frame):
     still = frame.eval_on_selector("#frame", "e => e.value")
     frame.wait_for_timeout(300)
     assert frame.eval_on_selector("#frame", "e => e.value") == still
+
+
+def test_play_fetches_every_frame_of_the_clips_before_the_first(frame):
+    """Play clip fetches the step's N x T frames before it shows frame 2, so that no frame waits on a fetch
+    (bench/bench_video.py: 27.7 frames a second at 30 without it, the first pass through the clip waiting)."""
+    fetched = frame.evaluate("""() => new Promise((resolve) => {
+        const pictures = () => new Set(performance.getEntriesByType('resource')
+          .filter((e) => e.initiatorType === 'img' && e.name.includes('/blob?')).map((e) => e.name)).size;
+        const observer = new MutationObserver(() => { observer.disconnect(); resolve(pictures()); });
+        observer.observe(document.querySelector('#frame-label'), { childList: true, characterData: true,
+                                                                   subtree: true });
+        document.querySelector('#clip-play').click(); })""")
+    frame.click("#clip-play")
+    assert fetched == 2 * T
 
 
 def test_frame_strip_shows_each_frame_and_chooses_it(frame, logdir):
@@ -245,3 +274,51 @@ def test_compare_methods_at_the_shown_frame(frame, logdir):
     value = float(re.search(r"value (-?[0-9.]+(?:e[-+]?\d+)?)", text).group(1))
     assert text.startswith(f"frame 2, pixel ({x}, {y})"), text
     assert value == pytest.approx(float(trilinear(raw)[2, y, x]), abs=1e-4)
+
+
+def settled(frame, change, strip=STEPS):
+    """Runs `change()` and waits until the timeline's card and its filmstrip of `strip` steps are painted."""
+    frame.evaluate("document.querySelectorAll('#grid .card, #filmstrip .card').forEach((c) => (c.dataset.state = "
+                   "'stale'))")
+    change()
+    wait_painted(frame, "#grid", 1)
+    wait_painted(frame, "#filmstrip", strip)
+
+
+def test_timeline_of_a_clip_shows_every_step_at_the_shown_frame(frame, logdir):
+    """Timeline mode on a clip tag: the card is the chosen step's clip at the shown frame, and the filmstrip
+    shows every step's clip at that same frame (stored frame under that step's trilinear map), following the
+    frame slider; a thumbnail's click shows its step at that frame."""
+    lut = jet(frame)
+    steps = [stored(logdir, run="steps", step=s) for s in range(STEPS)]
+    frame.select_option("#run", "steps")
+    wait_painted(frame, "#grid", 1)
+    frame.select_option("#colormap", "jet")
+    settled(frame, lambda: frame.select_option("#mode", "timeline"))
+    settled(frame, lambda: (frame.fill("#opacity", "1"), frame.dispatch_event("#opacity", "input")))
+    assert frame.eval_on_selector_all("#filmstrip figcaption", "es => es.map((e) => e.textContent)") == [
+        f"step {s}" for s in range(STEPS)]
+    for f in (2, 1):
+        settled(frame, lambda f=f: (frame.fill("#frame", str(f)), frame.dispatch_event("#frame", "input")))
+        assert frame.text_content("#frame-label") == f"{f + 1} / {T}"
+        assert_map_drawn(pixels(frame), steps[-1][0], trilinear(steps[-1][0])[f], lut, f"the card at frame {f}")
+        for s, (raw, _) in enumerate(steps):
+            assert_map_drawn(pixels(frame, s, "#filmstrip"), raw, trilinear(raw)[f], lut, f"step {s}, frame {f}")
+    assert not np.array_equal(pixels(frame, 0, "#filmstrip"), pixels(frame, 1, "#filmstrip"))  # new maps each step
+    settled(frame, lambda: (frame.fill("#opacity", "0"), frame.dispatch_event("#opacity", "input")))
+    for s, (_, frames) in enumerate(steps):
+        np.testing.assert_array_equal(pixels(frame, s, "#filmstrip")[..., :3], frames[1])
+    frame.locator("#filmstrip .card").nth(0).click()
+    frame.wait_for_selector("#grid[data-step='0']", state="attached")
+    wait_painted(frame, "#grid", 1)
+    assert frame.eval_on_selector("#grid figcaption", "e => e.textContent") == "step 0"
+    np.testing.assert_array_equal(pixels(frame)[..., :3], steps[0][1][1])
+    assert frame.text_content("#frame-label") == f"2 / {T}"
+    frame.fill("#fps", "30")  # playing walks the card's frames; paused, the filmstrip shows the frame paused at
+    frame.click("#clip-play")
+    frame.wait_for_function("document.querySelector('#frame').value !== '1'")
+    settled(frame, lambda: (frame.click("#clip-play"), frame.wait_for_function(
+        "document.querySelector('#clip-play').textContent === 'Play clip'")))
+    paused = int(frame.eval_on_selector("#frame", "e => e.value"))
+    for s, (_, frames) in enumerate(steps):
+        np.testing.assert_array_equal(pixels(frame, s, "#filmstrip")[..., :3], frames[paused])

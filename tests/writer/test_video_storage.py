@@ -60,7 +60,8 @@ def read(logdir, tag: str = "clip", step: int = 0) -> tuple[dict, list[bytes], l
 def test_clip_maps_and_frames_read_back(tmp_path, net):
     x = clips()
     with SummaryWriter(tmp_path) as writer:
-        result = add_cam(writer, "clip", net, x, target_layer="conv", methods=("gradcam", "cam"), topk=2)
+        result = add_cam(writer, "clip", net, x, target_layer="conv", methods=("gradcam", "cam"), topk=2,
+                         image_format="webp")
     header, maps, blobs = read(tmp_path)
     assert [im["frames"] for im in header["images"]] == [T] * N
     assert fmt.cam.picture_count(header) == N * T == len(blobs) - fmt.cam.FIRST_PICTURE
@@ -95,11 +96,41 @@ def test_display_frames_given_as_uint8_or_float(tmp_path, net):
     x = clips(2)
     shown = np.random.default_rng(0).integers(0, 256, (N, T, SIDE, SIDE, 3), dtype=np.uint8)
     with SummaryWriter(tmp_path) as writer:
-        add_cam(writer, "u8", net, x, target_layer="conv", display_images=shown)
-        add_cam(writer, "f", net, x, target_layer="conv", display_images=shown.transpose(0, 4, 1, 2, 3) / 255.0)
+        add_cam(writer, "u8", net, x, target_layer="conv", display_images=shown, image_format="webp")
+        add_cam(writer, "f", net, x, target_layer="conv", display_images=shown.transpose(0, 4, 1, 2, 3) / 255.0,
+                image_format="webp")
     for tag in ("u8", "f"):
         header, _, blobs = read(tmp_path, tag)
         np.testing.assert_array_equal(frames_of(blobs, header), shown)
+
+
+def test_default_picture_format_is_jpeg_for_clips_and_lossless_webp_for_images(tmp_path, net):
+    """image_format=None (the default): a clip's frames are JPEG (lossy, near the frames), an image's picture
+    lossless WebP, exactly its pixels; the maps are the same numbers whatever the pictures' format."""
+    x = clips(4)
+    image_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    image = torch.rand(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(5))
+    ramp = np.arange(SIDE)[None, None, :, None, None] * 12 + np.arange(T)[None, :, None, None, None] * 10
+    smooth = (ramp + np.array([0, 40, 80]) + np.arange(N)[:, None, None, None, None] * 30).astype(np.uint8)
+    smooth = np.broadcast_to(smooth, (N, T, SIDE, SIDE, 3))  # a colour ramp down the frame, moving in time
+    with SummaryWriter(tmp_path) as writer:
+        add_cam(writer, "clip", net, x, target_layer="conv", display_images=smooth)
+        add_cam(writer, "lossless", net, x, target_layer="conv", display_images=smooth, image_format="webp")
+        add_cam(writer, "image", image_net.eval(), image, target_layer="0")
+    header, maps, blobs = read(tmp_path, "clip")
+    assert [im["format"] for im in header["images"]] == ["jpeg"] * N
+    assert all(fmt.image_mime_type(b) == "image/jpeg" for b in blobs[fmt.cam.FIRST_PICTURE:])
+    lossless_header, lossless_maps, lossless = read(tmp_path, "lossless")
+    exact = frames_of(lossless, lossless_header)
+    np.testing.assert_array_equal(exact, smooth)
+    shown = frames_of(blobs, header)
+    assert not np.array_equal(shown, exact) and np.abs(shown.astype(int) - exact).max() <= 8
+    for a, b in zip(header["maps"], lossless_header["maps"]):
+        np.testing.assert_array_equal(fmt.decode_map(maps, a), fmt.decode_map(lossless_maps, b))
+    header, _, blobs = read(tmp_path, "image")
+    assert header["images"][0]["format"] == "webp" and fmt.image_mime_type(blobs[2]) == "image/webp"
+    want = np.round((image - image.min()) / (image.max() - image.min()) * 255).byte()[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(blobs[2])).convert("RGB")), want)
 
 
 def test_repeated_clips_store_their_frames_once(tmp_path, net):
