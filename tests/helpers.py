@@ -54,6 +54,13 @@ class SmallNet(nn.Module):
         return self.fc(self.dropout(self.features(x).mean(dim=(2, 3))))
 
 
+def small_clip_net() -> nn.Module:
+    """A two-class 3-D network for clips (N, 3, T, H, W): a strided Conv3d ("0"), ReLU ("1"), pooling and a
+    linear head, in eval mode (seed it first)."""
+    return nn.Sequential(nn.Conv3d(3, 4, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                         nn.Flatten(), nn.Linear(4, 2)).eval()
+
+
 def activation_and_grad(model, x, layer, class_ids):
     """A plain reference: a layer's output and d(sum of the class scores)/d(output), by a forward hook
     and torch.autograd.grad. The hook hands a clone downstream, so an in-place op after the layer

@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from helpers import BASE, check_clean, make_client, python_provider, raw_summary
+from helpers import BASE, check_clean, make_client, python_provider, raw_summary, small_clip_net
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam
 
@@ -49,8 +48,7 @@ DAMAGED = {
 def client(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("clips")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
-                          nn.Flatten(), nn.Linear(4, 2)).eval()
+    model = small_clip_net()
     x = torch.rand(N, 3, T, SIDE, SIDE)
     with SummaryWriter(logdir) as writer:
         for step in range(2):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+from tab_tools import card_pixels, redrawn, wait_painted
 
-from helpers import cam_frame, raw_cam_values, serve_when_loaded
+from helpers import cam_frame, raw_cam_values, serve_when_loaded, small_clip_net
 from tensorboard_plugin_cam import format as fmt
 from writer_ext import SummaryWriter, add_cam
 
@@ -28,8 +28,7 @@ NAME = "<b>clip</b>"  # a class name holding HTML: shown as text
 def logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("logs")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
-                          nn.Flatten(), nn.Linear(4, 2)).eval()
+    model = small_clip_net()
     clips = torch.rand(2, 3, T, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
     with SummaryWriter(root / "clips") as writer:
         add_cam(writer, "clip", model, clips, target_layer="0", methods=("gradcam", "layercam"),
@@ -61,36 +60,14 @@ def frame(browser, tensorboard):
     f = cam_frame(page)
     f.page_ = page
     f.wait_for_selector("#run option", state="attached")
-    wait_painted(f, "#grid", 2)
+    wait_painted(f, 2, "#grid")
     yield f
     assert not errors, errors
     context.close()
 
 
-def wait_painted(frame, where, count):
-    frame.wait_for_function(
-        f"""() => {{ const cards = [...document.querySelectorAll('{where} .card')];
-                    return cards.length === {count} && cards.every((c) => c.dataset.state === 'painted'); }}""",
-        timeout=30000)
-
-
-def redrawn(frame, change):
-    frame.evaluate("document.querySelectorAll('#grid .card').forEach((c) => (c.dataset.state = 'stale'))")
-    change()
-    wait_painted(frame, "#grid", 2)
-
-
 def set_control(frame, selector, value):
     redrawn(frame, lambda: (frame.fill(selector, str(value)), frame.dispatch_event(selector, "input")))
-
-
-def pixels(frame, index=0, where="#grid"):
-    w, h, values = frame.evaluate(
-        """([where, i]) => { const c = document.querySelectorAll(where + ' .card canvas.overlay')[i];
-             const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-             return [c.width, c.height, Array.from(data)]; }""",
-        [where, index])
-    return np.array(values, np.uint8).reshape(h, w, 4)
 
 
 def stored(logdir, image=0, run="clips", step=3):
@@ -133,10 +110,10 @@ def test_drawn_frame_is_the_stored_frame_under_the_trilinear_map(frame, logdir):
     for f in (2, 0):
         set_control(frame, "#frame", f)
         set_control(frame, "#opacity", 0)
-        np.testing.assert_array_equal(pixels(frame)[..., :3], frames[f])
-        np.testing.assert_array_equal(pixels(frame, 1)[..., :3], second[f])
+        np.testing.assert_array_equal(card_pixels(frame)[..., :3], frames[f])
+        np.testing.assert_array_equal(card_pixels(frame, 1)[..., :3], second[f])
         set_control(frame, "#opacity", 1)
-        assert_map_drawn(pixels(frame), raw, up[f], lut, f"frame {f}")
+        assert_map_drawn(card_pixels(frame), raw, up[f], lut, f"frame {f}")
         assert frame.text_content("#frame-label") == f"{f + 1} / {T}"
 
 
@@ -208,13 +185,13 @@ def test_play_fetches_every_frame_of_the_clips_before_the_first(frame):
 
 def test_frame_strip_shows_each_frame_and_chooses_it(frame, logdir):
     _, frames = stored(logdir)
-    wait_painted(frame, "#frames", T)
+    wait_painted(frame, T, "#frames")
     set_control(frame, "#opacity", 0)
-    wait_painted(frame, "#frames", T)
+    wait_painted(frame, T, "#frames")
     redrawn(frame, lambda: frame.locator("#frames .card").nth(3).click())
     assert frame.eval_on_selector("#frame", "e => e.value") == "3"
     assert frame.eval_on_selector("#frames .card.current figcaption", "e => e.textContent") == "frame 4"
-    np.testing.assert_array_equal(pixels(frame)[..., :3], frames[3])
+    np.testing.assert_array_equal(card_pixels(frame)[..., :3], frames[3])
     assert frame.eval_on_selector("#grid figcaption", "e => e.textContent").startswith(NAME)
     assert frame.evaluate("document.querySelectorAll('#grid b').length") == 0
 
@@ -231,11 +208,11 @@ def test_difference_of_two_methods_frame_by_frame(frame, logdir):
     frame.select_option("#mode", "diff")
     frame.select_option("#against", "method")
     frame.select_option("#vs-method", "layercam")
-    wait_painted(frame, "#grid", 3)
+    wait_painted(frame, 3, "#grid")
     frame.evaluate("document.querySelectorAll('#grid .card').forEach((c) => (c.dataset.state = 'stale'))")
     frame.fill("#frame", "3")
     frame.dispatch_event("#frame", "input")
-    wait_painted(frame, "#grid", 3)
+    wait_painted(frame, 3, "#grid")
     box = frame.locator("#grid .card canvas.overlay").nth(2).bounding_box()
     y, x = 6, 10
     frame.page_.mouse.move(box["x"] + box["width"] * (x + 0.5) / SIDE, box["y"] + box["height"] * (y + 0.5) / SIDE)
@@ -251,10 +228,10 @@ def test_readme_picture_of_a_clip_card(frame):
     """docs/screenshot-clip.png: the clip card at frame 5 of 8 with its frame strip (TensorBoard's page)."""
     frame.select_option("#run", "square")
     frame.select_option("#tag", "moving square")
-    wait_painted(frame, "#grid", 1)
+    wait_painted(frame, 1, "#grid")
     frame.fill("#frame", "4")
     frame.dispatch_event("#frame", "input")
-    wait_painted(frame, "#frames", 8)
+    wait_painted(frame, 8, "#frames")
     assert frame.text_content("#frame-label") == "5 / 8"
     frame.page_.wait_for_timeout(300)
     frame.page_.screenshot(path=str(Path(__file__).resolve().parents[2] / "docs" / "screenshot-clip.png"))
@@ -265,7 +242,7 @@ def test_compare_methods_at_the_shown_frame(frame, logdir):
     header, maps = fmt.cam.parse_sample(blobs[0], blobs[1])
     raw = fmt.decode_map(maps, next(m for m in header["maps"] if m["image"] == 0 and m["method"] == "layercam"))
     frame.select_option("#mode", "compare")
-    wait_painted(frame, "#grid", 2)
+    wait_painted(frame, 2, "#grid")
     set_control(frame, "#frame", 2)
     box = frame.locator("#grid .card canvas.overlay").nth(1).bounding_box()  # the second method: layercam
     y, x = 9, 4
@@ -281,8 +258,8 @@ def settled(frame, change, strip=STEPS):
     frame.evaluate("document.querySelectorAll('#grid .card, #filmstrip .card').forEach((c) => (c.dataset.state = "
                    "'stale'))")
     change()
-    wait_painted(frame, "#grid", 1)
-    wait_painted(frame, "#filmstrip", strip)
+    wait_painted(frame, 1, "#grid")
+    wait_painted(frame, strip, "#filmstrip")
 
 
 def test_timeline_of_a_clip_shows_every_step_at_the_shown_frame(frame, logdir):
@@ -292,7 +269,7 @@ def test_timeline_of_a_clip_shows_every_step_at_the_shown_frame(frame, logdir):
     lut = jet(frame)
     steps = [stored(logdir, run="steps", step=s) for s in range(STEPS)]
     frame.select_option("#run", "steps")
-    wait_painted(frame, "#grid", 1)
+    wait_painted(frame, 1, "#grid")
     frame.select_option("#colormap", "jet")
     settled(frame, lambda: frame.select_option("#mode", "timeline"))
     settled(frame, lambda: (frame.fill("#opacity", "1"), frame.dispatch_event("#opacity", "input")))
@@ -301,18 +278,19 @@ def test_timeline_of_a_clip_shows_every_step_at_the_shown_frame(frame, logdir):
     for f in (2, 1):
         settled(frame, lambda f=f: (frame.fill("#frame", str(f)), frame.dispatch_event("#frame", "input")))
         assert frame.text_content("#frame-label") == f"{f + 1} / {T}"
-        assert_map_drawn(pixels(frame), steps[-1][0], trilinear(steps[-1][0])[f], lut, f"the card at frame {f}")
+        assert_map_drawn(card_pixels(frame), steps[-1][0], trilinear(steps[-1][0])[f], lut, f"the card at frame {f}")
         for s, (raw, _) in enumerate(steps):
-            assert_map_drawn(pixels(frame, s, "#filmstrip"), raw, trilinear(raw)[f], lut, f"step {s}, frame {f}")
-    assert not np.array_equal(pixels(frame, 0, "#filmstrip"), pixels(frame, 1, "#filmstrip"))  # new maps each step
+            assert_map_drawn(card_pixels(frame, s, "#filmstrip"), raw, trilinear(raw)[f], lut, f"step {s}, frame {f}")
+    # new maps at each step
+    assert not np.array_equal(card_pixels(frame, 0, "#filmstrip"), card_pixels(frame, 1, "#filmstrip"))
     settled(frame, lambda: (frame.fill("#opacity", "0"), frame.dispatch_event("#opacity", "input")))
     for s, (_, frames) in enumerate(steps):
-        np.testing.assert_array_equal(pixels(frame, s, "#filmstrip")[..., :3], frames[1])
+        np.testing.assert_array_equal(card_pixels(frame, s, "#filmstrip")[..., :3], frames[1])
     frame.locator("#filmstrip .card").nth(0).click()
     frame.wait_for_selector("#grid[data-step='0']", state="attached")
-    wait_painted(frame, "#grid", 1)
+    wait_painted(frame, 1, "#grid")
     assert frame.eval_on_selector("#grid figcaption", "e => e.textContent") == "step 0"
-    np.testing.assert_array_equal(pixels(frame)[..., :3], steps[0][1][1])
+    np.testing.assert_array_equal(card_pixels(frame)[..., :3], steps[0][1][1])
     assert frame.text_content("#frame-label") == f"2 / {T}"
     frame.fill("#fps", "30")  # playing walks the card's frames; paused, the filmstrip shows the frame paused at
     frame.click("#clip-play")
@@ -321,4 +299,4 @@ def test_timeline_of_a_clip_shows_every_step_at_the_shown_frame(frame, logdir):
         "document.querySelector('#clip-play').textContent === 'Play clip'")))
     paused = int(frame.eval_on_selector("#frame", "e => e.value"))
     for s, (_, frames) in enumerate(steps):
-        np.testing.assert_array_equal(pixels(frame, s, "#filmstrip")[..., :3], frames[paused])
+        np.testing.assert_array_equal(card_pixels(frame, s, "#filmstrip")[..., :3], frames[paused])

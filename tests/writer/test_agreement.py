@@ -24,7 +24,6 @@ from torch import nn
 
 from helpers import activation_and_grad
 from writer_ext import compute_cams
-from writer_ext.demo import draw_shapes
 from writer_ext.methods.base import first_component
 
 LAYERS = ("features.0.0", "features.2", "features")
@@ -33,17 +32,6 @@ GRADIENT = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam
 OTHERS = ("eigencam", "scorecam", "ablationcam")
 TOPK = 2
 SIZE = (64, 64)
-
-
-@pytest.fixture(scope="module")
-def net(trained_shapenet):
-    return trained_shapenet
-
-
-@pytest.fixture(scope="module")
-def images():
-    """Four fresh pictures, none seen in training."""
-    return draw_shapes(4, np.random.default_rng(2))[0]
 
 
 @pytest.fixture(scope="module")

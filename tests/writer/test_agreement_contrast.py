@@ -23,11 +23,6 @@ FINER = ("finercam", "finercam-weighted")
 
 
 @pytest.fixture(scope="module")
-def images():
-    return draw_shapes(4, np.random.default_rng(2))[0]
-
-
-@pytest.fixture(scope="module")
 def wide():
     """A 10-class ShapeNet (seeded, untrained) and four pictures."""
     with torch.random.fork_rng(devices=[]):

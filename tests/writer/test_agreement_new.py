@@ -11,20 +11,8 @@ from test_agreement import SIZE, TOPK, assert_same, correlations, min_max, refer
 from torch import nn
 
 from writer_ext import compute_cams
-from writer_ext.demo import draw_shapes
 
 NOISY = ("sscam", "iscam")
-
-
-@pytest.fixture(scope="module")
-def net(trained_shapenet):
-    return trained_shapenet
-
-
-@pytest.fixture(scope="module")
-def images():
-    """The four fresh pictures of test_agreement.py."""
-    return draw_shapes(4, np.random.default_rng(2))[0]
 
 
 @pytest.fixture(scope="module")

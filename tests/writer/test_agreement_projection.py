@@ -12,16 +12,10 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
 from test_agreement import RELU_LAYERS, TOPK, assert_agree, at_input_size, correlations, reference
 
 from writer_ext import compute_cams
-from writer_ext.demo import draw_shapes
 from writer_ext.methods import CamInputs, EigenCAM
 from writer_ext.methods.projection import SegEigenCAM, _leading_pair, kernel_component
 
 LAYERS = ("features.0.0",) + RELU_LAYERS
-
-
-@pytest.fixture(scope="module")
-def images():
-    return draw_shapes(4, np.random.default_rng(2))[0]
 
 
 @pytest.fixture(scope="module")

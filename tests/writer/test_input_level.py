@@ -21,21 +21,10 @@ from torch import nn
 from helpers import raw_cam_values
 from tensorboard_plugin_cam.format import cam as stored_cam
 from writer_ext import SummaryWriter, compute_cams, sanity_check
-from writer_ext.demo import draw_shapes
 from writer_ext.scaling import min_max
 
 PIXEL = ("fullgrad", "guidedbackprop", "guidedgradcam")
 LAYERS = ("features.2", "features")
-
-
-@pytest.fixture(scope="module")
-def net(trained_shapenet):
-    return trained_shapenet
-
-
-@pytest.fixture(scope="module")
-def images():
-    return draw_shapes(4, np.random.default_rng(2))[0]
 
 
 @pytest.fixture(scope="module")

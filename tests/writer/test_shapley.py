@@ -17,17 +17,6 @@ from test_agreement import LAYERS, SIZE, correlations
 from torch import nn
 
 from writer_ext import compute_cams
-from writer_ext.demo import draw_shapes
-
-
-@pytest.fixture(scope="module")
-def net(trained_shapenet):
-    return trained_shapenet
-
-
-@pytest.fixture(scope="module")
-def images():
-    return draw_shapes(4, np.random.default_rng(2))[0]
 
 
 @pytest.fixture(scope="module")
