@@ -17,6 +17,7 @@ from torch import nn
 
 from writer_ext.methods.base import CamInputs, CamMethod
 from writer_ext.methods.gradient import GradCAM
+from writer_ext.model.hooks import HookSet
 from writer_ext.scaling import min_max
 
 BIASED = (nn.Conv2d, nn.BatchNorm2d)  # FullGrad's bias layers, as pytorch-grad-cam's
@@ -35,17 +36,17 @@ def effective_bias(module: nn.Module) -> torch.Tensor:
     return module.bias.detach().float()
 
 
-class PixelPass:
+class PixelPass(HookSet):
     """What the input-level methods add to the shared forward (a `with` block around it).
 
     `inputs` is the batch to run the model on: a copy that requires grad when any of them is asked for.
     """
 
     def __init__(self, model: nn.Module, methods: Sequence[CamMethod], inputs: torch.Tensor):
+        super().__init__()
         wants = {need for m in methods for need in m.pixel}
         self.fullgrad, self.guided = "fullgrad" in wants, "guided" in wants
         self.active = bool(wants)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.bias_outputs: list[tuple[nn.Module, torch.Tensor]] = []
         self._guiding = False
         if wants and inputs.dim() != 4:
@@ -58,21 +59,11 @@ class PixelPass:
         self._biased = [m for m in model.modules() if isinstance(m, BIASED) and m.bias is not None]
         self.inputs = inputs.detach().requires_grad_(True) if wants else inputs
 
-    def __enter__(self) -> PixelPass:
-        try:
-            if self.fullgrad:
-                self._handles += [m.register_forward_hook(self._keep) for m in self._biased]
-            if self.guided:
-                self._handles += [m.register_forward_hook(self._gate) for m in self._relus]
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _register(self):
+        if self.fullgrad:
+            yield from (m.register_forward_hook(self._keep) for m in self._biased)
+        if self.guided:
+            yield from (m.register_forward_hook(self._gate) for m in self._relus)
 
     def _keep(self, module: nn.Module, args, output):
         """Keeps every call's output (a module may run twice) and hands a clone downstream (in-place ops)."""

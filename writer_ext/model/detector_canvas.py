@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from writer_ext.model.hooks import HookSet
 from writer_ext.model.spatial import SpatialView
 
 
@@ -35,12 +36,12 @@ def _transforms(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, GeneralizedRCNNTransform)]
 
 
-class CanvasRecorder:
+class CanvasRecorder(HookSet):
     """Records the canvas of a detection model's forward pass (`canvas` stays None for other models)."""
 
     def __init__(self, model: nn.Module):
+        super().__init__()
         self._modules = _transforms(model)
-        self._handles: list = []
         self.canvas: Optional[Canvas] = None
         self.error: Optional[str] = None
 
@@ -55,14 +56,8 @@ class CanvasRecorder:
             return
         self.canvas = Canvas(tuple(int(v) for v in tensors.shape[-2:]), resized.pop())
 
-    def __enter__(self) -> CanvasRecorder:
-        self._handles = [m.register_forward_hook(self._hook) for m in self._modules]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _register(self):
+        return (m.register_forward_hook(self._hook) for m in self._modules)
 
 
 def aligned_view(name: str, view: SpatialView, canvas: Optional[Canvas], spatial_hw: tuple[int, int]) -> SpatialView:

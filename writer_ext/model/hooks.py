@@ -3,10 +3,11 @@ can be differentiated against) and the classifier head's call (for CAM)."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 def run_model(model: nn.Module, inputs: torch.Tensor) -> object:
@@ -19,7 +20,32 @@ def run_model(model: nn.Module, inputs: torch.Tensor) -> object:
                          f"and dtype {inputs.dtype}: {e}") from e
 
 
-class ActivationCapture:
+class HookSet:
+    """Hooks held for a `with` block: `_register` yields their handles on entry, and every one is removed on
+    exit, or at once when registering one of them fails, so no hook is ever left in the user's model."""
+
+    def __init__(self) -> None:
+        self._handles: list[RemovableHandle] = []
+
+    def _register(self) -> Iterator[RemovableHandle]:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            for handle in self._register():
+                self._handles.append(handle)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+class ActivationCapture(HookSet):
     """Holds each hooked layer's output for the duration of a `with` block.
 
     The hook keeps the layer's output and hands a clone downstream, so an
@@ -31,9 +57,9 @@ class ActivationCapture:
     """
 
     def __init__(self, layers: Sequence[tuple[str, nn.Module]], *, track_grad: bool):
+        super().__init__()
         self._layers = list(layers)
         self._track_grad = track_grad
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.activations: dict[str, torch.Tensor] = {}
         self.calls: dict[str, int] = {}
         self.bad_outputs: dict[str, str] = {}
@@ -52,19 +78,9 @@ class ActivationCapture:
 
         return hook
 
-    def __enter__(self) -> ActivationCapture:
-        try:
-            for name, module in self._layers:
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _register(self) -> Iterator[RemovableHandle]:
+        for name, module in self._layers:
+            yield module.register_forward_hook(self._hook(name))
 
     def output(self, name: str) -> torch.Tensor:
         """The captured output tensor of a layer, or a ValueError saying why there is none."""
@@ -79,27 +95,22 @@ class ActivationCapture:
         return self.activations[name]
 
 
-class LinearCalls:
+class LinearCalls(HookSet):
     """Records every nn.Linear call of one forward pass, to find the classifier head that CAM reads."""
 
     def __init__(self, model: nn.Module):
+        super().__init__()
         self._modules = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
 
-    def __enter__(self) -> LinearCalls:
+    def _register(self) -> Iterator[RemovableHandle]:
         def hook(module, args, output):
             if args and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor):
                 # copies: an in-place change of the output after the head must not look like the head's result
                 self.calls.append((module, args[0].detach().clone(), output.detach().clone()))
 
-        self._handles = [m.register_forward_hook(hook) for m in self._modules]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        for m in self._modules:
+            yield m.register_forward_hook(hook)
 
     def find(self, output: object) -> Optional[tuple[nn.Linear, torch.Tensor]]:
         """The last Linear whose result is the model's `output` (only views, flatten, eval-mode

@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from writer_ext.model.hooks import HookSet
+
 
 def _pyramids(model: nn.Module) -> list[tuple[str, nn.Module]]:
     try:
@@ -20,28 +22,22 @@ def _pyramids(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, FeaturePyramidNetwork)]
 
 
-class PyramidRecorder:
+class PyramidRecorder(HookSet):
     """Records, during one forward pass, each feature pyramid's inputs (the backbone stages it is built from)."""
 
     def __init__(self, model: nn.Module) -> None:
+        super().__init__()
         self._found = _pyramids(model)
-        self._handles: list = []
         self.inputs: dict[str, list[list[torch.Tensor]]] = {}
 
-    def __enter__(self) -> PyramidRecorder:
+    def _register(self):
         for name, module in self._found:
             def hook(mod, args, name=name):
                 features = args[0] if args else None
                 if isinstance(features, dict):
                     self.inputs.setdefault(name, []).append(
                         [t for t in features.values() if isinstance(t, torch.Tensor)])
-            self._handles.append(module.register_forward_pre_hook(hook))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+            yield module.register_forward_pre_hook(hook)
 
     def coarsest(self) -> list[tuple[str, torch.Tensor]]:
         """(pyramid's name, its last input) for each pyramid that ran once."""
