@@ -66,8 +66,8 @@ MOVE = """async (index) => {
 
 
 @contextlib.contextmanager
-def tensorboard(logdir: Path, load_fast: str, steps: int):
-    """The real `tensorboard` command on a free port, yielding its URL once every step is listed."""
+def tensorboard(logdir: Path, load_fast: str, steps: int, tag: str = "probe", timeout: float = 600):
+    """The real `tensorboard` command on a free port, yielding its URL once run "run", `tag` lists `steps` steps."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -76,10 +76,10 @@ def tensorboard(logdir: Path, load_fast: str, steps: int):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 600
+        deadline = time.time() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/data/plugin/cam/steps?run=run&tag=probe", timeout=10) as r:
+                with urllib.request.urlopen(f"{url}/data/plugin/cam/steps?run=run&tag={tag}", timeout=10) as r:
                     if len(json.loads(r.read())["steps"]) == steps:
                         break
             except OSError:

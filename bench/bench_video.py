@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchcam.methods as tcm
-from bench_browser import CHROMIUM
+from bench_browser import CHROMIUM, tensorboard
 from PIL import Image
 from playwright.sync_api import sync_playwright
 from sklearn.datasets import load_sample_images
@@ -113,23 +109,7 @@ PLAYING = """async (seconds) => {
 def tab_frame_intervals(logdir: Path, seconds: float) -> tuple[float, list[float]]:
     """Milliseconds from Play clip to the first frame shown, and between the frames the tab shows while the clip
     plays at 30 frames a second."""
-    port = 6100 + int(time.time()) % 800
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-                             "--port", str(port), "--load_fast=true"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/data/plugin/cam/steps?run=run&tag=clip", timeout=10) as r:
-                    if json.loads(r.read())["steps"]:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("tensorboard did not list the clip")
-            time.sleep(0.5)
+    with tensorboard(logdir, "true", 1, tag="clip", timeout=120) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -139,9 +119,6 @@ def tab_frame_intervals(logdir: Path, seconds: float) -> tuple[float, list[float
             first, intervals = page.evaluate(PLAYING, seconds)
             browser.close()
         return first, intervals
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def main() -> None:
