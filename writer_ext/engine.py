@@ -225,6 +225,8 @@ def _one_pass(model: nn.Module, inputs: torch.Tensor, targets: Targets, opts: _O
         raise ValueError(f"target_layer {layers[unused[0]][0]!r}: the explained scores do not depend on its "
                          "output (it is detached or unused downstream); choose a layer the output is computed from")
     hessian = any(m.uses_hessian for m in opts.methods)
+    if pixel.active:
+        pixel.keep_reached(lambda tensors: _unreached(chosen.scores, tensors))
     extra = pixel.tensors()
     own = objectives(opts.methods, chosen.logits, chosen.class_ids)  # rows of the same backward
     explained = torch.cat([chosen.scores, *own.values()], dim=1) if own else chosen.scores

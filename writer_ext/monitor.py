@@ -101,7 +101,8 @@ class CamMonitor:
         self.sanity_every = check_positive_int(sanity_every, "sanity_every", allow_none=True)
         if not isinstance(probe_inputs, torch.Tensor):
             raise TypeError(f"probe_inputs must be a torch.Tensor, got {type(probe_inputs).__name__}")
-        img.check_picture_count(probe_inputs.shape[0] if probe_inputs.dim() else 0, "probe_inputs")
+        frames = 1 if probe_inputs.dim() != 5 else probe_inputs.shape[1 if options.get("clip_layout") == "NTCHW" else 2]
+        img.check_picture_count(probe_inputs.shape[0] * frames if probe_inputs.dim() else 0, "probe_inputs")
         get_methods(methods)  # a misspelt method fails here, not silently at every step
         activations = check_bool(activations, "activations")
         metrics = check_bool(metrics, "metrics")

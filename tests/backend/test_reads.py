@@ -22,7 +22,7 @@ from tensorboard_plugin_cam import budget
 from tensorboard_plugin_cam import format as fmt
 from tensorboard_plugin_cam.plugin import CamPlugin
 from tensorboard_plugin_cam.reader import CamReader
-from writer_ext import CamMonitor, SummaryWriter
+from writer_ext import CamMonitor, SummaryWriter, evaluate
 
 MIB = 2**20
 
@@ -142,6 +142,11 @@ def test_the_writer_refuses_a_sample_past_its_kinds_limits_and_writes_nothing(tm
         clips.register_forward_hook(lambda *_: calls.append(1))
         with pytest.raises(ValueError, match=r"inputs \(frames of all clips\): 1040 images in one sample"):
             writer.add_cam("c", clips, torch.rand(65, 3, 16, 2, 2), target_layer="0", global_step=0)
+        with pytest.raises(ValueError, match=r"probe_inputs: 1040 images in one sample"):
+            CamMonitor(writer, clips, torch.rand(65, 3, 16, 2, 2), target_layer="0")
+        with pytest.raises(ValueError, match=r"worst \(the worst and best images kept, each once\): 1200 images"):
+            evaluate(model, [(torch.rand(2, 3, 2, 2), torch.tensor([0, 1]))], target_layer="0", methods="gradcam",
+                     baseline=False, worst=600, progress=False)
         writer.flush()
     assert calls == []
     provider = python_provider(tmp_path)

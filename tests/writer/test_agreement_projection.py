@@ -140,3 +140,14 @@ def test_projection_methods_differ_where_compared(ours, first, second, below):
         lowest = min(lowest, correlations(a[live], b[live]).min())
     print(f"lowest r = {lowest:.3f}", end=" ")
     assert lowest < below
+
+
+def test_kpcacam_refuses_a_layer_whose_kernel_would_not_fit():
+    """The kernel is positions x positions per image: a 65 x 65 layer (4,225 positions) is refused naming the
+    layer before it is built; 64 x 64 is computed."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(2, 2)).eval()
+    with pytest.raises(ValueError, match="target_layer '0': kpcacam's kernel .* 4,225 positions"):
+        compute_cams(net, torch.rand(1, 3, 65, 65), target_layer="0", methods="kpcacam")
+    assert compute_cams(net, torch.rand(1, 3, 64, 64), target_layer="0", methods="kpcacam").maps["kpcacam"]["0"].shape \
+        == (1, 1, 64, 64)

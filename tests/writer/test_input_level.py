@@ -213,6 +213,42 @@ def test_refused_where_they_cannot_apply():
         compute_cams(clips, torch.rand(2, 3, 4, 16, 16), target_layer="0", methods="fullgrad")
 
 
+class _AuxHead(nn.Module):
+    """A conv trunk whose forward also runs an auxiliary head the output does not use (as a segmentation
+    model's aux classifier in eval), a ReLU module it never calls (functional ReLUs), and optionally a
+    detached input."""
+
+    def __init__(self, detach: bool = False):
+        super().__init__()
+        self.detach = detach
+        self.trunk = nn.Conv2d(3, 4, 3, padding=1)
+        self.aux = nn.Conv2d(4, 2, 1)
+        self.unused_relu = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = x.detach() if self.detach else x
+        features = torch.relu(self.trunk(x))
+        self.aux(features)  # computed and dropped
+        return self.head(features.mean((2, 3)))
+
+
+def test_unused_branches_are_left_out_and_what_cannot_be_explained_refused():
+    """FullGrad leaves out a biased layer the scores do not depend on (no raw autograd error); equals the same
+    model without the branch. Guided backprop with no nn.ReLU call, and any input-level method on a model
+    that detaches its input, are refused naming `methods`."""
+    torch.manual_seed(0)
+    model, x = _AuxHead().eval(), torch.rand(2, 3, 8, 8)
+    with_aux = compute_cams(model, x, target_layer="trunk", methods="fullgrad", topk=2).maps["fullgrad"]["trunk"]
+    model.aux = nn.Identity()
+    without = compute_cams(model, x, target_layer="trunk", methods="fullgrad", topk=2).maps["fullgrad"]["trunk"]
+    torch.testing.assert_close(with_aux, without)
+    with pytest.raises(ValueError, match="methods: guided backprop.*none of them ran"):
+        compute_cams(model, x, target_layer="trunk", methods="guidedbackprop")
+    with pytest.raises(ValueError, match="methods: .*the scores do not depend on it"):
+        compute_cams(_AuxHead(detach=True).eval(), x, target_layer="trunk", methods="fullgrad")
+
+
 def test_training_safe_also_on_error(net, images):
     """The model leaves as it came: its modules (no ReLU swapped), hooks, modes, flags and .grads, also when the
     explained score raises after the forward."""

@@ -107,3 +107,31 @@ def test_shapleycam_by_hand_for_two_classes_in_one_call():
     torch.testing.assert_close(result.maps["shapleycam"]["a"][0, 0], 5 * x[0, 0])
     torch.testing.assert_close(result.maps["shapleycam"]["a"][0, 1], torch.zeros(2, 2))
     torch.testing.assert_close(result.maps["gradcam"]["a"][0, 0], 10 * x[0, 0])  # Grad-CAM: w = 10
+
+
+class _OnceDifferentiable(torch.autograd.Function):
+    """x ** 2 whose backward torch cannot differentiate again (as some fused attention kernels)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+def test_a_model_without_a_second_derivative_is_refused_naming_methods():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(_OnceDifferentiable.apply(self.conv(x)).mean((2, 3)))
+
+    with pytest.raises(ValueError, match="methods: 'shapleycam' needs the model's second derivative"):
+        compute_cams(Net().eval(), torch.rand(2, 3, 8, 8), target_layer="conv", methods="shapleycam")

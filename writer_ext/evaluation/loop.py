@@ -243,6 +243,10 @@ def evaluate(
         raise ValueError(f"rank_by must be one of the metrics scored {chosen}, got {rank_by!r}")
     plan = _Plan(names, chosen, with_baseline, target_layer, targets or "predicted", steps, tolerance, seed,
                  batch_size)
+    layers = len(target_layer) if isinstance(target_layer, (list, tuple)) else 1
+    kept = 2 * worst * (len(names) + with_baseline) * layers
+    img.check_picture_count(min(kept, len(data)) if isinstance(data, Dataset) and hasattr(data, "__len__") else kept,
+                            "worst (the worst and best images kept, each once)")
     rank, world = ranks.world()
     return _run(model, data, plan, tag=tag, size=size, worst=worst, rank_by=rank_by, path=path,
                 workers=num_workers, progress=progress, rank=rank, world=world)

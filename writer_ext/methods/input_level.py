@@ -10,7 +10,7 @@ the hooks leave with the pass, also on error.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -49,6 +49,7 @@ class PixelPass(HookSet):
         self.active = bool(wants)
         self.bias_outputs: list[tuple[nn.Module, torch.Tensor]] = []
         self._guiding = False
+        self._gated = 0  # nn.ReLU calls seen on the forward
         if wants and inputs.dim() != 4:
             raise ValueError(f"methods: {sorted(m.name for m in methods if m.pixel)} work on (N, C, H, W) images; "
                              f"these inputs have shape {tuple(inputs.shape)}")
@@ -74,8 +75,24 @@ class PixelPass(HookSet):
 
     def _gate(self, module: nn.Module, args, output):
         if isinstance(output, torch.Tensor) and output.requires_grad:
+            self._gated += 1
             output.register_hook(lambda g: g.clamp(min=0) if self._guiding else None)
         return None
+
+    def keep_reached(self, unreached: Callable[[list[torch.Tensor]], list[int]]) -> None:
+        """After the forward: drops the biased outputs that the explained scores do not depend on (a branch the
+        output does not use, such as an auxiliary head; `unreached` gives their indices in a list of tensors),
+        and refuses an input the scores do not depend on, or guided backprop when no nn.ReLU module ran (the
+        model's ReLUs are functional calls)."""
+        if self.guided and not self._gated:
+            raise ValueError("methods: guided backprop changes the backward of the model's nn.ReLU modules and "
+                             "none of them ran on the forward (its ReLUs are functional calls)")
+        unreached = unreached([self.inputs, *[out for _, out in self.bias_outputs]])
+        if 0 in unreached:
+            raise ValueError("methods: the input-level methods differentiate the scores by the input, and the "
+                             "scores do not depend on it (the model detaches its input)")
+        gone = {i - 1 for i in unreached}
+        self.bias_outputs = [kept for i, kept in enumerate(self.bias_outputs) if i not in gone]
 
     def check_canvas(self, canvas: bool) -> None:
         """FullGrad is refused where the layers see a resized, padded canvas (a detection model)."""

@@ -56,8 +56,14 @@ class KPCACAM(CamMethod):
 
     name = "kpcacam"
     uses_gradients = False
+    max_positions = 4096  # the kernel is positions x positions per image: 64 MiB of float32 here
 
     def compute(self, inputs: CamInputs) -> torch.Tensor:
+        positions = inputs.activations[0, 0].numel()
+        if positions > self.max_positions:
+            raise ValueError(f"target_layer {inputs.layer!r}: kpcacam's kernel has positions x positions entries "
+                             f"per image, and this layer has {positions:,} positions (at most "
+                             f"{self.max_positions:,}); choose a coarser layer")
         maps = torch.relu(kernel_component(inputs.activations))
         return maps.unsqueeze(1).expand(-1, self.targets(inputs), *maps.shape[1:]).contiguous()
 

@@ -17,20 +17,26 @@ def hessian_products(grads: list[torch.Tensor], activations: list[torch.Tensor])
     taken alone because a joint backward over several layers would add their cross terms. Where the
     score is piecewise linear in the layer (ReLU, max-pool, linear head on logits) the product is 0.
     """
-    products = []
-    for g, a in zip(grads, activations):
-        k = g.shape[0]
-        if not g.requires_grad:  # nothing after the layer is curved: the graph of g does not reach A
-            products.append(torch.zeros_like(g))
-            continue
-        selector = torch.eye(k, dtype=g.dtype, device=g.device).view(k, k, *[1] * a.dim())
-        try:
-            (hvp,) = torch.autograd.grad(g, a, grad_outputs=selector * a.detach(), is_grads_batched=True,
-                                         retain_graph=True, allow_unused=True)
-        except RuntimeError:  # an op without a batching rule: one double backward per class
-            hvp = torch.stack([_one(g[i], a) for i in range(k)])
-        products.append(torch.zeros_like(g) if hvp is None else hvp.detach())
-    return products
+    try:
+        return [_product(g, a) for g, a in zip(grads, activations)]
+    except RuntimeError as e:  # an op whose backward torch cannot differentiate (some attention kernels)
+        raise ValueError(f"methods: 'shapleycam' needs the model's second derivative, which torch cannot take "
+                         f"here ({e}); use another method") from e
+
+
+def _product(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    k = g.shape[0]
+    if not g.requires_grad:  # nothing after the layer is curved: the graph of g does not reach A
+        return torch.zeros_like(g)
+    if _cut(g):
+        raise RuntimeError("an op after the layer has a backward that is not differentiable (once_differentiable)")
+    selector = torch.eye(k, dtype=g.dtype, device=g.device).view(k, k, *[1] * a.dim())
+    try:
+        (hvp,) = torch.autograd.grad(g, a, grad_outputs=selector * a.detach(), is_grads_batched=True,
+                                     retain_graph=True, allow_unused=True)
+    except RuntimeError:  # an op without a batching rule: one double backward per class
+        hvp = torch.stack([_one(g[i], a) for i in range(k)])
+    return torch.zeros_like(g) if hvp is None else hvp.detach()
 
 
 def _one(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -55,3 +61,18 @@ class ShapleyCAM(CamMethod):
         hessian: Optional[torch.Tensor] = inputs.hessian
         corrected = (inputs.gradients - 0.5 * hessian).transpose(0, 1)  # (B, K, C, h, w)
         return corrected.mean(dim=positions(corrected, 3))
+
+
+def _cut(g: torch.Tensor) -> bool:
+    """Whether the first gradient's graph holds torch's Error node: an op whose backward cannot be
+    differentiated again, after which the graph is cut (a product taken through it would read 0, not fail)."""
+    seen, stack = set(), [g.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() == "torch::autograd::Error":
+            return True
+        stack.extend(n for n, _ in node.next_functions)
+    return False

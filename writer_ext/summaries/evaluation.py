@@ -11,6 +11,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
 
 from tensorboard_plugin_cam import format as fmt
+from writer_ext import pictures as img
 from writer_ext.evaluation import loop, ranks
 from writer_ext.evaluation.result import EvalResult
 from writer_ext.evaluation.tally import BINS, Example
@@ -29,6 +30,7 @@ def _examples(writer: TorchSummaryWriter, tag: str, result: EvalResult, names, g
                 unique.setdefault(e.index, e)
     if not unique:
         return {}
+    img.check_picture_count(len(unique), "worst (the worst and best images kept, each once)")
     examples = list(unique.values())
     pictures = np.stack([e.picture.numpy() for e in examples])
     ids = np.array([[e.class_id] for e in examples])
