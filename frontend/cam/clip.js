@@ -70,27 +70,35 @@ function fetchFrames(sample = view.sample) {
     Array.from({ length: info.frames ?? 0 }, (_, t) => sample.frame(i, t).catch(() => null))));
 }
 
-/** Plays or pauses the clip: `showFrame(t)` draws frame t; waits 1/fps between frames, after each is drawn. */
+/**
+ * Plays or pauses the clip: `showFrame(t)` draws frame t; waits 1/fps between frames, after each is drawn.
+ * Each play is numbered, so a play paused while its frames load, then played again, leaves one loop running.
+ */
 export async function playClip(showFrame) {
   if (view.clipPlaying) {
     view.clipPlaying = false;
     return;
   }
+  const run = (view.clipRun = (view.clipRun ?? 0) + 1);
+  const current = () => view.clipPlaying && view.clipRun === run;
   view.clipPlaying = true;
   ui.clipPlay.textContent = "Pause clip";
   try {
     await fetchFrames();
-    while (view.clipPlaying && clipFrames() > 0) {
+    while (current() && clipFrames() > 0) {
       const rate = Math.min(Math.max(Number(ui.fps.value) || 8, 1), 60);
       const started = performance.now();
       await showFrame((view.frame + 1) % clipFrames());
       const left = 1000 / rate - (performance.now() - started);
       await new Promise((resolve) => setTimeout(resolve, Math.max(left, 0)));
     }
+    if (view.clipRun !== run) return; // a newer play runs: it owns the button
     if (clipFrames() > 0) await showFrame(view.frame); // paused: the timeline's steps too, at this frame
   } finally {
-    view.clipPlaying = false;
-    ui.clipPlay.textContent = "Play clip";
+    if (view.clipRun === run) {
+      view.clipPlaying = false;
+      ui.clipPlay.textContent = "Play clip";
+    }
   }
 }
 

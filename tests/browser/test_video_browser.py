@@ -169,6 +169,21 @@ def test_play_pause_and_frame_rate(frame):
     assert frame.eval_on_selector("#frame", "e => e.value") == still
 
 
+def test_play_pause_play_while_loading_runs_one_loop(frame):
+    """Play, Pause and Play again before the first play's frames have loaded: one loop plays, at the rate set
+    (two would walk the frames twice as fast), and one Pause stops it."""
+    frame.fill("#fps", "5")
+    frame.evaluate("() => { const b = document.querySelector('#clip-play'); b.click(); b.click(); b.click(); }")
+    frame.wait_for_function("document.querySelector('#clip-play').textContent === 'Pause clip'")
+    changes = frame.evaluate(COUNT_CHANGES)
+    assert 3 <= changes <= 6, f"{changes} frames in a second at 5 frames a second"
+    frame.click("#clip-play")
+    frame.wait_for_function("document.querySelector('#clip-play').textContent === 'Play clip'", timeout=10000)
+    still = frame.eval_on_selector("#frame", "e => e.value")
+    frame.wait_for_timeout(500)
+    assert frame.eval_on_selector("#frame", "e => e.value") == still
+
+
 def test_play_fetches_every_frame_of_the_clips_before_the_first(frame):
     """Play clip fetches the step's N x T frames before it shows frame 2, so that no frame waits on a fetch
     (bench/bench_video.py: 27.7 frames a second at 30 without it, the first pass through the clip waiting)."""

@@ -178,7 +178,8 @@ class GuidedBackprop(CamMethod):
 
 class GuidedGradCAM(CamMethod):
     """Selvaraju et al. 2017, Guided Grad-CAM: the guided backprop map times the layer's Grad-CAM, min-max scaled
-    to [0, 1] and upsampled bilinearly to the input (as pytorch-grad-cam's example multiplies them)."""
+    to [0, 1] and upsampled bilinearly to the input (a one-channel form of pytorch-grad-cam's example,
+    which multiplies the signed colour gradient before reducing it)."""
 
     name = "guidedgradcam"
     pixel = ("guided",)
