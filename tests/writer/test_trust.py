@@ -259,7 +259,7 @@ def test_the_monitor_never_raises_even_when_warnings_are_errors(net, tmp_path):
         assert monitor.step(0) is None and monitor.step(1) is None  # skipped, and nothing raised
 
 
-def test_metrics_on_a_token_layer_with_a_reshape_transform_and_a_seed():
+def test_metrics_on_a_token_layer_with_a_reshape_transform_and_a_seed(tmp_path):
     """The random baseline of metrics=True is drawn at the same layers, seen the same way, from the seed."""
     torch.manual_seed(0)
     model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2,
@@ -271,6 +271,13 @@ def test_metrics_on_a_token_layer_with_a_reshape_transform_and_a_seed():
     result = compute_cams(model, x, **options)
     first, second = (for_result(model, x, result, reshape_transform=grid, seed=3) for _ in range(2))
     assert first == second and {r["method"] for r in first} == {"gradcam", "random"}
+
+    def transposed(t):  # a view the layout check would not choose: the recompute must use it too
+        return grid(t).transpose(2, 3)
+    options["reshape_transform"] = transposed
+    with SummaryWriter(tmp_path) as writer:
+        logged = add_cam(writer, "t", model, x, metrics=True, **options).metrics
+    assert logged == for_result(model, x, compute_cams(model, x, **options), reshape_transform=transposed, seed=3)
 
 
 def test_callable_targets_without_a_gradient_are_refused(net, tmp_path):

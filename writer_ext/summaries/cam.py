@@ -260,7 +260,8 @@ def _scores(model: nn.Module, inputs: ModelInputs, result: CamResult, targets: T
                                reshape_transform=options.get("reshape_transform"),
                                image_input=options.get("image_input"))
     if faithfulness:
-        records = for_result(model, inputs, result, baseline=baseline, image_input=options.get("image_input"))
+        records = for_result(model, inputs, result, baseline=baseline, image_input=options.get("image_input"),
+                             reshape_transform=options.get("reshape_transform"), seed=options.get("seed"))
     else:
         records = [{"method": m, "layer": layer} for m, per_layer in {**result.maps, "random": baseline}.items()
                    for layer in per_layer]
