@@ -149,6 +149,9 @@ def test_the_writer_refuses_a_sample_past_its_kinds_limits_and_writes_nothing(tm
                      baseline=False, worst=600, progress=False)
         writer.flush()
     assert calls == []
+    # the random baseline's rows keep no images of their own: 2 x 300 for Grad-CAM fits
+    evaluate(model, [(torch.rand(2, 3, 16, 16), torch.tensor([0, 1]))], target_layer="0", methods="gradcam",
+             baseline=True, worst=300, progress=False)
     provider = python_provider(tmp_path)
     assert provider.list_blob_sequences(context.RequestContext(), experiment_id="", plugin_name=fmt.PLUGIN_NAME) == {}
 

@@ -244,7 +244,7 @@ def evaluate(
     plan = _Plan(names, chosen, with_baseline, target_layer, targets or "predicted", steps, tolerance, seed,
                  batch_size)
     layers = len(target_layer) if isinstance(target_layer, (list, tuple)) else 1
-    kept = 2 * worst * (len(names) + with_baseline) * layers
+    kept = 2 * worst * max(len(names), 1) * layers  # the baseline's images are kept only when it is alone
     img.check_picture_count(min(kept, len(data)) if isinstance(data, Dataset) and hasattr(data, "__len__") else kept,
                             "worst (the worst and best images kept, each once)")
     rank, world = ranks.world()
