@@ -152,3 +152,22 @@ def test_evaluate_over_a_data_set_leaves_the_callers_random_stream_untouched():
     torch.manual_seed(7)
     evaluate(model, data, batch_size=2, metrics=["average_drop"], progress=False)
     assert torch.equal(torch.rand(3), expected)  # the loader's worker seed came from a generator of its own
+
+
+def test_images_too_small_for_the_insertion_blur_are_refused_naming_metrics(tmp_path):
+    """Insertion starts from an 11x11 Gaussian blur, whose reflected padding needs 6x6 pixels: a 5x5 batch
+    was a raw torch RuntimeError ("Padding size should be less than ..."); now a ValueError naming `metrics`
+    from evaluate and add_cam, nothing written, and the other metrics still score such images."""
+    data = TensorDataset(_images(2, size=5), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="metrics: insertion AUC .* at least 6x6 pixels, got 5x5"):
+        evaluate(SmallNet(classes=4), data, progress=False)
+    scored = evaluate(SmallNet(classes=4), data, metrics=["average_drop", "deletion_auc"], progress=False)
+    assert scored.count == 2 and scored.means["gradcam"]["deletion_auc"] >= 0  # the rest is scored
+    evaluate(SmallNet(classes=4), TensorDataset(_images(2, size=6), torch.tensor([0, 1])), progress=False)
+    with SummaryWriter(tmp_path) as writer:
+        with pytest.raises(ValueError, match="metrics: insertion AUC"):
+            writer.add_cam("c", SmallNet(classes=4).eval(), _images(2, size=5), metrics=True)
+    from tensorboard.backend.event_processing import event_file_loader
+
+    assert not [e for p in tmp_path.rglob("events.out.tfevents.*")
+                for e in event_file_loader.EventFileLoader(str(p)).Load() if e.summary.value]

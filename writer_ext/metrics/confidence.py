@@ -36,6 +36,8 @@ from writer_ext.scaling import min_max
 from writer_ext.targets.select import logits_of, probabilities
 from writer_ext.validate import as_model_input, check_inputs
 
+_BLUR = 11  # the insertion start's Gaussian kernel, in pixels (sigma 5)
+
 METRICS = FAITHFULNESS  # the scores computed here, in the table's order
 
 
@@ -121,17 +123,26 @@ def curve_auc(model, images, sal, classes, steps, batch_size, multilabel: bool, 
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(positions, device=order.device).expand(n, -1))
     rank = rank.view(n, 1, *sal.shape[1:])
-    if insertion:  # channels (and a clip's frames) blurred one by one
-        flat = images.reshape(n, -1, *images.shape[-2:])
-        start = TF.gaussian_blur(flat, kernel_size=[11, 11], sigma=[5.0, 5.0]).view_as(images)
-    else:
-        start = torch.zeros_like(images)
+    start = _blurred(images) if insertion else torch.zeros_like(images)
     source, target = (start, images) if insertion else (images, start)
     probs = []
     for t in range(steps + 1):
         changed = rank < round(positions * t / steps)  # the top t/steps fraction of pixels
         probs.append(class_probabilities(model, torch.where(changed, target, source), classes, batch_size, multilabel))
     return torch.trapezoid(torch.stack(probs, dim=1), dx=1.0 / steps, dim=1)
+
+
+def _blurred(images: torch.Tensor) -> torch.Tensor:
+    """Insertion's start: each channel (and a clip's frame) blurred by RISE's 11x11 Gaussian (sigma 5),
+    whose reflected padding needs at least 6 x 6 pixels (smaller images are refused, not scored by
+    another blur)."""
+    height, width = images.shape[-2:]
+    if min(height, width) <= _BLUR // 2:
+        raise ValueError(f"metrics: insertion AUC starts from an {_BLUR}x{_BLUR} Gaussian blur, which needs images "
+                         f"of at least {_BLUR // 2 + 1}x{_BLUR // 2 + 1} pixels, got {height}x{width}; leave the "
+                         "metrics out for such small images (evaluate: name the metrics without 'insertion_auc')")
+    flat = images.reshape(images.shape[0], -1, height, width)
+    return TF.gaussian_blur(flat, kernel_size=[_BLUR, _BLUR], sigma=[5.0, 5.0]).view_as(images)
 
 
 def deletion_insertion(model: nn.Module, inputs: ModelInputs, maps: torch.Tensor, class_ids: torch.Tensor,
