@@ -392,8 +392,11 @@ export function mount({ root, reload, onError }) {
   ui.refresh.addEventListener("click", guarded(reload));
   bindPlayKey();
   window.addEventListener("resize", () => fitTimeline(true));
-  const refit = new ResizeObserver(() => fitTimeline()); // a card painted, its legend shown, thumbnails loaded
-  refit.observe(ui.grid);
-  refit.observe(ui.filmstrip);
+  // A card painted, its legend shown, thumbnails loaded, or a line above the card (a notice, the metrics)
+  // shown after it: each moves the filmstrip.
+  const refit = new ResizeObserver(() => fitTimeline());
+  for (const part of [ui.notice, ui.hint, ui.description, ui.metrics, ui.readout, ui.grid, ui.filmstrip]) {
+    refit.observe(part);
+  }
   bindOptionKeys(ui.image, redraw); // up and down: the image, where one image is shown
 }
